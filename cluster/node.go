@@ -114,13 +114,14 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 	return d, nil
 }
 
-// Policy returns the named policy.
+// Policy returns the named policy. It is cheap enough for every check; its
+// Overrides map is shared with the node and must not be modified.
 func (n *Node) Policy(name string) (bucket.Policy, bool) {
 	p := (*n.policies.Load())[name]
 	if p == nil {
 		return bucket.Policy{}, false
 	}
-	return p.Policy.Clone(), true
+	return p.Policy, true
 }
 
 // Policies returns the policy table, sorted by name.

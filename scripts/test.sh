@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs vet and the whole test suite with the race detector. The Redis store's
+# tests need redis-server: it is installed from Debian's packages when missing,
+# and one private instance is started on a free loopback port for the suite
+# (tests that kill or reconfigure Redis start their own). Everything this
+# script starts, it stops by pid.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+	echo "test: installing redis-server" >&2
+	if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+	$SUDO apt-get update -qq >/dev/null
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
+	|| shuf -i 20000-60000 -n 1)
+redis_dir=$(mktemp -d)
+redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+	--dir "$redis_dir" --daemonize no --loglevel warning >"$redis_dir/log" 2>&1 &
+redis_pid=$!
+cleanup() {
+	kill "$redis_pid" 2>/dev/null || true
+	wait "$redis_pid" 2>/dev/null || true
+	rm -rf "$redis_dir"
+}
+trap cleanup EXIT INT TERM
+for _ in $(seq 1 100); do
+	if redis-cli -p "$port" ping >/dev/null 2>&1; then break; fi
+	sleep 0.05
+done
+export RATELIMIT_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
+
+go vet ./...
+go test -race -timeout 15m ./...
