@@ -1,0 +1,25 @@
+package bucket
+
+import (
+	"context"
+	"time"
+)
+
+// Check is one check of a batch: hits against the counter of Key under
+// Policy (whose Limit is the policy's own; stores resolve overrides).
+type Check struct {
+	Key    Key
+	Policy Policy
+	Hits   int64
+}
+
+// BatchStore is a Store that decides many checks in one round trip to its
+// backend. Callers type-assert a Store to it and fall back to Take in a
+// loop.
+type BatchStore interface {
+	Store
+	// TakeBatch decides checks[i] into out[i], in order, all at time now.
+	// out must be at least as long as checks. An error (a backend failure)
+	// applies to every check of the batch.
+	TakeBatch(ctx context.Context, checks []Check, now time.Time, out []Decision) error
+}
