@@ -1,0 +1,290 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/cluster"
+	"github.com/vibewell/ratelimit/httpapi"
+)
+
+// serveConfig is the resolved configuration of `ratelimitd serve`.
+type serveConfig struct {
+	HTTPAddr        string
+	NodeName        string
+	DataDir         string
+	ConfigFile      string
+	PoliciesFile    string
+	LogLevel        slog.Level
+	LogFormat       string
+	Shadow          bool
+	LogDenials      bool
+	MaxBodyBytes    int64
+	MaxBatch        int64
+	MaxKeyLen       int64
+	MaxHits         int64
+	ShutdownTimeout time.Duration
+
+	// Policies is the policy table: the built-in policies as the settings
+	// left them, then the policy file's, which add or replace by name.
+	Policies []bucket.Policy
+
+	// builtin holds the built-in policies while settings modify them.
+	builtin []bucket.Policy
+	// policyFlags maps (built-in policy, field) to the flag that sets it.
+	policyFlags map[[2]string]string
+	// replaced lists built-in policies that the policy file replaced.
+	replaced []string
+}
+
+// serveSettings is the configuration table of `ratelimitd serve`. To add a
+// setting, add one line here and the field it sets.
+func serveSettings(c *serveConfig) []setting {
+	c.builtin = cluster.DefaultPolicies()
+	c.policyFlags = map[[2]string]string{}
+	table := []setting{
+		stringOpt(&c.HTTPAddr, "http-addr", "127.0.0.1:8080",
+			"Address the HTTP API listens on, host:port. Port 0 picks a free port (the `listening` log line gives it)."),
+		stringOpt(&c.NodeName, "node-name", "",
+			"Name of this node, unique in a cluster.").defaultDoc("the hostname plus a unique suffix"),
+		stringOpt(&c.DataDir, "data-dir", "",
+			"Directory for the node's persistent state; created at start-up when set. The single-node server keeps its counters in memory and writes nothing there yet.").defaultDoc("none"),
+		stringOpt(&c.ConfigFile, "config", "",
+			"YAML config file of field: value lines (fields as listed here); unknown fields are an error.").noFile().defaultDoc("none"),
+		stringOpt(&c.PoliciesFile, "policies", "",
+			"YAML policy file (policies: [...]); its policies add to or replace the built-in ones by name.").defaultDoc("none"),
+		levelOpt(&c.LogLevel, "log-level", "info", "Log level: debug, info, warn or error."),
+		choiceOpt(&c.LogFormat, "log-format", "text", "Log format on stderr.", "text", "json"),
+		boolOpt(&c.Shadow, "shadow",
+			"Shadow mode for every policy: checks are decided and counted, but always allowed.").
+			alsoEnv(envVar{Name: "SECURITY_ENABLE_RATE_LIMITING", Map: invertBool, Doc: "false means shadow"}),
+		boolOpt(&c.LogDenials, "log-denials",
+			"Log every denied check (structured, capped at 10 lines a second; the rest are counted).").
+			alsoEnv(envVar{Name: "SECURITY_LOG_RATE_LIMIT_EVENTS"}),
+		intOpt(&c.MaxBodyBytes, 64, 1<<30, "max-body-bytes", strconv.Itoa(httpapi.DefaultMaxBodyBytes),
+			"Largest request body the HTTP API reads, in bytes."),
+		intOpt(&c.MaxBatch, 1, 1_000_000, "max-batch", strconv.Itoa(httpapi.DefaultMaxBatch),
+			"Most checks in one POST /v1/check/batch."),
+		intOpt(&c.MaxKeyLen, 1, 1<<20, "max-key-len", strconv.Itoa(cluster.DefaultMaxKeyLen),
+			"Longest key, in bytes."),
+		intOpt(&c.MaxHits, 1, math.MaxInt64, "max-hits", strconv.Itoa(cluster.DefaultMaxHits),
+			"Most hits one check may take."),
+		durationOpt(&c.ShutdownTimeout, time.Millisecond, "shutdown-timeout", "10s",
+			"How long SIGINT/SIGTERM waits for in-flight HTTP requests before closing them."),
+	}
+	// The built-in policies, set by the variables of the existing Node.js
+	// deployment (RATE_LIMIT_<POLICY>_MAX and _WINDOW_MS).
+	table = append(table,
+		policyOpt(c, "default", "DEFAULT", "max"),
+		policyOpt(c, "default", "DEFAULT", "window_ms"),
+		policyOpt(c, "auth", "AUTH", "max"),
+		policyOpt(c, "auth", "AUTH", "window_ms"),
+		policyOpt(c, "sensitive", "SENSITIVE", "max"),
+		policyOpt(c, "sensitive", "SENSITIVE", "window_ms"),
+		policyOpt(c, "admin", "ADMIN", "max"),
+		policyOpt(c, "admin", "ADMIN", "window_ms"),
+		policyOpt(c, "api_limit", "API", "max"),
+		policyOpt(c, "api_limit", "API", "window_ms"),
+		policyOpt(c, "api_limit", "API", "burst"),
+	)
+	return table
+}
+
+// policyOpt is the setting of one field (max, window_ms or burst) of the
+// built-in policy name: flag --auth-max, env RATE_LIMIT_AUTH_MAX, file
+// field auth_max.
+func policyOpt(c *serveConfig, name, envName, field string) setting {
+	var p *bucket.Policy
+	for i := range c.builtin {
+		if c.builtin[i].Name == name {
+			p = &c.builtin[i]
+		}
+	}
+	if p == nil {
+		panic("ratelimitd: no built-in policy " + name) // a programming error in the table
+	}
+	prefix := strings.ToLower(envName)
+	s := setting{
+		Flag:  prefix + "-" + strings.ReplaceAll(field, "_", "-"),
+		Kind:  "int",
+		Env:   []envVar{{Name: "RATE_LIMIT_" + envName + "_" + strings.ToUpper(field)}},
+		Field: prefix + "_" + field,
+	}
+	c.policyFlags[[2]string{name, field}] = s.Flag
+	var n int64
+	switch field {
+	case "max":
+		s.Default = strconv.FormatInt(p.Limit, 10)
+		s.Doc = fmt.Sprintf("Limit of the built-in %q policy (%s): requests per window.", name, p.Algorithm)
+		parse := parseInt(&n, 1, math.MaxUint32)
+		s.Set = func(v string) error {
+			err := parse(v)
+			p.Limit = n
+			return err
+		}
+	case "window_ms":
+		s.Default = strconv.FormatInt(p.Window.Milliseconds(), 10)
+		s.Doc = fmt.Sprintf("Window of the built-in %q policy, in milliseconds.", name)
+		parse := parseInt(&n, 1, bucket.MaxWindow.Milliseconds())
+		s.Set = func(v string) error {
+			err := parse(v)
+			p.Window = time.Duration(n) * time.Millisecond
+			return err
+		}
+	case "burst":
+		s.Default = strconv.FormatInt(p.Burst, 10)
+		s.Doc = fmt.Sprintf("Burst of the built-in %q policy: requests beyond the rate it admits at once (nginx burst=, with nodelay).", name)
+		parse := parseInt(&n, 0, math.MaxUint32)
+		s.Set = func(v string) error {
+			err := parse(v)
+			p.Burst = n
+			return err
+		}
+	}
+	return s
+}
+
+// loadServeConfig resolves the serve configuration from the command line,
+// the environment and files, loads the policy file, and validates the
+// policy table. Every error names the flag, variable, or file field at
+// fault.
+func loadServeConfig(in resolveInput) (serveConfig, error) {
+	var c serveConfig
+	table := serveSettings(&c)
+	in.ConfigFlag = "config"
+	res, err := resolve(table, in)
+	if err != nil {
+		return c, err
+	}
+	if len(res.Args) > 0 {
+		return c, fmt.Errorf("serve takes no arguments, got %q", res.Args[0])
+	}
+
+	// Each built-in policy, validated, with the error naming the setting
+	// that made it invalid.
+	for i := range c.builtin {
+		p := &c.builtin[i]
+		if err := p.Validate(); err != nil {
+			var fe *bucket.FieldError
+			if errors.As(err, &fe) {
+				if src := c.builtinSource(res, p.Name, fe.Field); src != "" {
+					return c, fmt.Errorf("%s: %w", src, err)
+				}
+			}
+			return c, err
+		}
+	}
+	c.Policies = c.builtin
+	if c.PoliciesFile != "" {
+		file, err := loadPolicyFile(c.PoliciesFile, in.ReadFile)
+		if err != nil {
+			return c, err
+		}
+		c.Policies, c.replaced = mergePolicies(c.builtin, file)
+	}
+	c.builtin = nil
+	return c, nil
+}
+
+// builtinSource names where the value of a built-in policy's field came
+// from, e.g. "RATE_LIMIT_API_MAX"; "" if no setting set it. A limit can be
+// invalid through its window or burst too (a rate above one per
+// microsecond), so each candidate is tried in turn.
+func (c *serveConfig) builtinSource(res resolved, policy, field string) string {
+	var fields []string
+	switch field {
+	case "limit":
+		fields = []string{"max", "window_ms", "burst"}
+	case "window_ms":
+		fields = []string{"window_ms", "max"}
+	case "burst":
+		fields = []string{"burst", "max"}
+	}
+	for _, f := range fields {
+		if src, ok := res.Source[c.policyFlags[[2]string{policy, f}]]; ok {
+			return src
+		}
+	}
+	return ""
+}
+
+// policyFile is the form of a policy file.
+type policyFile struct {
+	Policies []json.RawMessage `json:"policies"`
+}
+
+// loadPolicyFile reads and validates a YAML policy file:
+//
+//	policies:
+//	  - name: login
+//	    algorithm: sliding_window
+//	    limit: 5
+//	    window_ms: 60000
+//
+// Unknown fields, duplicate names and invalid policies are errors that name
+// the file, the entry and the field.
+func loadPolicyFile(path string, readFile func(string) ([]byte, error)) ([]bucket.Policy, error) {
+	b, err := readFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy file: %w", err)
+	}
+	j, err := yaml.YAMLToJSONStrict(b)
+	if err != nil {
+		return nil, fmt.Errorf("policy file %s: %w", path, err)
+	}
+	var f policyFile
+	if t := bytes.TrimSpace(j); len(t) > 0 && !bytes.Equal(t, []byte("null")) {
+		d := json.NewDecoder(bytes.NewReader(j))
+		d.DisallowUnknownFields()
+		if err := d.Decode(&f); err != nil {
+			return nil, fmt.Errorf("policy file %s: want a mapping with a policies list: %w", path, err)
+		}
+	}
+	seen := map[string]int{}
+	ps := make([]bucket.Policy, 0, len(f.Policies))
+	for i, raw := range f.Policies {
+		var p bucket.Policy
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return nil, fmt.Errorf("policy file %s: policies[%d]: %w", path, i, err)
+		}
+		if err := p.Validate(); err != nil {
+			return nil, fmt.Errorf("policy file %s: policies[%d]: %w", path, i, err)
+		}
+		if j, dup := seen[p.Name]; dup {
+			return nil, fmt.Errorf("policy file %s: policies[%d]: name %q is already used by policies[%d]", path, i, p.Name, j)
+		}
+		seen[p.Name] = i
+		ps = append(ps, p)
+	}
+	return ps, nil
+}
+
+// mergePolicies returns base with each policy of add replacing the one of
+// the same name, or appended; and the names of the base policies replaced.
+func mergePolicies(base, add []bucket.Policy) (merged []bucket.Policy, replaced []string) {
+	merged = append([]bucket.Policy(nil), base...)
+	index := map[string]int{}
+	for i, p := range merged {
+		index[p.Name] = i
+	}
+	for _, p := range add {
+		if i, ok := index[p.Name]; ok {
+			merged[i] = p
+			replaced = append(replaced, p.Name)
+			continue
+		}
+		index[p.Name] = len(merged)
+		merged = append(merged, p)
+	}
+	return merged, replaced
+}
