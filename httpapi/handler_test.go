@@ -181,6 +181,16 @@ func TestCheckRoundsUp(t *testing.T) {
 	}
 	wantHeaders(t, a.header, "api_limit", `"api_limit";q=5;w=1`, `"api_limit";r=0;t=1`, "1", "0", "1", "1")
 
+	// More hits than the capacity can never pass: no wait helps, yet
+	// Retry-After is at least 1 second.
+	a = e.check(t, `{"policy":"api_limit","key":"fresh","hits":3}`)
+	a.decode(t, &r)
+	want = httpapi.CheckResponse{Policy: "api_limit", Limit: 1, Remaining: 1}
+	if a.status != 429 || r != want {
+		t.Fatalf("over capacity: %d %+v, want 429 %+v", a.status, r, want)
+	}
+	wantHeaders(t, a.header, "api_limit", `"api_limit";q=5;w=1`, `"api_limit";r=1;t=0`, "1", "1", "0", "1")
+
 	// A fixed window of 10 s, aligned at the epoch.
 	a = e.check(t, `{"policy":"fixed","key":"k","hits":2}`)
 	a.decode(t, &r)
