@@ -126,6 +126,9 @@ func policyOpt(c *serveConfig, name, envName, field string) setting {
 	case "max":
 		s.Default = strconv.FormatInt(p.Limit, 10)
 		s.Doc = fmt.Sprintf("Limit of the built-in %q policy (%s): requests per window.", name, p.Algorithm)
+		if p.Algorithm == bucket.GCRA {
+			s.Doc = fmt.Sprintf("Rate of the built-in %q policy (%s): requests per window (5 per 1000 ms is nginx's rate=5r/s).", name, p.Algorithm)
+		}
 		parse := parseInt(&n, 1, math.MaxUint32)
 		s.Set = func(v string) error {
 			err := parse(v)
