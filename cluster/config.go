@@ -27,8 +27,14 @@ type Config struct {
 	// Store holds the counters. Default: bucket.NewMemoryStore with
 	// MemoryConfig{}.
 	Store bucket.Store
-	// Clock tells the time. Default: bucket.SystemClock{}.
+	// Clock tells the time. Default: the system clock, read once per
+	// ClockResolution rather than on every check.
 	Clock bucket.Clock
+	// ClockResolution is the tick of the default clock: checks see time in
+	// steps of this size, lagging real time by about one step, which only
+	// makes limits stricter. Negative reads the system clock on every check.
+	// Ignored when Clock is set. Default: 1ms.
+	ClockResolution time.Duration
 	// Logger receives lifecycle and (rate-capped) event logs. Default: none;
 	// the library never writes to stderr by itself.
 	Logger *slog.Logger
@@ -50,10 +56,11 @@ type Config struct {
 
 // Defaults for Config fields.
 const (
-	DefaultMaxKeyLen     = 512
-	DefaultMaxHits       = 1_000_000
-	DefaultSweepInterval = time.Minute
-	DefaultDenialLogRate = 10
+	DefaultMaxKeyLen       = 512
+	DefaultMaxHits         = 1_000_000
+	DefaultSweepInterval   = time.Minute
+	DefaultDenialLogRate   = 10
+	DefaultClockResolution = time.Millisecond
 )
 
 var nameSeq atomic.Uint64
@@ -73,8 +80,8 @@ func (c Config) withDefaults() Config {
 	if c.Store == nil {
 		c.Store = bucket.NewMemoryStore(bucket.MemoryConfig{})
 	}
-	if c.Clock == nil {
-		c.Clock = bucket.SystemClock{}
+	if c.ClockResolution == 0 {
+		c.ClockResolution = DefaultClockResolution
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

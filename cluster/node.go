@@ -35,6 +35,7 @@ type Node struct {
 	log      *slog.Logger
 	store    bucket.Store
 	clock    bucket.Clock
+	coarse   *coarseClock // the default clock, stopped on Close; or nil
 	policies atomic.Pointer[policyTable]
 	metrics  *metrics
 	denials  *eventLog
@@ -58,7 +59,17 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		m.unregister()
 		return nil, fmt.Errorf("cluster: config: Policies: %w", err)
 	}
+	var coarse *coarseClock
+	switch {
+	case cfg.Clock != nil:
+	case cfg.ClockResolution < 0:
+		cfg.Clock = bucket.SystemClock{}
+	default:
+		coarse = newCoarseClock(cfg.ClockResolution)
+		cfg.Clock = coarse
+	}
 	n := &Node{
+		coarse:  coarse,
 		metrics: m,
 		cfg:     cfg,
 		log:     cfg.Logger.With("node", cfg.NodeName),
@@ -172,6 +183,9 @@ func (n *Node) Close(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	if n.coarse != nil {
+		n.coarse.close()
 	}
 	n.denials.flush(n.clock.Now())
 	n.metrics.unregister()

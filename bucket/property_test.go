@@ -1,0 +1,244 @@
+package bucket_test
+
+import (
+	"math/big"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+
+	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/bucket/buckettest"
+)
+
+// event is one admitted check of a schedule.
+type event struct {
+	at   int64 // µs since the start
+	hits int64
+}
+
+// schedule draws a run of checks: time steps and hits.
+type check struct {
+	step time.Duration
+	hits int64
+}
+
+func drawSchedule(t *rapid.T, window time.Duration, capacity int64) []check {
+	n := rapid.IntRange(1, 200).Draw(t, "n")
+	maxStep := int64(window) / max(1, capacity) * 3
+	out := make([]check, n)
+	for i := range out {
+		out[i] = check{
+			step: time.Duration(rapid.Int64Range(0, maxStep/1000).Draw(t, "step")) * time.Microsecond * 1000,
+			hits: rapid.Int64Range(0, min(capacity+1, 8)).Draw(t, "hits"),
+		}
+	}
+	return out
+}
+
+// sumIn returns the hits admitted in the interval (from, to].
+func sumIn(log []event, from, to int64) int64 {
+	var n int64
+	for _, e := range log {
+		if e.at > from && e.at <= to {
+			n += e.hits
+		}
+	}
+	return n
+}
+
+// TestPropertySlidingWindowAgainstLog compares the sliding window with an
+// exact sliding log: whatever it admits keeps every rolling window at or
+// under the limit, and it denies only when the log over window+slot holds
+// too many hits, which bounds its under-admission to one slot of age.
+func TestPropertySlidingWindowAgainstLog(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		limit := rapid.Int64Range(1, 50).Draw(t, "limit")
+		window := time.Duration(rapid.Int64Range(8, 5000).Draw(t, "window_ms")) * time.Millisecond
+		p := bucket.Policy{Name: "p", Limit: limit, Window: window}
+		W, w := window.Microseconds(), window.Microseconds()/bucket.Slots
+		start := buckettest.Epoch.Add(time.Duration(rapid.Int64Range(0, 10_000).Draw(t, "offset_ms")) * time.Millisecond)
+		var s bucket.State
+		var log []event
+		at := start
+		for i, c := range drawSchedule(t, window, limit) {
+			at = at.Add(c.step)
+			now := at.Sub(start).Microseconds()
+			d := bucket.Take(p, &s, c.hits, at)
+			need := max(c.hits, 1)
+			exact := sumIn(log, now-W, now)
+			if d.Allowed {
+				if exact+need > limit {
+					t.Fatalf("check %d at %dµs: allowed %d hits with %d in the rolling window, limit %d", i, now, need, exact, limit)
+				}
+				if c.hits > 0 {
+					log = append(log, event{now, c.hits})
+				}
+			} else if extended := sumIn(log, now-W-w, now); need <= limit && extended+need <= limit {
+				t.Fatalf("check %d at %dµs: denied %d hits with only %d in window+slot, limit %d", i, now, need, extended, limit)
+			}
+			if want := max(0, limit-counted(log, start.UnixMicro(), now, w)); d.Remaining != want {
+				t.Fatalf("check %d: remaining %d, want %d", i, d.Remaining, want)
+			}
+		}
+		// Every rolling window, checked at each admission, holds at most limit.
+		for _, e := range log {
+			if n := sumIn(log, e.at-W, e.at); n > limit {
+				t.Fatalf("rolling window ending at %dµs holds %d hits, limit %d", e.at, n, limit)
+			}
+		}
+	})
+}
+
+// counted returns the hits of the slots the sliding window counts at now:
+// those from the start of slot cur-8 on. Slots are aligned to the Unix
+// epoch; base is the schedule's start in Unix µs.
+func counted(log []event, base, now, w int64) int64 {
+	cur := floorDiv(base+now, w)
+	var n int64
+	for _, e := range log {
+		if floorDiv(base+e.at, w) >= cur-bucket.Slots {
+			n += e.hits
+		}
+	}
+	return n
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && a < 0 {
+		q--
+	}
+	return q
+}
+
+// TestPropertyFixedWindow: a fixed window admits exactly while its count
+// stays within the limit, and never more than the limit per window.
+func TestPropertyFixedWindow(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		limit := rapid.Int64Range(1, 50).Draw(t, "limit")
+		window := time.Duration(rapid.Int64Range(1, 5000).Draw(t, "window_ms")) * time.Millisecond
+		p := bucket.Policy{Name: "p", Algorithm: bucket.FixedWindow, Limit: limit, Window: window}
+		W := window.Microseconds()
+		per := map[int64]int64{}
+		var s bucket.State
+		at := buckettest.Epoch
+		for i, c := range drawSchedule(t, window, limit) {
+			at = at.Add(c.step)
+			win := floorDiv(at.UnixMicro(), W)
+			d := bucket.Take(p, &s, c.hits, at)
+			need := max(c.hits, 1)
+			if want := per[win]+need <= limit; d.Allowed != want {
+				t.Fatalf("check %d: allowed=%v with %d in window, need %d, limit %d", i, d.Allowed, per[win], need, limit)
+			}
+			if d.Allowed {
+				per[win] += c.hits
+			}
+			if per[win] > limit {
+				t.Fatalf("window %d holds %d, limit %d", win, per[win], limit)
+			}
+		}
+	})
+}
+
+// TestPropertyGCRA checks GCRA against its guarantee: in any interval of
+// length T, at most burst+1 + T/interval hits pass; and against a naive
+// leaky bucket (a water level that drains one interval of work per
+// interval of time): the same decisions.
+func TestPropertyGCRA(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		limit := rapid.Int64Range(1, 100).Draw(t, "limit")
+		window := time.Duration(rapid.Int64Range(100, 5000).Draw(t, "window_ms")) * time.Millisecond
+		burst := rapid.Int64Range(0, 20).Draw(t, "burst")
+		p := bucket.Policy{Name: "p", Algorithm: bucket.GCRA, Limit: limit, Window: window, Burst: burst}
+		I := window.Microseconds() / limit
+		var s bucket.State
+		var log []event
+		var level, last int64 // naive model: µs of queued work at time last
+		at := buckettest.Epoch
+		for i, c := range drawSchedule(t, window, burst+1) {
+			at = at.Add(c.step)
+			now := at.Sub(buckettest.Epoch).Microseconds()
+			level = max(0, level-(now-last))
+			last = now
+			need := max(c.hits, 1)
+			want := level+need*I <= (burst+1)*I
+			d := bucket.Take(p, &s, c.hits, at)
+			if d.Allowed != want {
+				t.Fatalf("check %d: allowed=%v, naive leaky bucket says %v (level %dµs, need %d, interval %dµs)", i, d.Allowed, want, level, need, I)
+			}
+			if d.Allowed && c.hits > 0 {
+				level += c.hits * I
+				log = append(log, event{now, c.hits})
+			}
+		}
+		for i := range log {
+			var n int64
+			for j := i; j < len(log); j++ {
+				n += log[j].hits
+				if bound := burst + 1 + (log[j].at-log[i].at)/I; n > bound {
+					t.Fatalf("hits %d..%d: %d passed in %dµs, bound %d", i, j, n, log[j].at-log[i].at, bound)
+				}
+			}
+		}
+	})
+}
+
+// TestPropertyTokenBucket compares the token bucket with a reference that
+// counts tokens exactly in rationals: refill limit per window, capacity
+// limit+burst.
+func TestPropertyTokenBucket(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		limit := rapid.SampledFrom([]int64{1, 2, 4, 5, 8, 10, 20, 25, 50, 100}).Draw(t, "limit")
+		window := time.Duration(rapid.Int64Range(1, 50).Draw(t, "window_100ms")) * 100 * time.Millisecond
+		burst := rapid.Int64Range(0, 20).Draw(t, "burst")
+		p := bucket.Policy{Name: "p", Algorithm: bucket.TokenBucket, Limit: limit, Window: window, Burst: burst}
+		capacity := big.NewRat(limit+burst, 1)
+		tokens := new(big.Rat).Set(capacity)
+		rate := big.NewRat(limit, window.Microseconds()) // tokens per µs
+		var s bucket.State
+		var last int64
+		at := buckettest.Epoch
+		for i, c := range drawSchedule(t, window, limit+burst) {
+			at = at.Add(c.step)
+			now := at.Sub(buckettest.Epoch).Microseconds()
+			tokens.Add(tokens, new(big.Rat).Mul(rate, big.NewRat(now-last, 1)))
+			if tokens.Cmp(capacity) > 0 {
+				tokens.Set(capacity)
+			}
+			last = now
+			need := big.NewRat(max(c.hits, 1), 1)
+			want := tokens.Cmp(need) >= 0
+			d := bucket.Take(p, &s, c.hits, at)
+			if d.Allowed != want {
+				t.Fatalf("check %d: allowed=%v, reference says %v (tokens %s, need %s)", i, d.Allowed, want, tokens.FloatString(3), need)
+			}
+			if d.Allowed && c.hits > 0 {
+				tokens.Sub(tokens, big.NewRat(c.hits, 1))
+			}
+			whole := new(big.Int).Quo(tokens.Num(), tokens.Denom()).Int64()
+			if d.Remaining != whole {
+				t.Fatalf("check %d: remaining %d, reference %d", i, d.Remaining, whole)
+			}
+		}
+	})
+}
+
+// TestPropertyRemainingNeverRisesAtFixedNow: at a fixed time, remaining can
+// only fall, whatever is taken.
+func TestPropertyRemainingNeverRisesAtFixedNow(t *testing.T) {
+	policies := buckettest.SeedPolicies()
+	rapid.Check(t, func(t *rapid.T) {
+		p := policies[rapid.IntRange(0, len(policies)-1).Draw(t, "policy")]
+		at := buckettest.Epoch.Add(time.Duration(rapid.Int64Range(0, 1e6).Draw(t, "at_ms")) * time.Millisecond)
+		var s bucket.State
+		prev := int64(-1)
+		for i := range rapid.IntRange(1, 50).Draw(t, "n") {
+			d := bucket.Take(p, &s, rapid.Int64Range(0, 5).Draw(t, "hits"), at)
+			if prev >= 0 && d.Remaining > prev {
+				t.Fatalf("check %d: remaining rose from %d to %d at a fixed time", i, prev, d.Remaining)
+			}
+			prev = d.Remaining
+		}
+	})
+}

@@ -1,0 +1,195 @@
+-- take.lua decides one rate-limit check atomically, exactly as bucket.Take
+-- does in Go. Every number is a whole count of microseconds or hits below
+-- 2^53, so Lua's doubles hold them exactly.
+--
+-- KEYS[1]  the counter's key
+-- ARGV[1]  algorithm: 0 sliding_window, 1 gcra, 2 token_bucket, 3 fixed_window
+-- ARGV[2]  slot width (sliding_window), window (fixed_window) or interval
+--          (gcra, token_bucket), in microseconds
+-- ARGV[3]  limit (sliding_window, fixed_window) or capacity (gcra, token_bucket)
+-- ARGV[4]  hits: 0 peeks; -1 stands for more hits than the capacity
+-- ARGV[5]  now in Unix microseconds, or "" to use the server's TIME
+-- ARGV[6]  grace in milliseconds, added to the expiry of the state
+--
+-- Returns {allowed (0 or 1), remaining, reset_after µs, retry_after µs}.
+--
+-- The state is one string: a sliding window packs its newest slot start and
+-- its nine slot counts (44 bytes), a fixed window its start and count (12
+-- bytes), a rated algorithm its theoretical arrival time (8 bytes) relative
+-- to 2^52 µs, so that it stays exact however far ahead of now it runs. The
+-- key expires when the state equals a fresh one (plus the grace).
+
+local key = KEYS[1]
+local alg = tonumber(ARGV[1])
+local a = tonumber(ARGV[2])
+local b = tonumber(ARGV[3])
+local hits = tonumber(ARGV[4])
+local t
+if ARGV[5] == '' then
+	local tm = redis.call('TIME')
+	t = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
+else
+	t = tonumber(ARGV[5])
+end
+local grace = tonumber(ARGV[6])
+
+local floor = math.floor
+local E = 4503599627370496 -- 2^52
+local peek = hits == 0
+local over = hits < 0
+local need = hits
+if need < 1 then need = 1 end
+
+-- The stored state, in the terms of bucket.State: T in absolute µs, and the
+-- slot counts c[0..8]. A state written by another algorithm (the policy
+-- changed) is read in the same terms as the Go store reads it.
+local T = 0
+local c = {[0] = 0, 0, 0, 0, 0, 0, 0, 0, 0}
+local rel = nil -- a rated state's relative TAT, exact
+local v = redis.call('GET', key)
+if v then
+	local n = #v
+	if n == 8 then
+		rel = struct.unpack('<i8', v)
+		T = rel + E
+	elseif n == 12 then
+		T, c[0] = struct.unpack('<i8I4', v)
+	elseif n == 44 then
+		T, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8] = struct.unpack('<i8I4I4I4I4I4I4I4I4I4', v)
+	end
+end
+
+local function expire(state, idle)
+	local ttl = math.ceil((idle - t) / 1000) + grace
+	if ttl > 0 then
+		redis.call('SET', key, state, 'PX', ttl)
+	elseif v then
+		redis.call('DEL', key)
+	end
+end
+
+if alg == 1 or alg == 2 then
+	-- GCRA in virtual-scheduling form; a token bucket is the same with
+	-- capacity limit+burst. Times are relative to E.
+	local interval, capacity = a, b
+	local tr = t - E
+	local tat = tr
+	if v then
+		if rel == nil then rel = T - E end
+		if rel > tat then tat = rel end
+	end
+	local span = capacity * interval
+	local allowed, retry = 0, 0
+	local d = tat - tr -- tat - t, exact
+	if over then
+		-- can never pass
+	elseif d + need * interval <= span then
+		allowed = 1
+		if not peek then
+			tat = tat + hits * interval
+			d = tat - tr
+			expire(struct.pack('<i8', tat), d + t)
+		end
+	else
+		retry = need * interval - (span - d)
+	end
+	local remaining = floor((span - d) / interval)
+	if remaining < 0 then remaining = 0 end
+	if over then retry = d end
+	return {allowed, remaining, d, retry}
+end
+
+if alg == 3 then
+	-- Fixed window: hits per epoch-aligned window, in c[0].
+	local window, limit = a, b
+	local T0, c0 = T, c[0]
+	local count = c0
+	local start = floor(t / window) * window
+	if start > T or T % window ~= 0 then
+		T, count = start, 0
+	end
+	local finish = T + window
+	local allowed, retry = 0, 0
+	if over then
+	elseif count + need <= limit then
+		allowed = 1
+		count = count + hits
+	else
+		retry = finish - t
+	end
+	local remaining = limit - count
+	if remaining < 0 then remaining = 0 end
+	local reset, idle = 0, t
+	if count > 0 then
+		reset, idle = finish - t, finish
+	end
+	if over then retry = reset end
+	if not peek and (T ~= T0 or count ~= c0 or not v or #v ~= 12) then
+		expire(struct.pack('<i8I4', T, count), idle)
+	end
+	return {allowed, remaining, reset, retry}
+end
+
+-- Sliding window: eight slots per window, counted in a ring of nine.
+local width, limit = a, b
+local T0 = T
+local cur = floor(t / width)
+local newest = floor(T / width)
+if T % width ~= 0 then
+	-- The window changed size: keep every counted hit, in the newest slot.
+	local sum = 0
+	for i = 0, 8 do
+		sum = sum + c[i]
+		c[i] = 0
+	end
+	if sum > 4294967295 then sum = 4294967295 end
+	c[newest % 9] = sum
+	T = newest * width
+end
+if cur >= newest + 9 then
+	for i = 0, 8 do c[i] = 0 end
+elseif cur > newest then
+	for k = newest + 1, cur do c[k % 9] = 0 end
+else
+	cur = newest -- the clock went back: count into the newest slot
+end
+T = cur * width
+local sum = 0
+for i = 0, 8 do sum = sum + c[i] end
+local allowed, retry = 0, 0
+local added = false
+if over then
+elseif sum + need <= limit then
+	allowed = 1
+	if not peek then
+		local i = cur % 9
+		c[i] = c[i] + hits
+		sum = sum + hits
+		added = true
+	end
+else
+	-- Slot k leaves the counted set at the start of slot k+9.
+	local rest = sum
+	for k = cur - 8, cur do
+		rest = rest - c[k % 9]
+		if rest + need <= limit then
+			retry = (k + 9) * width - t
+			break
+		end
+	end
+end
+local remaining = limit - sum
+if remaining < 0 then remaining = 0 end
+local reset, idle = 0, t
+for k = cur, cur - 8, -1 do
+	if c[k % 9] ~= 0 then
+		local finish = (k + 9) * width
+		reset, idle = finish - t, finish
+		break
+	end
+end
+if over then retry = reset end
+if not peek and (added or T ~= T0 or not v or #v ~= 44) then
+	expire(struct.pack('<i8I4I4I4I4I4I4I4I4I4', T, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]), idle)
+end
+return {allowed, remaining, reset, retry}
