@@ -691,10 +691,10 @@ func (c *clientConn) read() {
 		c.mu.Unlock()
 		if err := c.answer(h, body, r); err != nil {
 			t.st.badFrames.Add(1)
+			c.fail(err) // first, so that no new request picks this connection
 			if r != nil {
 				c.p.finish(r, nil, nil, fmt.Errorf("transport: %s: %w", c.p.addr, err))
 			}
-			c.fail(err)
 			return
 		}
 	}
