@@ -22,12 +22,13 @@ const (
 
 // slot is one Check waiting in a peer's queue or in a gathered batch.
 type slot struct {
-	item  CheckItem
-	size  int
-	res   CheckResult
-	err   error
-	state atomic.Int32
-	done  chan struct{} // capacity 1
+	item     CheckItem
+	size     int
+	deadline int64 // unix ns of the caller's ctx deadline; 0 if none
+	res      CheckResult
+	err      error
+	state    atomic.Int32
+	done     chan struct{} // capacity 1
 }
 
 // Kinds of request.
@@ -70,6 +71,7 @@ func (t *TCP) putReq(r *request) {
 	clear(r.slots)
 	r.slots = r.slots[:0]
 	r.items, r.out, r.method, r.body, r.resp, r.err = nil, nil, "", nil, nil, nil
+	r.deadline = 0
 	r.state.Store(stWaiting)
 	t.reqs.Put(r)
 }
@@ -137,7 +139,7 @@ func (t *TCP) Check(ctx context.Context, addr string, item CheckItem) (CheckResu
 		return CheckResult{}, err
 	}
 	s := t.getSlot()
-	s.item, s.size = item, size
+	s.item, s.size, s.deadline = item, size, deadlineOf(ctx)
 	p.mu.Lock()
 	if err := p.usable(); err != nil {
 		p.mu.Unlock()
@@ -212,7 +214,7 @@ func (t *TCP) CheckMany(ctx context.Context, addr string, items []CheckItem, out
 			break
 		}
 		r := t.getReq(kindMany)
-		r.items, r.out = items[start:end], out[start:end]
+		r.items, r.out, r.deadline = items[start:end], out[start:end], deadlineOf(ctx)
 		c.send(r)
 		reqs = append(reqs, r)
 		start = end
@@ -248,7 +250,7 @@ func (t *TCP) Call(ctx context.Context, addr string, method string, body []byte)
 		return nil, err
 	}
 	r := t.getReq(kindCall)
-	r.method, r.body = method, body
+	r.method, r.body, r.deadline = method, body, deadlineOf(ctx)
 	c.send(r)
 	var resp []byte
 	select {
@@ -280,6 +282,14 @@ func (t *TCP) wait(ctx context.Context, addr string, r *request) error {
 	err := r.err
 	t.putReq(r)
 	return err
+}
+
+// deadlineOf returns ctx's deadline in unix ns, or 0.
+func deadlineOf(ctx context.Context) int64 {
+	if d, ok := ctx.Deadline(); ok {
+		return d.UnixNano()
+	}
+	return 0
 }
 
 // ctxError is the error of a request whose ctx ended: a deadline is also
@@ -365,6 +375,7 @@ func (p *peer) take() *request {
 			continue
 		}
 		budget -= s.size
+		r.deadline = max(r.deadline, s.deadline)
 		r.slots = append(r.slots, s)
 	}
 	n := copy(p.queue, p.queue[k:])
@@ -644,7 +655,9 @@ func (c *clientConn) send(r *request) {
 			buf = buf[:start]
 			failErr = fmt.Errorf("transport: %s: %w: connection closed", c.p.addr, ErrUnreachable)
 		} else {
-			r.deadline = time.Now().Add(t.cfg.CallTimeout).UnixNano()
+			// The sweeper ends the request at the latest of its callers'
+			// deadlines, or after CallTimeout if that is later.
+			r.deadline = max(r.deadline, time.Now().Add(t.cfg.CallTimeout).UnixNano())
 			c.pending[id] = r
 		}
 		c.mu.Unlock()

@@ -46,7 +46,9 @@ type TCPConfig struct {
 	Workers int
 	// DialTimeout bounds one dial, TLS handshake included. Default: 1s.
 	DialTimeout time.Duration
-	// CallTimeout bounds a request whose ctx has no deadline, and each
+	// CallTimeout bounds the wait for an answer when the ctx has no
+	// deadline (or an earlier one: a request is abandoned at its ctx
+	// deadline, and its frame forgotten at the later of the two), and each
 	// socket write. Default: 2s.
 	CallTimeout time.Duration
 	// BackoffMin is the wait after the first failed dial to a peer, during
