@@ -107,7 +107,7 @@ func versionText(bi *debug.BuildInfo, ok bool) string {
 			settings[kv.Key] = kv.Value
 		}
 	}
-	fmt.Fprintf(&b, "ratelimitd %s (%s)\n", version, path)
+	fmt.Fprintf(&b, "ratelimitd %s\nmodule %s\n", version, path)
 	if rev := settings["vcs.revision"]; rev != "" {
 		modified := ""
 		if settings["vcs.modified"] == "true" {
@@ -121,6 +121,6 @@ func versionText(bi *debug.BuildInfo, ok bool) string {
 	} else {
 		b.WriteString("revision unknown (built without VCS information)\n")
 	}
-	fmt.Fprintf(&b, "%s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(&b, "built with %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	return b.String()
 }

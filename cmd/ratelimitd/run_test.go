@@ -190,12 +190,12 @@ func TestVersionText(t *testing.T) {
 		},
 	}
 	got := versionText(bi, true)
-	want := "ratelimitd v1.2.3 (github.com/vibewell/ratelimit)\nrevision abc123 (modified) from 2026-11-26T06:00:00Z\n" +
-		runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH + "\n"
+	want := "ratelimitd v1.2.3\nmodule github.com/vibewell/ratelimit\nrevision abc123 (modified) from 2026-11-26T06:00:00Z\n" +
+		"built with " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH + "\n"
 	if got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
-	if got := versionText(nil, false); !strings.HasPrefix(got, "ratelimitd unknown (github.com/vibewell/ratelimit)\nrevision unknown") {
+	if got := versionText(nil, false); !strings.HasPrefix(got, "ratelimitd unknown\nmodule github.com/vibewell/ratelimit\nrevision unknown") {
 		t.Errorf("without build info: %q", got)
 	}
 }
