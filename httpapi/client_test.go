@@ -58,7 +58,7 @@ func TestClient(t *testing.T) {
 	}
 
 	ps, err := c.Policies(ctx)
-	if err != nil || len(ps) != 4 || ps[0].Name != "api_limit" || ps[3].Overrides["gold"] != 50 {
+	if err != nil || len(ps) != 5 || ps[0].Name != "api_limit" || ps[4].Overrides["gold"] != 50 {
 		t.Fatalf("policies: %+v %v", ps, err)
 	}
 }

@@ -337,7 +337,7 @@ func appendString(b []byte, s string) []byte {
 
 // buffers are the per-request scratch space, pooled.
 type buffers struct {
-	in    bytes.Buffer
+	in    []byte
 	out   []byte
 	items []batchItem
 }
@@ -346,15 +346,15 @@ type buffers struct {
 // not pin memory for good.
 const maxPooled = 256 << 10
 
-var bufPool = sync.Pool{New: func() any { return &buffers{out: make([]byte, 0, 512)} }}
+var bufPool = sync.Pool{New: func() any { return &buffers{in: make([]byte, 0, 512), out: make([]byte, 0, 512)} }}
 
 func getBuffers() *buffers { return bufPool.Get().(*buffers) }
 
 func putBuffers(b *buffers) {
-	if b.in.Cap() > maxPooled || cap(b.out) > maxPooled || cap(b.items) > 1024 {
+	if cap(b.in) > maxPooled || cap(b.out) > maxPooled || cap(b.items) > 1024 {
 		return
 	}
-	b.in.Reset()
+	b.in = b.in[:0]
 	b.out = b.out[:0]
 	clear(b.items)
 	b.items = b.items[:0]

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -177,17 +178,30 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bufs *buffers
 	if r.ContentLength > h.opts.MaxBodyBytes {
 		return h.tooLarge()
 	}
-	if r.ContentLength > 0 {
-		bufs.in.Grow(int(r.ContentLength) + 1) // +1 lets ReadFrom see EOF without growing
+	body := http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes)
+	b := bufs.in[:0]
+	if need := int(r.ContentLength) + 1; cap(b) < need { // +1: room to see EOF
+		b = make([]byte, 0, max(need, 512))
 	}
-	_, err := bufs.in.ReadFrom(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
-	if err != nil {
-		var mb *http.MaxBytesError
-		if errors.As(err, &mb) {
-			return h.tooLarge()
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
 		}
-		return badInput("", "reading the body: %v", err)
+		n, err := body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			bufs.in = b
+			var mb *http.MaxBytesError
+			if errors.As(err, &mb) {
+				return h.tooLarge()
+			}
+			return badInput("", "reading the body: %v", err)
+		}
 	}
+	bufs.in = b
 	return nil
 }
 
@@ -252,7 +266,7 @@ func (h *handler) check(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ierr)
 		return
 	}
-	req, ierr := h.decodeCheck(r, bufs.in.Bytes())
+	req, ierr := h.decodeCheck(r, bufs.in)
 	if ierr != nil {
 		writeError(w, ierr)
 		return
@@ -283,7 +297,7 @@ func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ierr)
 		return
 	}
-	items, ierr := h.decodeBatch(r, bufs.in.Bytes(), bufs.items)
+	items, ierr := h.decodeBatch(r, bufs.in, bufs.items)
 	if ierr != nil {
 		writeError(w, ierr)
 		return
