@@ -45,6 +45,9 @@ type serveConfig struct {
 	policyFlags map[[2]string]string
 	// replaced lists built-in policies that the policy file replaced.
 	replaced []string
+	// ignored lists the settings of replaced built-in policies that were
+	// set (e.g. "RATE_LIMIT_AUTH_MAX"): the file's policy wins over them.
+	ignored []string
 }
 
 // serveSettings is the configuration table of `ratelimitd serve`. To add a
@@ -194,6 +197,13 @@ func loadServeConfig(in resolveInput) (serveConfig, error) {
 			return c, err
 		}
 		c.Policies, c.replaced = mergePolicies(c.builtin, file)
+		for _, name := range c.replaced {
+			for _, f := range []string{"max", "window_ms", "burst"} {
+				if src, ok := res.Source[c.policyFlags[[2]string{name, f}]]; ok {
+					c.ignored = append(c.ignored, src)
+				}
+			}
+		}
 	}
 	c.builtin = nil
 	return c, nil

@@ -255,6 +255,9 @@ func TestServeConfigResolve(t *testing.T) {
 				if !reflect.DeepEqual(c.replaced, []string{"auth"}) {
 					t.Errorf("replaced = %v", c.replaced)
 				}
+				if !reflect.DeepEqual(c.ignored, []string{"RATE_LIMIT_AUTH_MAX"}) {
+					t.Errorf("ignored = %v, want the variable the file overrules", c.ignored)
+				}
 			},
 		},
 		{

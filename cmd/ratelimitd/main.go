@@ -34,8 +34,9 @@ func main() {
 // Exit codes.
 const (
 	exitOK     = 0 // success; for check: allowed
-	exitDenied = 1 // check: denied; serve: a failure after start-up
-	exitUsage  = 2 // bad arguments or configuration, or an error
+	exitDenied = 1 // check: denied
+	exitFailed = 1 // serve: a failure after the configuration was read
+	exitUsage  = 2 // bad arguments or configuration; for check: an error
 )
 
 // sys is what a subcommand may use of the outside world. Tests pass fakes.

@@ -46,7 +46,7 @@ func runServe(ctx context.Context, s sys, args []string) int {
 	log := newLogger(s.stderr, cfg.LogFormat, cfg.LogLevel)
 	if err := serve(ctx, cfg, log); err != nil {
 		log.Error("serve failed", "err", err)
-		return exitDenied
+		return exitFailed
 	}
 	return exitOK
 }
@@ -68,6 +68,9 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	}
 	for _, name := range cfg.replaced {
 		log.Info("policy file replaces a built-in policy", "policy", name, "file", cfg.PoliciesFile)
+	}
+	for _, src := range cfg.ignored {
+		log.Warn("setting ignored: the policy file replaces its policy", "setting", src, "file", cfg.PoliciesFile)
 	}
 
 	reg := prometheus.NewRegistry()

@@ -288,10 +288,10 @@ func lookupEnv(s *setting, getenv func(string) string) (name, value string) {
 
 // rawFlag records a flag's text; bool settings take no value.
 type rawFlag struct {
-	name  string
-	bool  bool
-	into  map[string]string
-	isSet bool
+	name   string
+	isBool bool
+	into   map[string]string
+	isSet  bool
 }
 
 func (f *rawFlag) String() string { return "" }
@@ -305,7 +305,7 @@ func (f *rawFlag) Set(v string) error {
 	return nil
 }
 
-func (f *rawFlag) IsBoolFlag() bool { return f.bool }
+func (f *rawFlag) IsBoolFlag() bool { return f.isBool }
 
 // parseFlags reads flags and positional arguments, which may be
 // interleaved, into a flag name → text map.
@@ -314,7 +314,7 @@ func parseFlags(table []setting, in resolveInput) (map[string]string, []string, 
 	fs := flag.NewFlagSet("", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	for _, s := range table {
-		fs.Var(&rawFlag{name: s.Flag, bool: s.Kind == "bool", into: vals}, s.Flag, s.Doc)
+		fs.Var(&rawFlag{name: s.Flag, isBool: s.Kind == "bool", into: vals}, s.Flag, s.Doc)
 	}
 	var args []string
 	rest := in.Args
