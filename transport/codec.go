@@ -472,13 +472,20 @@ func (in interner) get(p []byte) string {
 // decodeCheckBatch decodes a check frame body written by appendCheckBatch
 // (or by any msgpack encoder: arrays of [policy, key, hits], extra trailing
 // fields ignored) into items, reusing its capacity. Policy names go through
-// in when it is not nil. It reports ErrBadFrame for malformed input.
+// in when it is not nil. The keys (and, without in, the policies) are
+// substrings of one copy of b. It reports ErrBadFrame for malformed input.
 func decodeCheckBatch(b []byte, items []CheckItem, in interner) ([]CheckItem, error) {
 	d := decoder{b: b}
 	n := d.arrayLen(minItemLen)
 	items = items[:0]
 	if cap(items) < n {
 		items = make([]CheckItem, 0, n)
+	}
+	// Keys are substrings of one copy of the body: one allocation per
+	// batch instead of one per key.
+	var all string
+	if n > 0 {
+		all = string(b)
 	}
 	for i := 0; i < n && !d.bad; i++ {
 		fields := d.arrayLen(1)
@@ -490,9 +497,10 @@ func decodeCheckBatch(b []byte, items []CheckItem, in interner) ([]CheckItem, er
 		if p := d.raw(); in != nil {
 			it.Policy = in.get(p)
 		} else {
-			it.Policy = string(p)
+			it.Policy = all[d.off-len(p) : d.off]
 		}
-		it.Key = string(d.raw())
+		key := d.raw()
+		it.Key = all[d.off-len(key) : d.off]
 		it.Hits = d.int()
 		d.skipRest(fields, 3)
 		items = append(items, it)

@@ -115,8 +115,10 @@ type Handler interface {
 	// == len(items). It is called with whole batches from the transport's
 	// connection workers and must not block for long: a slow HandleChecks
 	// holds one worker of the connection (others go on serving). items and
-	// results are reused after it returns: a Handler that keeps a string
-	// of an item may (strings are immutable), but must not keep the slices.
+	// results are reused after it returns: a Handler must not keep the
+	// slices. The keys of one batch share one allocation: a Handler that
+	// keeps a key beyond the call (as a map key, say) should keep a copy
+	// (strings.Clone), or it pins the whole batch in memory.
 	HandleChecks(ctx context.Context, items []CheckItem, results []CheckResult)
 	// HandleCall serves a request off the check path (counter hand-off,
 	// policy writes): a method name and a msgpack body, answered by a body
