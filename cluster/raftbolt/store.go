@@ -23,7 +23,7 @@ var (
 	// ErrLocked is returned by Open when another process (or another Store
 	// in this process) holds the file and does not let go within
 	// Options.LockTimeout.
-	ErrLocked = errors.New("raftbolt: file is locked by another store")
+	ErrLocked = errors.New("raftbolt: file is locked by another process or store")
 
 	// ErrCorrupt is returned when a stored value cannot be decoded.
 	ErrCorrupt = errors.New("raftbolt: corrupt value")
@@ -99,7 +99,7 @@ func Open(path string, opts Options) (*Store, error) {
 		NoSync:  opts.NoSync,
 	})
 	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("raftbolt: open %s: no lock within %v: %w", path, opts.LockTimeout, ErrLocked)
+		return nil, fmt.Errorf("%w: %s (waited %v)", ErrLocked, path, opts.LockTimeout)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("raftbolt: open %s: %w", path, err)

@@ -53,6 +53,9 @@ func entries(first, last uint64) []*raft.Log {
 	var ls []*raft.Log
 	for i := first; i <= last; i++ {
 		ls = append(ls, entry(i))
+		if i == math.MaxUint64 {
+			break
+		}
 	}
 	return ls
 }
@@ -135,7 +138,6 @@ func TestLogRanges(t *testing.T) {
 		{name: "empty range", store: []span{{1, 10}}, deletes: []span{{6, 5}}, want: []span{{1, 10}}},
 		{name: "missing range", store: []span{{1, 10}}, deletes: []span{{20, 30}}, want: []span{{1, 10}}},
 		{name: "single", store: []span{{1, 10}}, deletes: []span{{10, 10}}, want: []span{{1, 9}}},
-		{name: "refill after delete all", store: []span{{1, 10}}, deletes: []span{{1, 10}}, want: nil},
 		{name: "max index", store: []span{{math.MaxUint64 - 2, math.MaxUint64}}, want: []span{{math.MaxUint64 - 2, math.MaxUint64}}},
 		// Many pages: the cursor must not skip entries while it deletes.
 		{name: "many pages", store: []span{{1, 6000}}, deletes: []span{{1, 3000}, {5990, 6000}}, want: []span{{3001, 5989}}},
@@ -359,7 +361,7 @@ func TestCorruptValues(t *testing.T) {
 		{name: "truncated data", val: good[:len(good)-3]},
 		{name: "trailing bytes", val: append(append([]byte{}, good...), 0)},
 		{name: "wrong index", val: appendLog(nil, &raft.Log{Index: 2})},
-		{name: "length beyond end", val: append(appendLog(nil, &raft.Log{Index: 1})[:3:3], 1, 0, 0x01 /* no time */)},
+		{name: "length beyond end", val: []byte{formatVersion, 0, flagData, 1, 0, 5, 'a'}},
 	}
 	for i := range len(good) - 1 {
 		tests = append(tests, struct {
