@@ -43,7 +43,12 @@ func fakeServeMain() {
 	srv := &http.Server{Handler: fakeAPI(newCountingTarget(1000, 0))}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	go func() { <-ctx.Done(); srv.Close() }()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
 	_ = srv.Serve(l)
 }
 
