@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -197,5 +199,133 @@ func TestVersionText(t *testing.T) {
 	}
 	if got := versionText(nil, false); !strings.HasPrefix(got, "ratelimitd unknown\nmodule github.com/vibewell/ratelimit\nrevision unknown") {
 		t.Errorf("without build info: %q", got)
+	}
+}
+
+// startRun runs `run serve args...` in process and returns its address,
+// log, the cancel that stands for SIGTERM, and a channel closed when run has
+// returned, with its exit code in *code.
+func startRun(t *testing.T, args ...string) (addr string, log *logWatcher, cancel context.CancelFunc, done <-chan struct{}, code *int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	log = newLogWatcher()
+	d := make(chan struct{})
+	code = new(int)
+	go func() {
+		*code = run(ctx, append([]string{"serve"}, args...), func(string) string { return "" }, io.Discard, log)
+		close(d)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-d:
+		case <-time.After(10 * time.Second):
+			t.Errorf("serve still running 10s after cancel")
+		}
+	})
+	select {
+	case <-log.listening:
+	case <-d:
+		t.Fatalf("serve returned %d before listening; log:\n%s", *code, log)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no listening line; log:\n%s", log)
+	}
+	return log.Addr(), log, cancel, d, code
+}
+
+// startBody sends the head of a check request whose body is n bytes, with
+// Expect: 100-continue, and waits for the 100 Continue: then the server is
+// in the handler, reading the body.
+func startBody(t *testing.T, addr string, n int) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	head := "POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+		"Expect: 100-continue\r\nContent-Length: " + strconv.Itoa(n) + "\r\n\r\n"
+	if _, err := conn.Write([]byte(head)); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil || resp.StatusCode != http.StatusContinue {
+		t.Fatalf("want 100 Continue, got %v, %v", resp, err)
+	}
+	return conn, r
+}
+
+// TestShutdownDrains: a request in flight when the shutdown starts is
+// answered, new connections are refused, and serve returns 0.
+func TestShutdownDrains(t *testing.T) {
+	addr, log, cancel, done, code := startRun(t, "--http-addr", "127.0.0.1:0", "--shutdown-timeout", "10s")
+	body := `{"policy":"auth","key":"drain","hits":1}`
+	conn, r := startBody(t, addr, len(body))
+
+	cancel() // SIGTERM
+	deadline := time.Now().Add(5 * time.Second)
+	for { // the listener closes at once
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("still accepting connections 5s after the shutdown began")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case <-done:
+		t.Fatalf("serve returned %d with a request in flight", *code)
+	default:
+	}
+
+	if _, err := conn.Write([]byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatalf("the in-flight request got no answer: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("in-flight request: status %d, want 200", resp.StatusCode)
+	}
+	select {
+	case <-done:
+		if *code != 0 {
+			t.Errorf("serve returned %d, want 0", *code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not return after the last request")
+	}
+	if strings.Contains(log.String(), "cut") {
+		t.Errorf("requests were cut:\n%s", log)
+	}
+}
+
+// TestShutdownTimeout: a request that does not finish within
+// --shutdown-timeout is cut, and serve still returns 0, in about that time.
+func TestShutdownTimeout(t *testing.T) {
+	addr, log, cancel, done, code := startRun(t, "--http-addr", "127.0.0.1:0", "--shutdown-timeout", "200ms")
+	startBody(t, addr, 100) // and never send the body
+	start := time.Now()
+	cancel()
+	select {
+	case <-done:
+		if *code != 0 {
+			t.Errorf("serve returned %d, want 0", *code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not return 10s after a 200ms shutdown timeout")
+	}
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Errorf("returned after %v, before the shutdown timeout", d)
+	}
+	if !strings.Contains(log.String(), "in-flight requests cut at the shutdown timeout") {
+		t.Errorf("no warning about the cut request:\n%s", log)
 	}
 }
