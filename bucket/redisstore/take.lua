@@ -73,11 +73,10 @@ if alg == 1 or alg == 2 then
 	-- capacity limit+burst. Times are relative to E.
 	local interval, capacity = a, b
 	local tr = t - E
+	-- A fresh state has T = 0, like bucket.State{}: it matters before 1970.
+	if rel == nil then rel = T - E end
 	local tat = tr
-	if v then
-		if rel == nil then rel = T - E end
-		if rel > tat then tat = rel end
-	end
+	if rel > tat then tat = rel end
 	local span = capacity * interval
 	local allowed, retry = 0, 0
 	local d = tat - tr -- tat - t, exact
