@@ -148,8 +148,10 @@ func (t *TCP) Check(ctx context.Context, addr string, item CheckItem) (CheckResu
 	}
 	p.queue = append(p.queue, s)
 	p.queueBytes += size
-	p.mu.Unlock()
-	p.pump(true)
+	c, r := p.next(true) // unlocks p.mu
+	if r != nil {
+		c.send(r)
+	}
 
 	select {
 	case <-s.done:
@@ -307,35 +309,44 @@ func ctxError(ctx context.Context, addr string) error {
 // caller's goroutine) it never dials: it leaves that to the flusher, so a
 // caller's deadline is not held up by a dial.
 func (p *peer) pump(inline bool) {
-	cfg := &p.t.cfg
 	for {
 		p.mu.Lock()
-		full := len(p.queue) >= cfg.MaxBatch || p.queueBytes+headerLen+5 >= cfg.MaxFrame
-		if p.closed || len(p.queue) == 0 || (p.inflight >= cfg.MaxInFlight && !full) {
-			p.mu.Unlock()
+		c, r := p.next(inline)
+		if r == nil {
 			return
 		}
-		c := p.pick()
-		if c == nil {
-			p.mu.Unlock()
-			p.wake() // the flusher dials
-			return
-		}
-		if inline && p.live < len(p.conns) {
-			p.wake() // a connection entry is missing: the flusher dials it
-		}
-		r := p.take()
-		if r != nil {
-			p.inflight++
-		}
-		p.mu.Unlock()
-		if r != nil {
-			c.send(r)
-		}
+		c.send(r)
 		if inline {
 			return
 		}
 	}
+}
+
+// next takes the next batch to send, if the batching rule allows one now,
+// and the connection to send it on. It is called with p.mu held and
+// releases it.
+func (p *peer) next(inline bool) (*clientConn, *request) {
+	cfg := &p.t.cfg
+	full := len(p.queue) >= cfg.MaxBatch || p.queueBytes+headerLen+5 >= cfg.MaxFrame
+	if p.closed || len(p.queue) == 0 || (p.inflight >= cfg.MaxInFlight && !full) {
+		p.mu.Unlock()
+		return nil, nil
+	}
+	c := p.pick()
+	if c == nil {
+		p.mu.Unlock()
+		p.wake() // the flusher dials
+		return nil, nil
+	}
+	if inline && p.live < len(p.conns) {
+		p.wake() // a connection entry is missing: the flusher dials it
+	}
+	r := p.take()
+	if r != nil {
+		p.inflight++
+	}
+	p.mu.Unlock()
+	return c, r
 }
 
 func (p *peer) wake() {

@@ -36,7 +36,10 @@ type TCPConfig struct {
 	MaxBatch int
 	// MaxInFlight is how many gathered batches may be in flight to one peer
 	// before new checks wait for one to return (a full batch goes out
-	// regardless). Default: 2 (measured: see docs/benchmarks-transport.md).
+	// regardless). Default: 1, which gave the largest batches and the most
+	// decisions/s on a 2-core machine (docs/benchmarks-transport.md); a
+	// larger value lets checks overtake a slow batch, at the cost of
+	// smaller batches under load.
 	MaxInFlight int
 	// ConnsPerPeer is how many connections are kept to each peer; requests
 	// are spread over them. Default: 1.
@@ -69,7 +72,7 @@ type TCPConfig struct {
 const (
 	DefaultMaxFrame     = 4 << 20
 	DefaultMaxBatch     = 256
-	DefaultMaxInFlight  = 2
+	DefaultMaxInFlight  = 1
 	DefaultConnsPerPeer = 1
 	DefaultWorkers      = 8
 	DefaultDialTimeout  = time.Second
