@@ -66,9 +66,9 @@ type batchItem struct {
 
 // decodeBatch decodes a POST /v1/check/batch body. A malformed item makes an
 // item error, not a batch error.
-func decodeBatch(b []byte, items []batchItem) ([]batchItem, *inputError) {
+func decodeBatch(b []byte, items []batchItem, maxBatch int) ([]batchItem, *inputError) {
 	s := scanner{b: b}
-	if items, ok := s.batch(items); ok && s.end() {
+	if items, ok := s.batch(items, maxBatch); ok && s.end() {
 		return items, nil
 	}
 	var body struct {
@@ -82,12 +82,19 @@ func decodeBatch(b []byte, items []batchItem) ([]batchItem, *inputError) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, badInput("", "malformed JSON: data after the object at byte %d", dec.InputOffset())
 	}
+	if len(body.Checks) > maxBatch {
+		return nil, tooManyChecks(len(body.Checks), maxBatch)
+	}
 	items = items[:0]
 	for _, raw := range body.Checks {
 		r, err := decodeCheckSlow(raw)
 		items = append(items, batchItem{req: r, err: err})
 	}
 	return items, nil
+}
+
+func tooManyChecks(n, maxBatch int) *inputError {
+	return badInput("checks", "batch of %d checks is larger than %d", n, maxBatch)
 }
 
 // jsonError words an encoding/json error for the caller.
@@ -258,8 +265,8 @@ func (s *scanner) check() (CheckRequest, bool) {
 	}
 }
 
-// batch reads {"checks":[check,...]}.
-func (s *scanner) batch(items []batchItem) ([]batchItem, bool) {
+// batch reads {"checks":[check,...]} of at most maxBatch checks.
+func (s *scanner) batch(items []batchItem, maxBatch int) ([]batchItem, bool) {
 	if !s.consume('{') {
 		return nil, false
 	}
@@ -270,7 +277,7 @@ func (s *scanner) batch(items []batchItem) ([]batchItem, bool) {
 	if !s.consume(']') {
 		for {
 			r, ok := s.check()
-			if !ok {
+			if !ok || len(items) == maxBatch {
 				return nil, false
 			}
 			items = append(items, batchItem{req: r})

@@ -36,7 +36,7 @@ func FuzzDecodeCheck(f *testing.F) {
 			}
 		}
 		s = scanner{b: b}
-		if items, ok := s.batch(nil); ok && s.end() {
+		if items, ok := s.batch(nil, 1000); ok && s.end() {
 			var body struct{ Checks []json.RawMessage }
 			if err := json.Unmarshal(b, &body); err != nil || len(body.Checks) != len(items) {
 				t.Fatalf("%q: fast batch of %d, slow %d %v", b, len(items), len(body.Checks), err)

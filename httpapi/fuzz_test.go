@@ -10,21 +10,27 @@ import (
 	"github.com/vibewell/ratelimit/httpapi"
 )
 
-// FuzzCheckHandler sends any body to /v1/check or /v1/check/batch: the
+// FuzzCheckHandler sends any body, as JSON or msgpack, to /v1/check or
+// /v1/check/batch: the
 // handler must not panic, must answer one of its documented statuses with a
 // JSON body of the documented shape, and its headers must agree with it.
 // Seeds are in testdata/fuzz/FuzzCheckHandler.
 func FuzzCheckHandler(f *testing.F) {
-	f.Add([]byte(`{"policy":"auth","key":"k","hits":1}`), false)
-	f.Add([]byte(`{"checks":[{"policy":"fixed","key":"k"},{"policy":"x"},3]}`), true)
+	f.Add([]byte(`{"policy":"auth","key":"k","hits":1}`), false, false)
+	f.Add([]byte(`{"checks":[{"policy":"fixed","key":"k"},{"policy":"x"},3]}`), true, false)
+	f.Add([]byte("\x83\xa6policy\xa4auth\xa3key\xa1k\xa4hits\x01"), false, true)
 	e := newEnv(f, httpapi.Options{MaxBodyBytes: 4096, MaxBatch: 16})
-	f.Fuzz(func(t *testing.T, body []byte, batch bool) {
+	f.Fuzz(func(t *testing.T, body []byte, batch, mp bool) {
 		path := "/v1/check"
 		if batch {
 			path = "/v1/check/batch"
 		}
+		req := httptest.NewRequest("POST", path, bytes.NewReader(body))
+		if mp {
+			req.Header.Set("Content-Type", "application/msgpack")
+		}
 		rec := httptest.NewRecorder()
-		e.handler.ServeHTTP(rec, httptest.NewRequest("POST", path, bytes.NewReader(body)))
+		e.handler.ServeHTTP(rec, req)
 		dec := json.NewDecoder(rec.Body)
 		dec.DisallowUnknownFields()
 		switch rec.Code {

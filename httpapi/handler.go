@@ -303,10 +303,6 @@ func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	bufs.items = items
-	if len(items) > h.opts.MaxBatch {
-		writeError(w, badInput("checks", "batch of %d checks is larger than %d", len(items), h.opts.MaxBatch))
-		return
-	}
 	ctx := r.Context()
 	b := append(bufs.out, `{"results":[`...)
 	for i := range items {
@@ -404,27 +400,24 @@ func writeError(w http.ResponseWriter, e *inputError) {
 	_, _ = w.Write(b)
 }
 
-// decodeCheck decodes a check body by its Content-Type: JSON, which is also
-// assumed when the type is missing or unknown (curl -d sends a form type).
+// decodeCheck decodes a check body by its Content-Type: msgpack for
+// application/msgpack (or x-msgpack), else JSON, which is also assumed when
+// the type is missing or unknown (curl -d sends a form type).
 func (h *handler) decodeCheck(r *http.Request, b []byte) (CheckRequest, *inputError) {
 	if isMsgpack(r) {
-		return CheckRequest{}, unsupportedType()
+		return decodeCheckMsgpack(b)
 	}
 	return decodeCheck(b)
 }
 
 func (h *handler) decodeBatch(r *http.Request, b []byte, items []batchItem) ([]batchItem, *inputError) {
 	if isMsgpack(r) {
-		return nil, unsupportedType()
+		return decodeBatchMsgpack(b, items, h.opts.MaxBatch)
 	}
-	return decodeBatch(b, items)
+	return decodeBatch(b, items, h.opts.MaxBatch)
 }
 
 func isMsgpack(r *http.Request) bool {
 	ct := r.Header.Get("Content-Type")
 	return strings.HasPrefix(ct, "application/msgpack") || strings.HasPrefix(ct, "application/x-msgpack")
-}
-
-func unsupportedType() *inputError {
-	return &inputError{status: http.StatusUnsupportedMediaType, msg: "msgpack bodies are not supported; send application/json"}
 }

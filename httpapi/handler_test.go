@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vmihailenco/msgpack/v5"
 	"go.uber.org/goleak"
 
 	"github.com/vibewell/ratelimit/bucket"
@@ -281,7 +282,12 @@ func TestCheckBadInput(t *testing.T) {
 		{"oversized body", "POST", "", `{"policy":"auth","key":"` + strings.Repeat("a", 300) + `"}`, 413, "", "larger than 200 bytes"},
 		{"wrong method", "GET", "", ``, 405, "", "method GET not allowed"},
 		{"put", "PUT", "", `{}`, 405, "", "method PUT not allowed"},
-		{"msgpack", "POST", "application/msgpack", "\x80", 415, "", "msgpack"},
+		{"msgpack unknown field", "POST", "application/msgpack", "\x81\xa1x\x01", 400, "x", "unknown field"},
+		{"msgpack truncated", "POST", "application/msgpack", "\x82\xa6policy", 400, "", "malformed msgpack"},
+		{"msgpack trailing data", "POST", "application/msgpack", "\x80\x80", 400, "", "data after the map"},
+		{"msgpack not a map", "POST", "application/msgpack", "\x05", 400, "", "malformed msgpack"},
+		{"msgpack empty", "POST", "application/msgpack", "", 400, "", "empty body"},
+		{"msgpack missing key", "POST", "application/msgpack", "\x81\xa6policy\xa4auth", 400, "key", "key is required"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -583,5 +589,65 @@ func TestQueryEscapedKey(t *testing.T) {
 	}
 	if d, _ := e.node.Allow(context.Background(), "fixed", key, 0); d.Remaining != 1 {
 		t.Errorf("the decoded key was not the one checked: remaining %d", d.Remaining)
+	}
+}
+
+func TestMsgpackBodies(t *testing.T) {
+	e := newEnv(t, httpapi.Options{})
+	body, err := msgpack.Marshal(map[string]any{"policy": "fixed", "key": "mp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := e.do(t, "POST", "/v1/check", "application/msgpack", string(body))
+	var r httpapi.CheckResponse
+	a.decode(t, &r)
+	if a.status != 200 || r.Remaining != 1 || a.header.Get("RateLimit") != `"fixed";r=1;t=10` {
+		t.Fatalf("%d %+v %v", a.status, r, a.header)
+	}
+	batch, err := msgpack.Marshal(httpapi.BatchRequest{Checks: []httpapi.CheckRequest{
+		{Policy: "fixed", Key: "mp", Hits: 0}, {Policy: "fixed", Key: "mp", Hits: 1}, {Policy: "fixed", Key: "mp", Hits: 1},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// With the parameters Content-Type may carry.
+	a = e.do(t, "POST", "/v1/check/batch", "application/x-msgpack; charset=binary", string(batch))
+	var br httpapi.BatchResponse
+	a.decode(t, &br)
+	if a.status != 200 || len(br.Results) != 3 || !br.Results[0].Allowed || br.Results[1].Remaining != 0 || br.Results[2].Allowed {
+		t.Fatalf("%d %s", a.status, a.body)
+	}
+	items, _ := msgpack.Marshal(map[string]any{"checks": []any{map[string]any{"policy": "fixed", "key": "q", "bad": 1}, 5}})
+	a = e.do(t, "POST", "/v1/check/batch", "application/msgpack", string(items))
+	a.decode(t, &br)
+	if a.status != 200 || len(br.Results) != 2 || br.Results[0].Field != "bad" || br.Results[1].Status != 400 {
+		t.Fatalf("%d %s", a.status, a.body)
+	}
+}
+
+func TestMsgpackBatchBounds(t *testing.T) {
+	e := newEnv(t, httpapi.Options{MaxBatch: 3})
+	for _, c := range []struct {
+		name, body string
+		status     int
+		field, msg string
+	}{
+		// An array header claiming 4 billion checks in a 12-byte body.
+		{"huge header", "\x81\xa6checks\xdd\xff\xff\xff\xff", 400, "checks", "larger than 3"},
+		{"header beyond the body", "\x81\xa6checks\x93\x80", 400, "checks", "3 checks in 1 bytes"},
+		{"too many", "\x81\xa6checks\x94\x80\x80\x80\x80", 400, "checks", "larger than 3"},
+		{"unknown field", "\x81\xa5other\x90", 400, "other", "unknown field"},
+		{"truncated item", "\x81\xa6checks\x91\x82\xa6policy", 400, "", "malformed msgpack"},
+		{"trailing data", "\x81\xa6checks\x90\xc0", 400, "", "data after the map"},
+	} {
+		a := e.do(t, "POST", "/v1/check/batch", "application/msgpack", c.body)
+		var r httpapi.ErrorResponse
+		a.decode(t, &r)
+		if a.status != c.status || r.Field != c.field || !strings.Contains(r.Error, c.msg) {
+			t.Errorf("%s: %d %+v, want %d %q %q", c.name, a.status, r, c.status, c.field, c.msg)
+		}
+	}
+	if a := e.do(t, "POST", "/v1/check/batch", "application/msgpack", "\x81\xa6checks\xc0"); a.status != 200 || string(a.body) != "{\"results\":[]}\n" {
+		t.Errorf("nil checks: %d %s", a.status, a.body)
 	}
 }
