@@ -1,0 +1,400 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/vibewell/ratelimit/bench"
+	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/bucket/redisstore"
+	"github.com/vibewell/ratelimit/cluster"
+)
+
+// benchConfig is the command line of `ratelimitd bench`.
+type benchConfig struct {
+	Target      string
+	Nodes       int
+	URLs        string
+	Spawn       int
+	Binary      string
+	Scenario    string
+	Duration    time.Duration
+	Requests    int64
+	Concurrency int
+	Rate        float64
+	Keys        int
+	Dist        string
+	ZipfS       float64
+	Policy      string
+	PolicySpec  string
+	Hits        int64
+	Batch       int
+	Seed        uint64
+	KeyPrefix   string
+	Timeout     time.Duration
+	RedisURL    string
+	RedisPass   string
+	JSON        string
+	HTML        string
+	CPUProfile  string
+	Progress    string
+}
+
+func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.StringVar(&c.Target, "target", "", "What to load: embedded (in-process nodes), http (--urls or --spawn), or redis (the Redis store). Default: http with --urls or --spawn, else embedded.")
+	fs.IntVar(&c.Nodes, "nodes", 1, "Number of in-process nodes of the embedded target.")
+	fs.StringVar(&c.URLs, "urls", "", "Comma-separated base URLs of running nodes for the http target, e.g. http://127.0.0.1:8080.")
+	fs.IntVar(&c.Spawn, "spawn", 0, "Start this many `ratelimitd serve` processes on free loopback ports, joined into a cluster, and stop them at the end.")
+	fs.StringVar(&c.Binary, "binary", "", "The ratelimitd binary --spawn starts. Default: this executable.")
+	fs.StringVar(&c.Scenario, "scenario", "none", "Churn during the run, with --spawn: none, rolling-restart, kill or scale-out.")
+	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "Time bound of the run.")
+	fs.Int64Var(&c.Requests, "requests", 0, "Count bound of the run, in checks; 0: the duration alone bounds it.")
+	fs.IntVar(&c.Concurrency, "concurrency", 64, "Concurrent callers (closed loop), or most calls in flight (open loop); also the connections per node.")
+	fs.Float64Var(&c.Rate, "rate", 0, "Open loop: checks per second on a fixed schedule, latency measured from the scheduled time. 0: closed loop.")
+	fs.IntVar(&c.Keys, "keys", bench.DefaultKeys, "Number of distinct keys.")
+	fs.StringVar(&c.Dist, "dist", "uniform", "Key distribution: uniform, zipf (hot keys) or hot (one key).")
+	fs.Float64Var(&c.ZipfS, "zipf-s", bench.DefaultZipfS, "Exponent of the zipf distribution, above 1.")
+	fs.StringVar(&c.Policy, "policy", bench.DefaultPolicy, "Policy of every check.")
+	fs.StringVar(&c.PolicySpec, "policy-spec", "", `The policy as JSON, e.g. {"name":"bench","limit":100,"window_ms":3600000}: added to the embedded or redis target's table and to spawned nodes; with --urls, tells the accounting what the nodes apply. Default: the target's own policy of that name.`)
+	fs.Int64Var(&c.Hits, "hits", 1, "Hits of each check.")
+	fs.IntVar(&c.Batch, "batch", 1, "Checks per call (POST /v1/check/batch for http, one pipeline for redis).")
+	fs.Uint64Var(&c.Seed, "seed", 0, "Seed of the key choice. Default: from the clock (the result records it).")
+	fs.StringVar(&c.KeyPrefix, "key-prefix", "", "Prefix of every key. Default: unique per run, so runs do not share counters.")
+	fs.DurationVar(&c.Timeout, "timeout", 5*time.Second, "Longest wait for one answer.")
+	fs.StringVar(&c.RedisURL, "redis-url", envOr(getenv, "REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis of the redis target (env REDIS_URL).")
+	fs.StringVar(&c.RedisPass, "redis-password", getenv("REDIS_PASSWORD"), "Redis password, replacing the URL's (env REDIS_PASSWORD).")
+	fs.StringVar(&c.JSON, "json", "", "Write the result as JSON to this file.")
+	fs.StringVar(&c.HTML, "html", "", "Write a self-contained HTML report to this file.")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "Write a CPU profile of this process (the load generator, and embedded nodes) to this file.")
+	fs.StringVar(&c.Progress, "progress", "auto", "Progress output: auto (a live line on a terminal, plain lines otherwise), plain, or none.")
+	return fs
+}
+
+func envOr(getenv func(string) string, name, def string) string {
+	if v := getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func benchUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintln(w, "Usage: ratelimitd bench [flags]")
+	fmt.Fprintln(w, "       ratelimitd bench compare A.json B.json")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Loads a target with checks and reports throughput, latency, errors and accuracy")
+	fmt.Fprintln(w, "(over- and under-admission against each key's exact allowance).")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Flags:")
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
+// runBench is `ratelimitd bench`.
+func runBench(ctx context.Context, s sys, args []string) int {
+	if len(args) > 0 && args[0] == "compare" {
+		return runBenchCompare(s, args[1:])
+	}
+	var c benchConfig
+	fs := benchFlags(&c, s.getenv)
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			benchUsage(s.stdout, fs)
+			return exitOK
+		}
+		fmt.Fprintf(s.stderr, "ratelimitd bench: %v (see --help)\n", err)
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(s.stderr, "ratelimitd bench: unexpected argument %q (see --help)\n", fs.Arg(0))
+		return exitUsage
+	}
+	if c.CPUProfile != "" {
+		f, err := os.Create(c.CPUProfile)
+		if err != nil {
+			return fail(s, "bench", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fail(s, "bench", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	res, err := benchRun(ctx, s, &c, strings.Join(append([]string{"ratelimitd", "bench"}, args...), " "))
+	if err != nil {
+		fmt.Fprintf(s.stderr, "ratelimitd bench: %v\n", err)
+		if res == nil {
+			return exitUsage
+		}
+	}
+	if werr := res.WriteSummary(s.stdout); werr != nil {
+		return fail(s, "bench", werr)
+	}
+	if c.JSON != "" {
+		if werr := writeFileWith(c.JSON, res.WriteJSON); werr != nil {
+			return fail(s, "bench", werr)
+		}
+	}
+	if c.HTML != "" {
+		if werr := writeFileWith(c.HTML, res.WriteHTML); werr != nil {
+			return fail(s, "bench", werr)
+		}
+	}
+	if err != nil {
+		return exitDenied
+	}
+	return exitOK
+}
+
+func writeFileWith(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// benchRun sets up the target (and spawned nodes), runs, and tears down.
+// Everything it starts is stopped before it returns, also when ctx is
+// cancelled or a panic unwinds through it.
+func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*bench.Result, error) {
+	var dist bench.Dist
+	if err := dist.UnmarshalText([]byte(c.Dist)); err != nil {
+		return nil, err
+	}
+	var spec *bucket.Policy
+	if c.PolicySpec != "" {
+		spec = new(bucket.Policy)
+		if err := json.Unmarshal([]byte(c.PolicySpec), spec); err != nil {
+			return nil, fmt.Errorf("--policy-spec: %w", err)
+		}
+		if err := spec.Validate(); err != nil {
+			return nil, fmt.Errorf("--policy-spec: %w", err)
+		}
+		if c.Policy == bench.DefaultPolicy {
+			c.Policy = spec.Name
+		}
+	}
+	if c.Target == "" {
+		c.Target = "embedded"
+		if c.URLs != "" || c.Spawn > 0 {
+			c.Target = "http"
+		}
+	}
+	if c.Scenario != bench.ScenarioNone && c.Spawn == 0 {
+		return nil, fmt.Errorf("--scenario %s needs --spawn", c.Scenario)
+	}
+	params := bench.Params{Target: c.Target, Spawn: c.Spawn, Scenario: c.Scenario, Command: command}
+	var (
+		target   bench.Target
+		scenario bench.Scenario
+	)
+	withSpec := func(ps []bucket.Policy) []bucket.Policy {
+		if spec == nil {
+			return ps
+		}
+		out := []bucket.Policy{*spec}
+		for _, p := range ps {
+			if p.Name != spec.Name {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	switch c.Target {
+	case "embedded":
+		params.Nodes = c.Nodes
+		cfg := cluster.Config{Policies: withSpec(cluster.DefaultPolicies()), MaxHits: max(c.Hits, cluster.DefaultMaxHits)}
+		e, err := bench.NewEmbedded(ctx, bench.EmbeddedConfig{Nodes: c.Nodes, Node: cfg})
+		if err != nil {
+			return nil, err
+		}
+		target = e
+		if p, ok := e.Nodes()[0].Policy(c.Policy); ok && spec == nil {
+			spec = &p
+		}
+	case "redis":
+		store, err := redisstore.New(ctx, redisstore.Options{URL: c.RedisURL, Password: c.RedisPass, Timeout: c.Timeout, PoolSize: max(c.Concurrency*2, 64)})
+		if err != nil {
+			return nil, err
+		}
+		policies := withSpec(cluster.DefaultPolicies())
+		st, err := bench.NewStoreTarget(bench.StoreConfig{Store: store, Policies: policies, Close: func(context.Context) error { return store.Close() }})
+		if err != nil {
+			store.Close()
+			return nil, err
+		}
+		target = st
+		if spec == nil {
+			for i := range policies {
+				if policies[i].Name == c.Policy {
+					spec = &policies[i]
+				}
+			}
+		}
+	case "http":
+		urls := splitList(c.URLs)
+		if c.Spawn > 0 {
+			if len(urls) > 0 {
+				return nil, errors.New("--urls and --spawn exclude each other")
+			}
+			var policies []bucket.Policy
+			if spec != nil {
+				policies = []bucket.Policy{*spec}
+			}
+			nodes, err := bench.Spawn(ctx, bench.SpawnConfig{
+				Binary: c.Binary, Nodes: c.Spawn, Policies: policies,
+				Cluster: c.Spawn > 1 || c.Scenario == bench.ScenarioScaleOut,
+				Args:    []string{"--log-level", "warn"},
+			})
+			if err != nil {
+				return nil, err
+			}
+			defer nodes.Close()
+			urls = nodes.URLs()
+			h, err := bench.NewHTTP(bench.HTTPConfig{URLs: urls, Conns: c.Concurrency, Timeout: c.Timeout})
+			if err != nil {
+				return nil, err
+			}
+			target = h
+			if c.Scenario != bench.ScenarioNone {
+				ch, err := bench.NewChurn(bench.ChurnConfig{Kind: c.Scenario, Nodes: nodes, Target: h})
+				if err != nil {
+					return nil, err
+				}
+				scenario = ch
+			}
+		} else {
+			if len(urls) == 0 {
+				return nil, errors.New("the http target needs --urls or --spawn")
+			}
+			h, err := bench.NewHTTP(bench.HTTPConfig{URLs: urls, Conns: c.Concurrency, Timeout: c.Timeout})
+			if err != nil {
+				return nil, err
+			}
+			target = h
+		}
+		params.URLs = urls
+		params.Nodes = len(urls)
+		if spec == nil {
+			p, err := bench.FetchPolicy(ctx, nil, urls[0], c.Policy)
+			if err != nil {
+				fmt.Fprintf(s.stderr, "ratelimitd bench: accuracy not accounted: %v\n", err)
+			}
+			spec = p
+		}
+	default:
+		return nil, fmt.Errorf("unknown --target %q: embedded, http or redis", c.Target)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = target.Close(cctx)
+	}()
+	cfg := bench.Config{
+		Target: target, Policy: c.Policy, PolicySpec: spec, Hits: c.Hits, Keys: c.Keys, Dist: dist, ZipfS: c.ZipfS,
+		KeyPrefix: c.KeyPrefix, Batch: c.Batch, Concurrency: c.Concurrency, Rate: c.Rate,
+		Duration: c.Duration, Requests: c.Requests, Seed: c.Seed, Scenario: scenario, Params: params,
+	}
+	if spec != nil && spec.Name != c.Policy {
+		cfg.PolicySpec = nil
+	}
+	p := newProgressPrinter(s.stdout, c.Progress)
+	if p != nil {
+		cfg.Progress = p.print
+	}
+	res, err := bench.Run(ctx, cfg)
+	if p != nil {
+		p.done()
+	}
+	return res, err
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// progressPrinter writes the run's progress: one line rewritten in place
+// on a terminal, plain lines otherwise.
+type progressPrinter struct {
+	w    io.Writer
+	live bool
+	last int
+}
+
+func newProgressPrinter(w io.Writer, mode string) *progressPrinter {
+	switch mode {
+	case "none":
+		return nil
+	case "plain":
+		return &progressPrinter{w: w}
+	}
+	live := false
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			live = true
+		}
+	}
+	return &progressPrinter{w: w, live: live}
+}
+
+func (p *progressPrinter) print(pr bench.Progress) {
+	line := fmt.Sprintf("%6.1fs  %10.0f checks/s  %10d checks  %8d allowed  %8d denied  %6d errors",
+		pr.Elapsed.Seconds(), pr.Rate, pr.Checks, pr.Allowed, pr.Denied, pr.Errors)
+	if p.live {
+		pad := max(p.last-len(line), 0)
+		fmt.Fprintf(p.w, "\r%s%s", line, strings.Repeat(" ", pad))
+		p.last = len(line)
+		return
+	}
+	fmt.Fprintln(p.w, line)
+}
+
+func (p *progressPrinter) done() {
+	if p.live && p.last > 0 {
+		fmt.Fprintln(p.w)
+	}
+}
+
+// runBenchCompare is `ratelimitd bench compare A.json B.json`.
+func runBenchCompare(s sys, args []string) int {
+	if len(args) != 2 {
+		fmt.Fprintln(s.stderr, "Usage: ratelimitd bench compare A.json B.json")
+		return exitUsage
+	}
+	var rs [2]*bench.Result
+	for i, path := range args {
+		f, err := os.Open(path)
+		if err != nil {
+			return fail(s, "bench compare", err)
+		}
+		rs[i], err = bench.ReadResult(f)
+		f.Close()
+		if err != nil {
+			return fail(s, "bench compare", fmt.Errorf("%s: %w", path, err))
+		}
+	}
+	if err := bench.Compare(s.stdout, rs[0], rs[1]); err != nil {
+		return fail(s, "bench compare", err)
+	}
+	return exitOK
+}
