@@ -2,6 +2,8 @@ package redisstore
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -98,6 +100,9 @@ func (s *Store) startError(err error) error {
 	case ErrAuth:
 		return &backendError{kind: ErrAuth, err: err,
 			msg: fmt.Sprintf("redisstore: redis at %s refused the credentials (check REDIS_PASSWORD or the URL's password): %v", s.url, err)}
+	case ErrConfig:
+		return &backendError{kind: ErrConfig, err: err,
+			msg: fmt.Sprintf("redisstore: TLS to redis at %s: the server's certificate is not trusted (check the CA and the host name): %v", s.url, err)}
 	case ErrUnavailable:
 		return &backendError{kind: ErrUnavailable, err: err,
 			msg: fmt.Sprintf("redisstore: cannot reach redis at %s within %v: %v", s.url, s.opts.Timeout, err)}
@@ -352,7 +357,8 @@ func (s *Store) Close() error {
 }
 
 // backendError is a failure of the backend: it wraps bucket.ErrBackend, the
-// kind (ErrUnavailable, ErrAuth, ErrClosed, or nil) and the cause.
+// kind (ErrUnavailable, ErrAuth, ErrConfig for an untrusted certificate,
+// ErrClosed, or nil) and the cause.
 type backendError struct {
 	kind error
 	err  error
@@ -447,8 +453,16 @@ func (s *Store) breakerChanged(open bool) {
 // it is counted under. kind is nil for an error reply about this check
 // alone, which says Redis is up.
 func classify(err error) (kind error, reason string) {
-	var rerr redis.Error
+	var (
+		rerr redis.Error
+		cve  *tls.CertificateVerificationError
+		uae  x509.UnknownAuthorityError
+		he   x509.HostnameError
+		cie  x509.CertificateInvalidError
+	)
 	switch {
+	case errors.As(err, &cve), errors.As(err, &uae), errors.As(err, &he), errors.As(err, &cie):
+		return ErrConfig, reasonUnavailable
 	case errors.Is(err, errBadReply):
 		return nil, reasonReply
 	case errors.Is(err, redis.ErrClosed):
