@@ -84,8 +84,12 @@ type peer struct {
 	addr string
 	kick chan struct{} // wakes the flusher; capacity 1
 
+	done chan struct{} // closed when the peer is retired
+
 	mu         sync.Mutex
 	closed     bool
+	retired    bool  // idle and removed from the transport's map
+	idleSince  int64 // unix ns when the sweeper first saw it idle; 0 if in use
 	queue      []*slot
 	queueBytes int
 	inflight   int             // gathered batches in flight
@@ -113,6 +117,7 @@ func (t *TCP) peer(addr string) (*peer, error) {
 		t:       t,
 		addr:    addr,
 		kick:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
 		conns:   make([]*clientConn, n),
 		dialing: make([]chan struct{}, n),
 	}
@@ -134,17 +139,25 @@ func (t *TCP) Check(ctx context.Context, addr string, item CheckItem) (CheckResu
 	if size+headerLen+5 > t.cfg.MaxFrame {
 		return CheckResult{}, fmt.Errorf("transport: check to %s: %w", addr, ErrFrameTooLarge)
 	}
-	p, err := t.peer(addr)
-	if err != nil {
-		return CheckResult{}, err
-	}
 	s := t.getSlot()
 	s.item, s.size, s.deadline = item, size, deadlineOf(ctx)
-	p.mu.Lock()
-	if err := p.usable(); err != nil {
+	var p *peer
+	for {
+		var err error
+		if p, err = t.peer(addr); err != nil {
+			t.putSlot(s)
+			return CheckResult{}, err
+		}
+		p.mu.Lock()
+		err = p.usable()
+		if err == nil {
+			break
+		}
 		p.mu.Unlock()
-		t.putSlot(s)
-		return CheckResult{}, err
+		if err != errRetired {
+			t.putSlot(s)
+			return CheckResult{}, err
+		}
 	}
 	p.queue = append(p.queue, s)
 	p.queueBytes += size
@@ -166,9 +179,17 @@ func (t *TCP) Check(ctx context.Context, addr string, item CheckItem) (CheckResu
 	return res, err
 }
 
+// errRetired makes a caller look its peer up again.
+var errRetired = errors.New("transport: peer retired")
+
 // usable reports why the peer cannot take requests now: the transport is
-// closed, or the peer is in a reconnect back-off. Called with p.mu held.
+// closed, the peer retired, or in a reconnect back-off. Called with p.mu
+// held; it marks the peer in use.
 func (p *peer) usable() error {
+	p.idleSince = 0
+	if p.retired {
+		return errRetired
+	}
 	if p.closed {
 		return ErrClosed
 	}
@@ -190,11 +211,7 @@ func (t *TCP) CheckMany(ctx context.Context, addr string, items []CheckItem, out
 	if err := ctx.Err(); err != nil {
 		return ctxError(ctx, addr)
 	}
-	p, err := t.peer(addr)
-	if err != nil {
-		return err
-	}
-	c, err := p.connect(ctx)
+	c, err := t.connect(ctx, addr)
 	if err != nil {
 		return err
 	}
@@ -243,11 +260,7 @@ func (t *TCP) Call(ctx context.Context, addr string, method string, body []byte)
 	if err := ctx.Err(); err != nil {
 		return nil, ctxError(ctx, addr)
 	}
-	p, err := t.peer(addr)
-	if err != nil {
-		return nil, err
-	}
-	c, err := p.connect(ctx)
+	c, err := t.connect(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -269,6 +282,20 @@ func (t *TCP) Call(ctx context.Context, addr string, method string, body []byte)
 	}
 	t.putReq(r)
 	return resp, err
+}
+
+// connect returns a live connection to addr, dialing if needed.
+func (t *TCP) connect(ctx context.Context, addr string) (*clientConn, error) {
+	for {
+		p, err := t.peer(addr)
+		if err != nil {
+			return nil, err
+		}
+		c, err := p.connect(ctx)
+		if err != errRetired {
+			return c, err
+		}
+	}
 }
 
 // wait waits for a kindMany request and recycles it.
@@ -407,6 +434,8 @@ func (p *peer) flusher() {
 		select {
 		case <-p.t.ctx.Done():
 			return
+		case <-p.done:
+			return
 		case <-p.kick:
 		}
 		p.mu.Lock()
@@ -429,6 +458,11 @@ func (p *peer) flusher() {
 func (p *peer) connect(ctx context.Context) (*clientConn, error) {
 	for {
 		p.mu.Lock()
+		p.idleSince = 0
+		if p.retired {
+			p.mu.Unlock()
+			return nil, errRetired
+		}
 		if p.closed {
 			p.mu.Unlock()
 			return nil, ErrClosed
@@ -595,6 +629,52 @@ func (p *peer) expire(now int64) {
 			p.finish(r, nil, nil, fmt.Errorf("transport: %s: %w (no answer within %v)", p.addr, ErrTimeout, p.t.cfg.CallTimeout))
 		}
 	}
+}
+
+// idle reports whether the peer has nothing to do: no connection, queue,
+// batch in flight or dial. Called with p.mu held.
+func (p *peer) idle() bool {
+	if p.closed || p.retired || p.live > 0 || len(p.queue) > 0 || p.inflight > 0 {
+		return false
+	}
+	for _, d := range p.dialing {
+		if d != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// maybeRetire removes the peer from the transport once it has been idle
+// (typically: a node that left, whose connection is gone) for longer than
+// the transport's peerIdle, so addresses that come and go do not pile up.
+func (p *peer) maybeRetire(now int64) {
+	p.mu.Lock()
+	switch {
+	case !p.idle():
+		p.idleSince = 0
+		p.mu.Unlock()
+		return
+	case p.idleSince == 0:
+		p.idleSince = now
+		p.mu.Unlock()
+		return
+	case now-p.idleSince < int64(p.t.cfg.peerIdle):
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	t := p.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.idle() || p.idleSince == 0 || t.peers[p.addr] != p {
+		return // used meanwhile
+	}
+	p.retired = true
+	close(p.done)
+	delete(t.peers, p.addr)
 }
 
 // close fails everything queued and in flight with ErrClosed.

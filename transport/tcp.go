@@ -66,6 +66,8 @@ type TCPConfig struct {
 	// Logger receives connection errors, at most one line a second (the
 	// rest are counted in the next line). Default: discard.
 	Logger *slog.Logger
+
+	peerIdle time.Duration // tests shorten it; default peerIdleTimeout
 }
 
 // Defaults of TCPConfig.
@@ -105,6 +107,7 @@ func (c TCPConfig) withDefaults() TCPConfig {
 	defd(&c.CallTimeout, DefaultCallTimeout)
 	defd(&c.BackoffMin, DefaultBackoffMin)
 	defd(&c.BackoffMax, DefaultBackoffMax)
+	defd(&c.peerIdle, peerIdleTimeout)
 	c.BackoffMax = max(c.BackoffMax, c.BackoffMin)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -371,6 +374,7 @@ func (t *TCP) sweep() {
 			t.mu.Unlock()
 			for _, p := range ps {
 				p.expire(now.UnixNano())
+				p.maybeRetire(now.UnixNano())
 			}
 		}
 	}
@@ -492,3 +496,7 @@ type bufioReader interface {
 }
 
 const readBufSize = 64 << 10
+
+// peerIdleTimeout is how long a peer without connections or requests is
+// kept before it is forgotten.
+const peerIdleTimeout = time.Minute

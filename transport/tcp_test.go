@@ -494,3 +494,36 @@ func TestTCPClose(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+// A peer that has been idle without a connection is forgotten, and a later
+// request to its address starts afresh.
+func TestTCPForgetsIdlePeers(t *testing.T) {
+	srv, err := NewTCP(TCPConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := srv.Addr()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(&echoHandler{}) }()
+	cli := newClient(t, TCPConfig{CallTimeout: 16 * time.Millisecond, BackoffMin: time.Millisecond, peerIdle: 10 * time.Millisecond})
+	ctx := context.Background()
+	if _, err := cli.Check(ctx, addr, CheckItem{Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	peers := func() int {
+		cli.mu.Lock()
+		defer cli.mu.Unlock()
+		return len(cli.peers)
+	}
+	srv.Close()
+	<-served
+	eventually(t, 5*time.Second, func() bool { return peers() == 0 }, "the peer to be forgotten")
+	srv2 := newTCP(t, TCPConfig{Addr: addr}, nil)
+	eventually(t, 5*time.Second, func() bool {
+		_, err := cli.Check(ctx, srv2.Addr(), CheckItem{Key: "k"})
+		return err == nil
+	}, "a check to the restarted address")
+	if peers() != 1 {
+		t.Fatalf("%d peers, want 1", peers())
+	}
+}
