@@ -88,6 +88,7 @@ type BatchRequest struct {
 // BatchResponse is the answer to POST /v1/check/batch: one result per
 // check, in the order of the request.
 type BatchResponse struct {
+	// Results has one entry per check of the request, in its order.
 	Results []CheckResult `json:"results"`
 }
 
@@ -115,6 +116,7 @@ type ErrorResponse struct {
 
 // PoliciesResponse is the body of GET /v1/policies.
 type PoliciesResponse struct {
+	// Policies is the policy table, each policy in its JSON form.
 	Policies []bucket.Policy `json:"policies"`
 }
 
@@ -134,6 +136,7 @@ type StatusError struct {
 	Field string
 }
 
+// Error returns the status, the server's message and the field at fault.
 func (e *StatusError) Error() string {
 	if e.Field != "" {
 		return fmt.Sprintf("httpapi: status %d: %s (field %s)", e.StatusCode, e.Message, e.Field)

@@ -20,10 +20,10 @@ import (
 
 // Defaults for Options fields.
 const (
-	DefaultMaxBodyBytes = 1 << 20
-	DefaultMaxBatch     = 1000
-	DefaultMaxKeyLen    = 512
-	DefaultMaxHits      = 1_000_000
+	DefaultMaxBodyBytes = 1 << 20   // 1 MiB
+	DefaultMaxBatch     = 1000      // checks per batch
+	DefaultMaxKeyLen    = 512       // bytes; as cluster.DefaultMaxKeyLen
+	DefaultMaxHits      = 1_000_000 // as cluster.DefaultMaxHits
 )
 
 // ErrInvalidOptions is wrapped by the errors NewHandler returns for bad
@@ -169,6 +169,7 @@ func (h *handler) route(method, path string, f http.HandlerFunc) {
 	})
 }
 
+// ServeHTTP dispatches to the endpoints.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
 
 var jsonContentType = []string{"application/json"}
