@@ -227,3 +227,57 @@ func BenchmarkCheckMany100(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(items))/b.Elapsed().Seconds(), "decisions/s")
 }
+
+// BenchmarkCodecRatio alternates a hand-written and a reflection round
+// trip (encode + decode) of the same batch of 100 checks and of its 100
+// results, and reports how many times slower reflection is: interleaving
+// keeps the ratio honest on a noisy, shared machine.
+func BenchmarkCodecRatio(b *testing.B) {
+	items := benchItems(100)
+	results := make([]CheckResult, 100)
+	wi := make([]wireItem, len(items))
+	for i, it := range items {
+		wi[i] = wireItem{Policy: it.Policy, Key: it.Key, Hits: it.Hits}
+	}
+	wr := make([]wireResult, len(results))
+	var hand, refl time.Duration
+	var buf []byte
+	var outI []CheckItem
+	var outR []CheckResult
+	in := make(interner)
+	var rbuf bytes.Buffer
+	enc := msgpack.NewEncoder(&rbuf)
+	rd := bytes.NewReader(nil)
+	dec := msgpack.NewDecoder(rd)
+	var gotI []wireItem
+	var gotR []wireResult
+	for b.Loop() {
+		t0 := time.Now()
+		buf = appendCheckBatch(buf[:0], items)
+		outI, _ = decodeCheckBatch(buf, outI, in)
+		buf = appendResultBatch(buf[:0], results)
+		outR, _ = decodeResultBatch(buf, outR)
+		t1 := time.Now()
+		rbuf.Reset()
+		_ = enc.Encode(wi)
+		rd.Reset(rbuf.Bytes())
+		dec.Reset(rd)
+		gotI = gotI[:0]
+		_ = dec.Decode(&gotI)
+		rbuf.Reset()
+		_ = enc.Encode(wr)
+		rd.Reset(rbuf.Bytes())
+		dec.Reset(rd)
+		gotR = gotR[:0]
+		_ = dec.Decode(&gotR)
+		t2 := time.Now()
+		hand += t1.Sub(t0)
+		refl += t2.Sub(t1)
+	}
+	if len(outI) != 100 || len(gotI) != 100 || len(outR) != 100 || len(gotR) != 100 {
+		b.Fatal("codec round trip lost items")
+	}
+	b.ReportMetric(float64(hand.Nanoseconds())/float64(b.N)/200, "hand-ns/msg")
+	b.ReportMetric(float64(refl.Nanoseconds())/float64(b.N)/200, "reflect-ns/msg")
+	b.ReportMetric(float64(refl)/float64(hand), "reflect/hand")
+}

@@ -49,20 +49,24 @@
 // receiver's rejections are logged at most once a second.
 //
 // The check path encodes and decodes whole batches by hand, in msgpack,
-// into reused buffers (no reflection): see BenchmarkCodec for the ratio.
+// into reused buffers (no reflection; the keys of a batch share one
+// allocation): see BenchmarkCodec for the ratio. Call bodies are opaque
+// bytes: callers may encode them with msgpack reflection.
 //
 // # Batching
 //
 // Concurrent Checks to one peer are gathered into batches without a timer.
 // A check goes out at once, alone, when fewer than MaxInFlight batches to
-// that peer are in flight; otherwise it joins the peer's queue, and the
-// queue leaves as one batch as soon as an in-flight batch returns, or at
-// once when it holds MaxBatch checks (or MaxFrame bytes). So a lone check
-// costs one round trip, and under load the batches grow with the number of
-// callers. MaxInFlight defaults to 2, which measured better than 1 (the
-// second batch hides the reader's wake-up latency) and no worse than 4
-// (docs/benchmarks-transport.md). CheckMany sends a caller's own batch at
-// once, outside this rule.
+// that peer are in flight (by default: when none is); otherwise it joins
+// the peer's queue, and the queue leaves as one batch as soon as an
+// in-flight batch returns, or at once when it holds MaxBatch checks (or
+// MaxFrame bytes). So a lone check costs one round trip, and under load
+// the batches grow with the number of callers. MaxInFlight defaults to 1:
+// on a 2-core machine it gave about twice the checks per frame of 2 and
+// the most decisions/s (docs/benchmarks-transport.md). With 1, a slow
+// batch holds back the checks queued behind it (never CheckMany or Call,
+// and never beyond a full batch); MaxInFlight 2 or more lets them overtake
+// it. CheckMany sends a caller's own batch at once, outside this rule.
 //
 // The server decodes each frame in the connection's reader goroutine and
 // hands check batches to a few worker goroutines started on demand, so a
@@ -79,6 +83,8 @@
 // a failed dial the peer is in back-off (BackoffMin doubling to BackoffMax,
 // optionally jittered), during which requests to it fail at once with
 // ErrUnreachable so that the caller's failure mode applies without delay.
+// A peer left without a connection or request for a minute is forgotten,
+// so the addresses of departed nodes do not pile up.
 //
 // # Versioning
 //
