@@ -528,6 +528,14 @@ func TestOpenOptions(t *testing.T) {
 	if _, err := Open(filepath.Join(dir, "missing", "a.db"), Options{}); err == nil {
 		t.Error("Open in a missing directory succeeded")
 	}
+	garbage := filepath.Join(dir, "garbage.db")
+	if err := os.WriteFile(garbage, bytes.Repeat([]byte("not a database "), 1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(garbage, Options{}); err == nil {
+		_ = s.Close()
+		t.Error("Open of a file that is not a bbolt database succeeded")
+	}
 	for _, tt := range []struct {
 		name string
 		mode os.FileMode
