@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -174,9 +175,10 @@ func BenchmarkCheckParallel(b *testing.B) {
 	}
 }
 
-// BenchmarkCheckConfig compares batching settings at 32 and 128 callers.
+// BenchmarkCheckConfig compares batching settings at 2, 32 and 128
+// callers.
 func BenchmarkCheckConfig(b *testing.B) {
-	for _, p := range []int{16, 64} {
+	for _, p := range []int{1, 16, 64} {
 		for _, inflight := range []int{1, 2, 4} {
 			for _, conns := range []int{1, 2} {
 				b.Run(fmt.Sprintf("p=%d/inflight=%d/conns=%d", p, inflight, conns), func(b *testing.B) {
@@ -194,17 +196,28 @@ func benchParallel(b *testing.B, cfg TCPConfig, p int) {
 	b.ReportAllocs()
 	b.SetParallelism(p)
 	b.ResetTimer()
+	var mu sync.Mutex
+	var lat []time.Duration
 	b.RunParallel(func(pb *testing.PB) {
 		ctx := context.Background()
 		it := CheckItem{Policy: "auth", Key: "ip:10.0.0." + strconv.FormatInt(seq.Add(1), 10), Hits: 1}
+		mine := make([]time.Duration, 0, 4096)
 		for pb.Next() {
+			start := time.Now()
 			if _, err := cli.Check(ctx, addr, it); err != nil {
 				b.Error(err)
 				return
 			}
+			if len(mine) < cap(mine) {
+				mine = append(mine, time.Since(start))
+			}
 		}
+		mu.Lock()
+		lat = append(lat, mine...)
+		mu.Unlock()
 	})
 	b.StopTimer()
+	reportLatency(b, lat)
 	st := cli.Stats()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
 	if f := st.CheckFrames - before.CheckFrames; f > 0 {

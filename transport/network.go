@@ -101,6 +101,8 @@ func (n *Network) route(from, to string) (*memTransport, time.Duration, error) {
 	return m, n.delays[from] + n.delays[to], nil
 }
 
+var _ Transport = (*memTransport)(nil)
+
 // memTransport is one address of a Network.
 type memTransport struct {
 	net    *Network
