@@ -365,7 +365,7 @@ func (p *peer) next(inline bool) (*clientConn, *request) {
 		p.wake() // the flusher dials
 		return nil, nil
 	}
-	if inline && p.live < len(p.conns) {
+	if inline && p.wantDial() {
 		p.wake() // a connection entry is missing: the flusher dials it
 	}
 	r := p.take()
@@ -381,6 +381,21 @@ func (p *peer) wake() {
 	case p.kick <- struct{}{}:
 	default:
 	}
+}
+
+// wantDial reports whether a connection entry is missing, no dial is under
+// way for it, and the peer is not in back-off. Called with p.mu held.
+func (p *peer) wantDial() bool {
+	if p.live == len(p.conns) {
+		return false
+	}
+	missing := 0
+	for i, c := range p.conns {
+		if c == nil && p.dialing[i] == nil {
+			missing++
+		}
+	}
+	return missing > 0 && (p.failures == 0 || !time.Now().Before(p.retryAt))
 }
 
 // pick returns a live connection, round-robin. Called with p.mu held.
@@ -439,7 +454,7 @@ func (p *peer) flusher() {
 		case <-p.kick:
 		}
 		p.mu.Lock()
-		missing := p.live < len(p.conns)
+		missing := p.live == 0 || p.wantDial()
 		queued := len(p.queue) > 0
 		p.mu.Unlock()
 		if missing {
@@ -474,7 +489,7 @@ func (p *peer) connect(ctx context.Context) (*clientConn, error) {
 				break
 			}
 		}
-		if c := p.pick(); c != nil && (i < 0 || p.failures > 0) {
+		if c := p.pick(); c != nil && (i < 0 || !p.wantDial()) {
 			p.mu.Unlock()
 			return c, nil
 		}

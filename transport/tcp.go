@@ -220,6 +220,9 @@ func (t *TCP) Stats() Stats {
 // Serve accepts connections and serves their requests with h until Close,
 // then returns nil. A second call returns an error at once.
 func (t *TCP) Serve(h Handler) error {
+	if h == nil {
+		return errors.New("transport: Serve with a nil Handler")
+	}
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()

@@ -527,3 +527,40 @@ func TestTCPForgetsIdlePeers(t *testing.T) {
 		t.Fatalf("%d peers, want 1", peers())
 	}
 }
+
+// With ConnsPerPeer 2 the client keeps two connections and restores both
+// after the peer restarts.
+func TestTCPConnsPerPeer(t *testing.T) {
+	srv, err := NewTCP(TCPConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := srv.Addr()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(&echoHandler{}) }()
+	cli := newClient(t, TCPConfig{ConnsPerPeer: 2, BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond})
+	ctx := context.Background()
+	live := func() int {
+		p, err := cli.peer(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.live
+	}
+	check := func() bool {
+		it := CheckItem{Key: "k", Hits: 1}
+		res, err := cli.Check(ctx, addr, it)
+		return err == nil && res == expected(it)
+	}
+	eventually(t, 5*time.Second, func() bool { return check() && live() == 2 }, "two live connections")
+	if st := cli.Stats(); st.Dials != 2 {
+		t.Errorf("Dials = %d, want 2", st.Dials)
+	}
+	srv.Close()
+	<-served
+	eventually(t, 5*time.Second, func() bool { check(); return live() == 0 }, "both connections to drop")
+	newTCP(t, TCPConfig{Addr: addr}, nil)
+	eventually(t, 5*time.Second, func() bool { return check() && live() == 2 }, "both connections back")
+}
