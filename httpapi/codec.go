@@ -369,7 +369,7 @@ func putBuffers(b *buffers) {
 	}
 	b.in = b.in[:0]
 	b.out = b.out[:0]
-	clear(b.items)
+	clear(b.items[:cap(b.items)]) // a failed fast parse may have left checks past len
 	b.items = b.items[:0]
 	bufPool.Put(b)
 }
