@@ -895,7 +895,7 @@ func (c *clientConn) fail(cause error) {
 
 	err := error(ErrClosed)
 	if !closed {
-		err = fmt.Errorf("transport: %s: %w: %v", p.addr, ErrUnreachable, cause)
+		err = fmt.Errorf("transport: %s: %w: %w", p.addr, ErrUnreachable, cause)
 		p.t.log.warn("transport: connection lost", "peer", p.addr, "err", cause)
 	}
 	for _, r := range pending {

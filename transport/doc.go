@@ -83,6 +83,8 @@
 // a failed dial the peer is in back-off (BackoffMin doubling to BackoffMax,
 // optionally jittered), during which requests to it fail at once with
 // ErrUnreachable so that the caller's failure mode applies without delay.
+// A write to a peer that stops reading holds its writer for at most
+// CallTimeout, and then closes the connection.
 // A peer left without a connection or request for a minute is forgotten,
 // so the addresses of departed nodes do not pile up.
 //

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"testing"
@@ -123,6 +124,9 @@ func TestTCPClientRejectsGarbageAnswers(t *testing.T) {
 			t.Fatalf("answer %d accepted", i)
 		}
 		t.Logf("answer %d: %v", i, err)
+		if i == 3 && !errors.Is(err, ErrVersion) {
+			t.Errorf("answer of another version: %v, want ErrVersion", err)
+		}
 		if got := cli.Stats().BadFrames; got != uint64(i+1) {
 			t.Fatalf("after answer %d: BadFrames = %d", i, got)
 		}
