@@ -510,3 +510,41 @@ func TestCheckArgs(t *testing.T) {
 		})
 	}
 }
+
+// FuzzServeConfig: no value of a variable, flag, config file or policy file
+// makes the resolution panic, and every failure names where it came from.
+func FuzzServeConfig(f *testing.F) {
+	f.Add("ten", "http_addr: x\n", policyYAML, "RATE_LIMIT_AUTH_MAX", "--max-batch=0")
+	f.Add("false", "auth_max: 3\n", "policies: 3\n", "SECURITY_ENABLE_RATE_LIMITING", "--shadow")
+	f.Add("2000000", "a: [\n", "policies:\n  - {name: a, limit: 1, window_ms: 1000, burst: 1}\n", "RATE_LIMIT_API_MAX", "--api-burst=-1")
+	f.Add("", "", "", "RATELIMIT_SHUTDOWN_TIMEOUT", "--log-level=loud")
+	var c serveConfig
+	var names []string
+	for _, s := range serveSettings(&c) {
+		for _, e := range s.Env {
+			names = append(names, e.Name)
+		}
+	}
+	f.Fuzz(func(t *testing.T, value, config, policies, variable, flagArg string) {
+		env := map[string]string{variable: value}
+		if len(names) > 0 && len(value) > 0 {
+			env[names[int(value[0])%len(names)]] = value
+		}
+		args := []string{"--config", "c.yaml", "--policies", "p.yaml", flagArg}
+		_, err := loadServeConfig(fakeInput(args, env, map[string]string{"c.yaml": config, "p.yaml": policies}))
+		if err == nil {
+			return
+		}
+		msg := err.Error()
+		named := strings.HasPrefix(msg, "--") || strings.HasPrefix(msg, "config file") ||
+			strings.HasPrefix(msg, "policy file") || strings.HasPrefix(msg, "flag ") ||
+			strings.HasPrefix(msg, "invalid ") || strings.HasPrefix(msg, "bad flag syntax") ||
+			strings.HasPrefix(msg, "serve takes no arguments")
+		for _, n := range names {
+			named = named || strings.HasPrefix(msg, n+": ")
+		}
+		if !named {
+			t.Errorf("error %q does not start with its source", msg)
+		}
+	})
+}
