@@ -37,18 +37,21 @@ func testPolicies() []bucket.Policy {
 	}
 }
 
-// failingStore fails every check of the key "fail", as a backend would.
-type failingStore struct{ bucket.Store }
+// failingChecker is a real node whose checks of the key "fail" fail, as
+// they would with a backend down and no failure mode to fall back on. (A
+// node hides store failures behind the policy's failure mode.)
+type failingChecker struct{ *cluster.Node }
 
-func (s failingStore) Take(ctx context.Context, k bucket.Key, p bucket.Policy, hits int64, now time.Time) (bucket.Decision, error) {
-	if k.ID == "fail" {
+func (c failingChecker) Allow(ctx context.Context, policy, key string, hits int64) (bucket.Decision, error) {
+	if key == "fail" {
 		return bucket.Decision{}, fmt.Errorf("%w: connection refused", bucket.ErrBackend)
 	}
-	return s.Store.Take(ctx, k, p, hits, now)
+	return c.Node.Allow(ctx, policy, key, hits)
 }
 
 type env struct {
 	node    *cluster.Node
+	checker failingChecker // node, failing the key "fail"
 	clock   *buckettest.ManualClock
 	handler http.Handler
 	srv     *httptest.Server
@@ -62,14 +65,13 @@ func newEnv(t testing.TB, opts httpapi.Options) *env {
 	e := &env{clock: buckettest.NewManualClock(buckettest.Epoch), reg: prometheus.NewRegistry()}
 	node, err := cluster.Start(context.Background(), cluster.Config{
 		Clock: e.clock, Policies: testPolicies(), Metrics: e.reg,
-		Store: failingStore{bucket.NewMemoryStore(bucket.MemoryConfig{})},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.node = node
+	e.node, e.checker = node, failingChecker{node}
 	t.Cleanup(func() { _ = node.Close(context.Background()) })
-	opts.Checker, opts.Gatherer, opts.Metrics = node, e.reg, e.reg
+	opts.Checker, opts.Gatherer, opts.Metrics = e.checker, e.reg, e.reg
 	if e.handler, err = httpapi.NewHandler(opts); err != nil {
 		t.Fatal(err)
 	}

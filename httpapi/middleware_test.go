@@ -27,7 +27,7 @@ func hello(calls *int) http.Handler {
 func TestMiddlewareAllowsThenDenies(t *testing.T) {
 	e := newEnv(t, httpapi.Options{})
 	var calls int
-	h := httpapi.Middleware(e.node, "fixed", httpapi.ClientIP(httpapi.ClientIPConfig{}), httpapi.MiddlewareOptions{})(hello(&calls))
+	h := httpapi.Middleware(e.checker, "fixed", httpapi.ClientIP(httpapi.ClientIPConfig{}), httpapi.MiddlewareOptions{})(hello(&calls))
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	for i := 0; i < 3; i++ {
@@ -65,7 +65,7 @@ func TestMiddlewareAllowsThenDenies(t *testing.T) {
 func TestMiddlewareHits(t *testing.T) {
 	e := newEnv(t, httpapi.Options{})
 	var calls int
-	h := httpapi.Middleware(e.node, "auth", httpapi.HeaderKey("X-User"), httpapi.MiddlewareOptions{Hits: 4})(hello(&calls))
+	h := httpapi.Middleware(e.checker, "auth", httpapi.HeaderKey("X-User"), httpapi.MiddlewareOptions{Hits: 4})(hello(&calls))
 	req := httptest.NewRequest("GET", "/", nil)
 	req.Header.Set("X-User", "u1")
 	rec := httptest.NewRecorder()
@@ -94,7 +94,7 @@ func TestMiddlewareFailures(t *testing.T) {
 				logs.Reset()
 				var calls int
 				// A fresh middleware each time: its log is capped at a line a second.
-				h := httpapi.Middleware(e.node, c.policy, c.key, httpapi.MiddlewareOptions{FailClosed: closed, Logger: logger})(hello(&calls))
+				h := httpapi.Middleware(e.checker, c.policy, c.key, httpapi.MiddlewareOptions{FailClosed: closed, Logger: logger})(hello(&calls))
 				req := httptest.NewRequest("GET", "/", nil)
 				req.Header.Set("X-User", "fail")
 				rec := httptest.NewRecorder()
@@ -118,7 +118,7 @@ func TestMiddlewareLogIsCapped(t *testing.T) {
 	e := newEnv(t, httpapi.Options{})
 	var logs bytes.Buffer
 	var calls int
-	h := httpapi.Middleware(e.node, "auth", httpapi.HeaderKey("X-User"), httpapi.MiddlewareOptions{
+	h := httpapi.Middleware(e.checker, "auth", httpapi.HeaderKey("X-User"), httpapi.MiddlewareOptions{
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 	})(hello(&calls))
 	for i := 0; i < 100; i++ {
@@ -203,7 +203,7 @@ func TestMiddlewareBehindTrustedProxy(t *testing.T) {
 		TrustedHeader:  "X-Forwarded-For",
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 	})
-	srv := httptest.NewServer(httpapi.Middleware(e.node, "fixed", key, httpapi.MiddlewareOptions{})(hello(&calls)))
+	srv := httptest.NewServer(httpapi.Middleware(e.checker, "fixed", key, httpapi.MiddlewareOptions{})(hello(&calls)))
 	defer srv.Close()
 	get := func(xff string) int {
 		req, _ := http.NewRequest("GET", srv.URL, nil)
