@@ -526,6 +526,10 @@ func (p *peer) connect(ctx context.Context) (*clientConn, error) {
 		p.mu.Lock()
 		p.dialing[i] = nil
 		close(ch)
+		if err != nil && ctx.Err() != nil { // the caller gave up: not the peer's fault
+			p.mu.Unlock()
+			return nil, ctxError(ctx, p.addr)
+		}
 		if err != nil {
 			p.failures++
 			p.retryAt = time.Now().Add(p.t.backoff(p.failures))
