@@ -2,7 +2,12 @@ package bench
 
 import (
 	"context"
+	"errors"
+	"net"
+	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,4 +74,95 @@ func TestHTTPTargetAgainstRealHandler(t *testing.T) {
 	if a := res.Accuracy; a.OverAdmitted != 0 || a.UnderAdmitted != 0 || a.AllowedHits != 30 || res.Errors != 0 {
 		t.Errorf("accuracy %+v errors %v", a, res.ErrorKinds)
 	}
+}
+
+// TestHTTPRawClient covers the bench's own HTTP/1.1 connections against
+// the real handler: chunked answers (big batches), connections the server
+// closed while idle (retried once), Connection: close, and the same
+// decisions as through net/http's client.
+func TestHTTPRawClient(t *testing.T) {
+	ctx := context.Background()
+	p := bucket.Policy{Name: "bench", Limit: 1_000_000, Window: time.Hour}
+	node, err := cluster.Start(ctx, cluster.Config{Policies: []bucket.Policy{p}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close(ctx)
+	h, err := httpapi.NewHandler(httpapi.Options{Checker: node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeNext := atomic.Bool{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if closeNext.CompareAndSwap(true, false) {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	for _, std := range []bool{false, true} {
+		target, err := NewHTTP(HTTPConfig{URLs: []string{srv.URL}, Conns: 2, StdClient: std})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if raw := (*target.nodes.Load())[0].pool != nil; raw == std {
+			t.Fatalf("std %v: raw pool %v", std, raw)
+		}
+		// 300 checks answer ~30 KB: chunked.
+		checks := make([]Check, 300)
+		for i := range checks {
+			checks[i] = Check{"bench", "key-" + strconv.Itoa(i%7), 1}
+		}
+		out := make([]Outcome, len(checks))
+		if err := target.CheckBatch(ctx, checks, out); err != nil {
+			t.Fatalf("std %v: %v", std, err)
+		}
+		for i, o := range out {
+			if o.Err != nil || !o.Decision.Allowed || o.Decision.Limit != 1_000_000 {
+				t.Fatalf("std %v: outcome %d %+v", std, i, o)
+			}
+		}
+		// The server drops every connection: the next check still passes
+		// (net/http does not replay a POST, so the std client may fail once).
+		srv.CloseClientConnections()
+		d, err := target.Check(ctx, "bench", "k", 1)
+		if std && err != nil {
+			d, err = target.Check(ctx, "bench", "k", 1)
+		}
+		if err != nil || !d.Allowed {
+			t.Fatalf("std %v: after the server closed the idle connection: %+v %v", std, d, err)
+		}
+		closeNext.Store(true)
+		for i := 0; i < 3; i++ {
+			if _, err := target.Check(ctx, "bench", "k", 1); err != nil {
+				t.Fatalf("std %v: around Connection: close: %v", std, err)
+			}
+		}
+		target.Close(ctx)
+	}
+	// A node that is down is a connection error of its kind.
+	target, err := NewHTTP(HTTPConfig{URLs: []string{"http://" + deadAddr(t)}, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := target.Check(ctx, "bench", "k", 1); ErrorKind(err) != "conn_refused" {
+		t.Errorf("dead node: kind %q (%v)", ErrorKind(err), err)
+	}
+	// A cancelled call returns at once.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := target.Check(cctx, "bench", "k", 1); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
+	}
+}
+
+// deadAddr returns a loopback address nothing listens on.
+func deadAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
 }
