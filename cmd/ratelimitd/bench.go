@@ -46,6 +46,7 @@ type benchConfig struct {
 	HTML        string
 	CPUProfile  string
 	Progress    string
+	HTTPClient  string
 }
 
 func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
@@ -75,6 +76,7 @@ func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
 	fs.StringVar(&c.JSON, "json", "", "Write the result as JSON to this file.")
 	fs.StringVar(&c.HTML, "html", "", "Write a self-contained HTML report to this file.")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "Write a CPU profile of this process (the load generator, and embedded nodes) to this file.")
+	fs.StringVar(&c.HTTPClient, "http-client", "raw", "HTTP client of the http target: raw (the bench's own HTTP/1.1 connections, cheapest) or std (net/http).")
 	fs.StringVar(&c.Progress, "progress", "auto", "Progress output: auto (a live line on a terminal, plain lines otherwise), plain, or none.")
 	return fs
 }
@@ -194,6 +196,9 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 			c.Target = "http"
 		}
 	}
+	if c.HTTPClient != "raw" && c.HTTPClient != "std" {
+		return nil, fmt.Errorf("unknown --http-client %q: raw or std", c.HTTPClient)
+	}
 	if c.Scenario != bench.ScenarioNone && c.Spawn == 0 {
 		return nil, fmt.Errorf("--scenario %s needs --spawn", c.Scenario)
 	}
@@ -265,7 +270,7 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 			}
 			defer nodes.Close()
 			urls = nodes.URLs()
-			h, err := bench.NewHTTP(bench.HTTPConfig{URLs: urls, Conns: c.Concurrency, Timeout: c.Timeout})
+			h, err := bench.NewHTTP(bench.HTTPConfig{URLs: urls, Conns: c.Concurrency, Timeout: c.Timeout, StdClient: c.HTTPClient == "std"})
 			if err != nil {
 				return nil, err
 			}
@@ -281,7 +286,7 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 			if len(urls) == 0 {
 				return nil, errors.New("the http target needs --urls or --spawn")
 			}
-			h, err := bench.NewHTTP(bench.HTTPConfig{URLs: urls, Conns: c.Concurrency, Timeout: c.Timeout})
+			h, err := bench.NewHTTP(bench.HTTPConfig{URLs: urls, Conns: c.Concurrency, Timeout: c.Timeout, StdClient: c.HTTPClient == "std"})
 			if err != nil {
 				return nil, err
 			}
