@@ -1,0 +1,35 @@
+package httpapi
+
+import (
+	"go/parser"
+	"go/token"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestImports holds the layering: httpapi depends on bucket and its own
+// Checker interface, never on the cluster or the transport.
+func TestImports(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range f.Imports {
+			path, _ := strconv.Unquote(imp.Path.Value)
+			if strings.HasPrefix(path, "github.com/vibewell/ratelimit/") && path != "github.com/vibewell/ratelimit/bucket" {
+				t.Errorf("%s imports %s; httpapi may import only bucket from this module", name, path)
+			}
+		}
+	}
+}
