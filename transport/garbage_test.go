@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"testing"
 	"time"
@@ -22,7 +23,8 @@ func rawFrame(version, typ byte, id uint32, body []byte) []byte {
 // A raw client that writes junk gets its connection closed (after an error
 // frame when the junk is well framed); the server keeps serving others.
 func TestTCPRejectsGarbageFrames(t *testing.T) {
-	srv := newTCP(t, TCPConfig{MaxFrame: 1 << 16}, nil)
+	logs := &countingHandler{}
+	srv := newTCP(t, TCPConfig{MaxFrame: 1 << 16, Logger: slog.New(logs)}, nil)
 	good := newClient(t, TCPConfig{})
 	ctx := context.Background()
 	if _, err := good.Check(ctx, srv.Addr(), CheckItem{Key: "before"}); err != nil {
@@ -83,6 +85,31 @@ func TestTCPRejectsGarbageFrames(t *testing.T) {
 			}
 		})
 	}
+	if logs.count() == 0 {
+		t.Error("no rejection was logged")
+	}
+}
+
+// Rejections are logged at most once a second, however many come.
+func TestTCPLogsAtCappedRate(t *testing.T) {
+	logs := &countingHandler{}
+	srv := newTCP(t, TCPConfig{Logger: slog.New(logs)}, nil)
+	start := time.Now()
+	for range 50 {
+		nc, err := net.Dial("tcp", srv.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc.Write([]byte("junk junk junk"))
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		io.Copy(io.Discard, nc) // until the server closes it
+		nc.Close()
+	}
+	eventually(t, 5*time.Second, func() bool { return srv.Stats().BadFrames == 50 }, "50 rejections")
+	elapsed := time.Since(start)
+	if n, most := logs.count(), int(elapsed/time.Second)+1; n < 1 || n > most {
+		t.Errorf("%d log lines for 50 rejections in %v, want 1..%d", n, elapsed, most)
+	}
 }
 
 // A peer that answers junk breaks only its own connection.
@@ -123,7 +150,6 @@ func TestTCPClientRejectsGarbageAnswers(t *testing.T) {
 		if err == nil {
 			t.Fatalf("answer %d accepted", i)
 		}
-		t.Logf("answer %d: %v", i, err)
 		if i == 3 && !errors.Is(err, ErrVersion) {
 			t.Errorf("answer of another version: %v, want ErrVersion", err)
 		}
@@ -140,4 +166,35 @@ func TestTCPClientRejectsGarbageAnswers(t *testing.T) {
 
 func twoResults() []byte {
 	return appendResultBatch(nil, []CheckResult{{}, {}})
+}
+
+// A peer of another version answers with an error frame: ErrVersion.
+func TestTCPVersionErrorFrame(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		br := bufio.NewReader(nc)
+		var scratch []byte
+		if h, _, err := readFrame(br, &scratch, 1<<20); err == nil {
+			nc.Write(rawFrame(Version, frameError, h.id, appendErrorBody(nil, codeVersion, "unsupported protocol version")))
+		}
+		io.Copy(io.Discard, br)
+	}()
+	cli := newClient(t, TCPConfig{})
+	_, err = cli.Check(context.Background(), ln.Addr().String(), CheckItem{Key: "k"})
+	if !errors.Is(err, ErrVersion) {
+		t.Fatalf("check to a peer of another version: %v, want ErrVersion", err)
+	}
+	cli.Close()
+	<-served
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +16,7 @@ import (
 // the body, "fail" returns an error.
 type echoHandler struct {
 	// gate, when set, is called for every batch before it is decided.
-	gate func(items []CheckItem)
+	gate func(ctx context.Context, items []CheckItem)
 }
 
 func expected(it CheckItem) CheckResult {
@@ -35,9 +36,9 @@ func expected(it CheckItem) CheckResult {
 	return r
 }
 
-func (h *echoHandler) HandleChecks(_ context.Context, items []CheckItem, results []CheckResult) {
+func (h *echoHandler) HandleChecks(ctx context.Context, items []CheckItem, results []CheckResult) {
 	if h.gate != nil {
-		h.gate(items)
+		h.gate(ctx, items)
 	}
 	for i, it := range items {
 		results[i] = expected(it)
@@ -112,7 +113,7 @@ func eventually(t testing.TB, d time.Duration, cond func() bool, what string) {
 }
 
 // gate blocks the batches that contain a key with a given prefix until
-// released.
+// released or the transport closes.
 type gate struct {
 	prefix  string
 	mu      sync.Mutex
@@ -122,13 +123,16 @@ type gate struct {
 
 func newGate(prefix string) *gate { return &gate{prefix: prefix, release: make(chan struct{})} }
 
-func (g *gate) hold(items []CheckItem) {
+func (g *gate) hold(ctx context.Context, items []CheckItem) {
 	for _, it := range items {
 		if strings.HasPrefix(it.Key, g.prefix) {
 			g.mu.Lock()
 			g.entered++
 			g.mu.Unlock()
-			<-g.release
+			select {
+			case <-g.release:
+			case <-ctx.Done():
+			}
 			return
 		}
 	}
@@ -142,4 +146,25 @@ func (g *gate) count() int {
 
 func isTimeout(err error) bool {
 	return errors.Is(err, ErrTimeout) && errors.Is(err, context.DeadlineExceeded)
+}
+
+// countingHandler counts the log records that reach it.
+type countingHandler struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) Handle(context.Context, slog.Record) error {
+	h.mu.Lock()
+	h.n++
+	h.mu.Unlock()
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+func (h *countingHandler) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n
 }

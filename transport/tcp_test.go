@@ -1,10 +1,12 @@
 package transport
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -563,4 +565,69 @@ func TestTCPConnsPerPeer(t *testing.T) {
 	eventually(t, 5*time.Second, func() bool { check(); return live() == 0 }, "both connections to drop")
 	newTCP(t, TCPConfig{Addr: addr}, nil)
 	eventually(t, 5*time.Second, func() bool { return check() && live() == 2 }, "both connections back")
+}
+
+// Closing a server with requests in flight does not leave them hanging
+// until their deadline: they are answered (the handler saw its ctx
+// cancelled and returned) or fail as unreachable, at once.
+func TestTCPServerCloseWithRequestsInFlight(t *testing.T) {
+	g := newGate("block")
+	defer close(g.release)
+	srv, err := NewTCP(TCPConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(&echoHandler{gate: g.hold}) }()
+	cli := newClient(t, TCPConfig{})
+	errs := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := cli.Check(ctx, srv.Addr(), CheckItem{Key: "block"})
+		errs <- err
+	}()
+	eventually(t, 5*time.Second, func() bool { return g.count() == 1 }, "the check to be in flight")
+	start := time.Now()
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil && !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("check in flight when the server closed: %v, want an answer or ErrUnreachable", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("took %v", took)
+	}
+}
+
+// A connection that breaks fails its requests in flight at once as
+// unreachable, not at their deadline.
+func TestTCPBrokenConnectionFailsRequestsInFlight(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		var scratch []byte
+		readFrame(bufio.NewReader(nc), &scratch, 1<<20) // take the request, then die
+		nc.Close()
+	}()
+	cli := newClient(t, TCPConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	if _, err := cli.Check(ctx, ln.Addr().String(), CheckItem{Key: "k"}); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("check on a broken connection: %v, want ErrUnreachable", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("took %v", took)
+	}
 }
