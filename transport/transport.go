@@ -18,8 +18,8 @@ const Version = 1
 var (
 	// ErrUnreachable means the peer could not be reached: the dial failed,
 	// the connection broke before the answer came, the peer is in a
-	// reconnect back-off, or (in a Network) it is partitioned away or not
-	// serving. A request that failed this way may or may not have been
+	// reconnect back-off, or (in a Network) it is partitioned away, has no
+	// transport or is closed. A request that failed this way may or may not have been
 	// decided by the peer.
 	ErrUnreachable = errors.New("transport: peer unreachable")
 	// ErrClosed means the local transport is closed.
