@@ -50,7 +50,7 @@
 //
 // The check path encodes and decodes whole batches by hand, in msgpack,
 // into reused buffers (no reflection; the keys of a batch share one
-// allocation): see BenchmarkCodec for the ratio. Call bodies are opaque
+// allocation): see BenchmarkCodec and BenchmarkCodecRatio. Call bodies are opaque
 // bytes: callers may encode them with msgpack reflection.
 //
 // # Batching
