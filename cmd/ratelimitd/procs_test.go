@@ -59,7 +59,11 @@ func binary(t testing.TB) string {
 			return
 		}
 		build.path = filepath.Join(build.dir, "ratelimitd")
-		cmd := exec.Command(goTool, "build", "-o", build.path, ".")
+		args := []string{"build", "-o", build.path}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command(goTool, append(args, ".")...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			build.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}
