@@ -294,3 +294,43 @@ func BenchmarkCodecRatio(b *testing.B) {
 	b.ReportMetric(float64(refl.Nanoseconds())/float64(b.N)/200, "reflect-ns/msg")
 	b.ReportMetric(float64(refl)/float64(hand), "reflect/hand")
 }
+
+// BenchmarkMesh3 runs three transports that all check against each other,
+// as a 3-node cluster whose keys are all remote would: 2p x GOMAXPROCS
+// callers spread over the 3 nodes, each sending to both peers in turn.
+func BenchmarkMesh3(b *testing.B) {
+	for _, p := range []int{16, 64} {
+		b.Run(fmt.Sprintf("p=%d", p), func(b *testing.B) {
+			nodes := make([]*TCP, 3)
+			for i := range nodes {
+				nodes[i] = newTCP(b, TCPConfig{}, &echoHandler{})
+			}
+			var seq atomic.Int64
+			b.ReportAllocs()
+			b.SetParallelism(p)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				n := seq.Add(1)
+				from := nodes[n%3]
+				peers := [2]string{nodes[(n+1)%3].Addr(), nodes[(n+2)%3].Addr()}
+				it := CheckItem{Policy: "auth", Key: "ip:10.0.0." + strconv.FormatInt(n, 10), Hits: 1}
+				for i := 0; pb.Next(); i++ {
+					if _, err := from.Check(ctx, peers[i&1], it); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			var frames, checks uint64
+			for _, t := range nodes {
+				st := t.Stats()
+				frames += st.CheckFrames
+				checks += st.ChecksSent
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+			b.ReportMetric(float64(checks)/float64(max(frames, 1)), "checks/frame")
+		})
+	}
+}

@@ -601,12 +601,14 @@ func (p *peer) finish(r *request, results []CheckResult, resp []byte, err error)
 			}
 		}
 		t.putReq(r)
+		// Send what gathered meanwhile from here (usually the connection's
+		// reader): a hand-off to the flusher would cost a wake-up per
+		// batch. A write that blocks holds this reader at most
+		// CallTimeout, the write deadline.
 		p.mu.Lock()
 		p.inflight--
-		more := len(p.queue) > 0
-		p.mu.Unlock()
-		if more {
-			p.wake()
+		if c, next := p.next(true); next != nil { // unlocks p.mu
+			c.send(next)
 		}
 		return
 	}
