@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -166,5 +169,26 @@ func TestDeployDockerfileAndUnit(t *testing.T) {
 			}
 		}
 		checkVars(t, f, names)
+	}
+}
+
+// TestDeploySystemdUnit runs systemd-analyze verify on the unit, with
+// ExecStart pointing at a freshly built binary (skipped without systemd).
+func TestDeploySystemdUnit(t *testing.T) {
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze is not installed: the unit file is not verified")
+	}
+	unit, err := os.ReadFile("../../deploy/systemd/ratelimitd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit = bytes.ReplaceAll(unit, []byte("/usr/local/bin/ratelimitd"), []byte(binary(t)))
+	path := filepath.Join(t.TempDir(), "ratelimitd.service")
+	if err := os.WriteFile(path, unit, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(analyze, "verify", path).CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
