@@ -88,6 +88,11 @@ type Options struct {
 	// PoolSize is the number of connections kept per Redis node.
 	// Default: 32 × GOMAXPROCS.
 	PoolSize int
+	// DisableAutoPipeline sends every check in its own round trip. By
+	// default, a check that starts while others are in flight joins them in
+	// a pipeline (go-redis's autopipeliner), which multiplies throughput
+	// under concurrency; a lone check still goes straight out.
+	DisableAutoPipeline bool
 	// BreakerFailures is the number of consecutive backend failures that
 	// open the circuit breaker: while it is open, checks fail at once with
 	// ErrUnavailable instead of each waiting for Redis. Default: 3.

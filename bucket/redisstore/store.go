@@ -28,6 +28,8 @@ var takeSource string
 // atomic per key. It is safe for concurrent use.
 type Store struct {
 	client  redis.UniversalClient
+	ap       *redis.AutoPipeliner // batches the checks of concurrent callers, or nil
+	inflight atomic.Int64         // checks in flight
 	opts    Options
 	url     string // redacted, for messages
 	sha     string
@@ -89,6 +91,14 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		_ = s.client.Close()
 		m.unregister()
 		return nil, s.startError(err)
+	}
+	if !o.DisableAutoPipeline {
+		s.ap, err = s.client.AsyncAutoPipelineWithOptions(&redis.AutoPipelineOptions{MaxBatchSize: 256})
+		if err != nil {
+			_ = s.client.Close()
+			m.unregister()
+			return nil, fmt.Errorf("%w: autopipeline: %v", ErrConfig, err)
+		}
 	}
 	return s, nil
 }
@@ -173,7 +183,12 @@ func (s *Store) Take(ctx context.Context, k bucket.Key, p bucket.Policy, hits in
 	}
 	p.Limit = p.LimitFor(k.ID)
 	c := s.calls.Get().(*call)
-	defer s.calls.Put(c)
+	inFlight := false
+	defer func() {
+		if !inFlight {
+			s.calls.Put(c)
+		}
+	}()
 	limit, ok := s.prepare(c, k, &p, hits, now)
 	if !ok {
 		return bucket.Decision{}, invalidPolicy(&p)
@@ -186,7 +201,7 @@ func (s *Store) Take(ctx context.Context, k bucket.Key, p bucket.Policy, hits in
 	tctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	cmd := redis.NewIntSliceCmd(tctx, c.args[:]...)
-	err := s.client.Process(tctx, cmd)
+	inFlight, err := s.process(tctx, cmd)
 	if err != nil && isNoScript(err) {
 		// The script cache was flushed, or a failover reached a server
 		// that never loaded it: EVAL sends the source, and caches it.
@@ -194,7 +209,7 @@ func (s *Store) Take(ctx context.Context, k bucket.Key, p bucket.Policy, hits in
 		args := c.args
 		args[0], args[1] = "eval", takeSource
 		cmd = redis.NewIntSliceCmd(tctx, args[:]...)
-		err = s.client.Process(tctx, cmd)
+		inFlight, err = s.process(tctx, cmd)
 	}
 	if err != nil {
 		return bucket.Decision{}, s.failed(ctx, err, probe)
@@ -205,6 +220,24 @@ func (s *Store) Take(ctx context.Context, k bucket.Key, p bucket.Policy, hits in
 	}
 	s.breaker.success(probe)
 	return d, nil
+}
+
+// process runs one check: directly when it is the only one in flight (one
+// round trip, no hand-off), else through the autopipeliner, which sends the
+// checks of concurrent callers in one pipeline. It waits no longer than ctx;
+// it reports whether the command may still be in flight (its arguments then
+// must not be reused).
+func (s *Store) process(ctx context.Context, cmd redis.Cmder) (inFlight bool, err error) {
+	n := s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	if n > 1 && s.ap != nil {
+		err := s.ap.Submit(ctx, cmd).WaitContext(ctx)
+		if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return true, err
+		}
+		return false, err
+	}
+	return false, s.client.Process(ctx, cmd)
 }
 
 // TakeBatch implements bucket.BatchStore: it sends every check of the batch
@@ -350,6 +383,9 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
+		if s.ap != nil {
+			_ = s.ap.Close()
+		}
 		s.closeErr = s.client.Close()
 		s.metrics.unregister()
 	})
