@@ -27,16 +27,16 @@ var takeSource string
 // Redis. Each check is one EVALSHA of the take script: one round trip,
 // atomic per key. It is safe for concurrent use.
 type Store struct {
-	client  redis.UniversalClient
+	client   redis.UniversalClient
 	ap       *redis.AutoPipeliner // batches the checks of concurrent callers, or nil
 	inflight atomic.Int64         // checks in flight
-	opts    Options
-	url     string // redacted, for messages
-	sha     string
-	grace   int64 // ms added to every expiry
-	breaker *breaker
-	metrics *metrics
-	logger  *slog.Logger
+	opts     Options
+	url      string // redacted, for messages
+	sha      string
+	grace    int64 // ms added to every expiry
+	breaker  *breaker
+	metrics  *metrics
+	logger   *slog.Logger
 
 	lastLog    atomic.Int64 // Unix ns of the last logged failure
 	suppressed atomic.Int64 // failures not logged since
