@@ -23,7 +23,7 @@ type checkConfig struct {
 
 func checkSettings(c *checkConfig) []setting {
 	return []setting{
-		stringOpt(&c.Addr, "addr", "http://127.0.0.1:8080", "Base URL of a ratelimitd node.").noFile(),
+		stringOpt(&c.Addr, "addr", "http://127.0.0.1:8080", "Base URL of a ratelimitd node; host:port means http://host:port.").noFile(),
 		intOpt(&c.Hits, 0, math.MaxInt64, "hits", "1", "Hits to take; 0 peeks without consuming.").noFile(),
 		durationOpt(&c.Timeout, time.Millisecond, "timeout", "5s", "How long to wait for the answer.").noFile(),
 	}
@@ -55,8 +55,12 @@ func runCheck(ctx context.Context, s sys, args []string) int {
 	policy, key := res.Args[0], res.Args[1]
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
+	base := strings.TrimRight(c.Addr, "/")
+	if !strings.Contains(base, "://") {
+		base = "http://" + base // host:port, as --http-addr takes it
+	}
 	client := httpapi.Client{
-		BaseURL:    strings.TrimRight(c.Addr, "/"),
+		BaseURL:    base,
 		HTTPClient: &http.Client{Timeout: c.Timeout},
 	}
 	d, err := client.Check(ctx, policy, key, c.Hits)

@@ -132,6 +132,9 @@ func TestRunServeAndCheck(t *testing.T) {
 	if code, out, _ := check("--hits", "0", "login", "k"); code != 0 || !strings.Contains(out, "limit=2 remaining=2") {
 		t.Errorf("peek: exit %d, %q", code, out)
 	}
+	if code, out, errs := runCmd(nil, "check", "--addr", strings.TrimPrefix(url, "http://"), "--hits=0", "login", "k"); code != 0 {
+		t.Errorf("--addr host:port: exit %d, %q, %q", code, out, errs)
+	}
 	if code, _, errs := check("nope", "k"); code != 2 || !strings.Contains(errs, "404") && !strings.Contains(errs, "unknown policy") {
 		t.Errorf("unknown policy: exit %d, stderr %q", code, errs)
 	}
