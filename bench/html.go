@@ -21,14 +21,20 @@ func (r *Result) WriteHTML(w io.Writer) error {
 	denied := make([]float64, len(r.Series))
 	errs := make([]float64, len(r.Series))
 	p99 := make([]float64, len(r.Series))
-	for i, p := range r.Series {
-		xs[i] = p.T
-		checks[i] = float64(p.Checks)
-		allowed[i] = float64(p.Allowed)
-		denied[i] = float64(p.Denied)
-		errs[i] = float64(p.Errors)
-		p99[i] = p.P99 / 1e3
+	n := 0
+	for _, p := range r.Series {
+		if p.Len < 0.1 {
+			continue // too short a tail for a rate
+		}
+		xs[n] = p.T
+		checks[n] = float64(p.Checks) / p.Len
+		allowed[n] = float64(p.Allowed) / p.Len
+		denied[n] = float64(p.Denied) / p.Len
+		errs[n] = float64(p.Errors) / p.Len
+		p99[n] = p.P99 / 1e3
+		n++
 	}
+	xs, checks, allowed, denied, errs, p99 = xs[:n], checks[:n], allowed[:n], denied[:n], errs[:n], p99[:n]
 	data := struct {
 		R          *Result
 		Summary    string
@@ -122,14 +128,14 @@ func lineChart(id, title string, xs []float64, ss []series, events []Event) temp
 		fmt.Fprintf(&b, `<text x="%.1f" y="%d" class="tick" text-anchor="middle">%ss</text>`, px(x), padT+plotH+16, fmtNum(x))
 	}
 	// Events.
-	for _, e := range events {
+	for i, e := range events {
 		x := px(e.At.D().Seconds())
 		label := e.Kind
 		if e.Node != "" {
 			label += " " + e.Node
 		}
 		fmt.Fprintf(&b, `<g class="event"><line x1="%.1f" x2="%.1f" y1="%d" y2="%d"/><text x="%.1f" y="%d">%s</text><title>%s at %.2fs: %d errors after, recovered after %.1fs</title></g>`,
-			x, x, padT, padT+plotH, x+3, padT+10, template.HTMLEscapeString(label),
+			x, x, padT, padT+plotH, x+3, padT+10+(i%6)*12, template.HTMLEscapeString(label),
 			template.HTMLEscapeString(label+" "+e.Detail), e.At.D().Seconds(), e.ErrorsAfter, e.RecoveredAfter.D().Seconds())
 	}
 	// Lines, each point at the middle of its second.
@@ -155,7 +161,8 @@ func lineChart(id, title string, xs []float64, ss []series, events []Event) temp
 func histogramChart(id string, hs []Bucket, l Latency) template.HTML {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg id="%s" class="chart" viewBox="0 0 %d %d" role="img" aria-label="latency histogram">`, id, chartW, chartH)
-	fmt.Fprintf(&b, `<text x="%d" y="18" class="title">call latency histogram (count per bucket, log time axis)</text>`, padL)
+	fmt.Fprintf(&b, `<text x="%d" y="18" class="title">calls by latency (log axis): p50 %s, p99 %s, p99.9 %s, max %s</text>`,
+		padL, fmtUS(l.P50), fmtUS(l.P99), fmtUS(l.P999), fmtUS(l.Max))
 	if len(hs) == 0 {
 		b.WriteString(`</svg>`)
 		return template.HTML(b.String())
@@ -196,8 +203,12 @@ func histogramChart(id string, hs []Bucket, l Latency) template.HTML {
 			continue
 		}
 		x := math.Min(math.Max(px(m.v), padL), padL+plotW)
-		fmt.Fprintf(&b, `<g class="marker"><line x1="%.1f" x2="%.1f" y1="%d" y2="%d"/><text x="%.1f" y="%d">%s %s</text></g>`,
-			x, x, padT, padT+plotH, x+3, padT+12+i*13, m.name, fmtUS(m.v))
+		tx, anchor := x+3, "start"
+		if x > padL+plotW-50 {
+			tx, anchor = x-3, "end"
+		}
+		fmt.Fprintf(&b, `<g class="marker"><line x1="%.1f" x2="%.1f" y1="%d" y2="%d"/><text x="%.1f" y="%d" text-anchor="%s">%s</text><title>%s %s</title></g>`,
+			x, x, padT, padT+plotH, tx, padT+12+i*13, anchor, m.name, m.name, fmtUS(m.v))
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())

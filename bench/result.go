@@ -118,7 +118,10 @@ type Bucket struct {
 // Point is one second of a run.
 type Point struct {
 	// T is the second's start, from the run's start, in seconds.
-	T       float64 `json:"t"`
+	T float64 `json:"t"`
+	// Len is the part of the second the run covered: 1, or less for the
+	// last one. Rates are the counts divided by it.
+	Len     float64 `json:"len_s"`
 	Checks  int64   `json:"checks"`
 	Allowed int64   `json:"allowed"`
 	Denied  int64   `json:"denied"`
@@ -236,6 +239,9 @@ func (r *runner) result(finished time.Time, interrupted bool) *Result {
 	}
 	if res.Errors == 0 {
 		res.ErrorTicks = nil
+	}
+	for i := range res.Series {
+		res.Series[i].Len = min(max(elapsed.Seconds()-res.Series[i].T, 0), 1)
 	}
 	res.Calls = r.total.TotalCount()
 	if secs := elapsed.Seconds(); secs > 0 {
