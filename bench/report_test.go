@@ -21,7 +21,7 @@ func sampleResult(t *testing.T) *Result {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res.Events = eventsWithRecovery([]Event{{At: Seconds(500 * time.Millisecond), Kind: "kill", Node: "bench-node-1"}}, res.ErrorTicks, res.Elapsed.D())
+	res.Events = eventsWithRecovery([]Event{{At: Seconds(500 * time.Millisecond), Kind: "kill", Node: "bench-node-1"}}, res.ErrorTicks)
 	return res
 }
 
@@ -215,6 +215,33 @@ func TestScanObject(t *testing.T) {
 		var r result
 		if _, err := scanObject([]byte(bad), 0, r.field); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestEventsWithRecovery(t *testing.T) {
+	ms := func(n int) Seconds { return Seconds(time.Duration(n) * time.Millisecond) }
+	// Errors per 100 ms: some before the first event, a burst after it,
+	// one straddling tick shared by two events 30 ms apart, then quiet.
+	ticks := []int64{1, 0, 0, 5, 7, 0, 2, 0, 0, 0}
+	evs := eventsWithRecovery([]Event{
+		{At: ms(650), Kind: "ready"},
+		{At: ms(250), Kind: "stop"},
+		{At: ms(620), Kind: "other"},
+	}, ticks)
+	want := []struct {
+		kind      string
+		errs      int64
+		recovered time.Duration
+	}{
+		{"stop", 12, 250 * time.Millisecond}, // ticks ending 300..600 ms: 5+7; last error tick ends at 500 ms
+		{"other", 0, 0},                      // no tick ends in (620, 650]
+		{"ready", 2, 50 * time.Millisecond},  // the tick ending at 700 ms
+	}
+	for i, w := range want {
+		e := evs[i]
+		if e.Kind != w.kind || e.ErrorsAfter != w.errs || e.RecoveredAfter.D() != w.recovered {
+			t.Errorf("event %d: %s %d errors recovered after %v; want %s %d %v", i, e.Kind, e.ErrorsAfter, e.RecoveredAfter.D(), w.kind, w.errs, w.recovered)
 		}
 	}
 }

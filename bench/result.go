@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"sort"
@@ -251,7 +252,7 @@ func (r *runner) result(finished time.Time, interrupted bool) *Result {
 	res.Latency = latencyOf(r.total)
 	res.Histogram = histogramOf(r.total)
 	res.Accuracy = r.acc.result(elapsed)
-	res.Events = eventsWithRecovery(r.events, res.ErrorTicks, elapsed)
+	res.Events = eventsWithRecovery(r.events, res.ErrorTicks)
 	return res
 }
 
@@ -299,16 +300,22 @@ func histogramOf(h *hdr.Histogram) []Bucket {
 
 // eventsWithRecovery fills in what followed each event: the errors until
 // the next event and when the last of them happened.
-func eventsWithRecovery(evs []Event, errTicks []int64, elapsed time.Duration) []Event {
+func eventsWithRecovery(evs []Event, errTicks []int64) []Event {
 	out := append([]Event(nil), evs...)
 	sort.SliceStable(out, func(i, j int) bool { return out[i].At < out[j].At })
+	// Tick t (its errors counted at its end) goes to the last event before
+	// its end, so each tick counts once.
 	for i := range out {
 		from := out[i].At.D()
-		to := elapsed
+		to := time.Duration(math.MaxInt64)
 		if i+1 < len(out) {
 			to = out[i+1].At.D()
 		}
-		for t := int(from / tick); t < len(errTicks) && time.Duration(t)*tick < to; t++ {
+		for t := int(from / tick); t < len(errTicks); t++ {
+			end := time.Duration(t+1) * tick
+			if end > to {
+				break
+			}
 			if errTicks[t] > 0 {
 				out[i].ErrorsAfter += errTicks[t]
 				out[i].RecoveredAfter = Seconds(max(time.Duration(t+1)*tick-from, 0))
