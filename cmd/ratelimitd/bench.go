@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"runtime/pprof"
 	"strings"
@@ -295,7 +296,7 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 		params.URLs = urls
 		params.Nodes = len(urls)
 		if spec == nil {
-			p, err := bench.FetchPolicy(ctx, nil, urls[0], c.Policy)
+			p, err := bench.FetchPolicy(ctx, &http.Client{Timeout: c.Timeout}, urls[0], c.Policy)
 			if err != nil {
 				fmt.Fprintf(s.stderr, "ratelimitd bench: accuracy not accounted: %v\n", err)
 			}
