@@ -199,6 +199,9 @@ func (m *memTransport) deliver(ctx context.Context, to string, fn func(context.C
 			tm.Stop()
 			return ctxError(ctx, to)
 		}
+		if ctx.Err() != nil { // both fired: the deadline came first
+			return ctxError(ctx, to)
+		}
 		if _, _, err := m.net.route(m.addr, to); err != nil {
 			return err // partitioned while in flight
 		}
