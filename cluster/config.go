@@ -1,8 +1,11 @@
 package cluster
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -11,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/cluster/ring"
+	"github.com/vibewell/ratelimit/transport"
 )
 
 // Config configures a Node. The zero value runs a single node with the
@@ -52,6 +57,75 @@ type Config struct {
 	MaxHits int64
 	// SweepInterval is how often idle counters are dropped. Default: 1 minute.
 	SweepInterval time.Duration
+
+	// GossipAddr is the host:port where the node gossips membership (UDP and
+	// TCP). Empty runs a standalone node: no peers, every key local. Port 0
+	// picks a free port (tests use "127.0.0.1:0").
+	GossipAddr string
+	// GossipAdvertise is the host:port peers use to reach GossipAddr.
+	// Default: GossipAddr, or a private address of the host when
+	// GossipAddr's host is 0.0.0.0.
+	GossipAdvertise string
+	// PeerAddr is where the node serves checks forwarded by peers. Default:
+	// the host of GossipAddr with a free port.
+	PeerAddr string
+	// PeerAdvertise is the address peers dial to reach PeerAddr. Default:
+	// PeerAddr, with the gossip advertise host when PeerAddr's host is
+	// 0.0.0.0.
+	PeerAdvertise string
+	// HTTPAddr is this node's HTTP API address, advertised to peers so that
+	// any node can list where the others serve. Optional.
+	HTTPAddr string
+	// Seeds are host:port gossip addresses of nodes to join; DNS names
+	// resolve (a Kubernetes headless service works). The node retries until
+	// it joins one, and is Ready only then. Empty starts a new cluster.
+	Seeds []string
+	// Gossip tunes failure detection. Zero fields take memberlist's LAN
+	// defaults; LocalGossip gives tight timings for tests.
+	Gossip GossipConfig
+	// SecretKey, when set (16, 24 or 32 bytes), encrypts and authenticates
+	// gossip with AES-GCM; every node needs the same key.
+	SecretKey []byte
+	// PeerTLS, when set, makes peer connections TLS; set ClientAuth and
+	// ClientCAs for mutual authentication.
+	PeerTLS *tls.Config
+	// Transport carries checks between nodes; the node serves on it and
+	// closes it on Close. Default: TCP on PeerAddr. Tests may pass a
+	// transport.Network's transport.
+	Transport transport.Transport
+	// ForwardTimeout bounds a check forwarded to its owner; past it the
+	// policy's failure mode decides. Default: 250ms.
+	ForwardTimeout time.Duration
+	// Ring sets how keys spread over nodes; every node must use the same.
+	Ring ring.Config
+}
+
+// GossipConfig holds the membership timings. Zero fields take the defaults
+// of memberlist.DefaultLANConfig, which detect a crashed node in about 5 s.
+type GossipConfig struct {
+	ProbeInterval    time.Duration // how often a random member is probed
+	ProbeTimeout     time.Duration // how long a probe waits for an ack
+	GossipInterval   time.Duration // how often gossip is sent
+	PushPullInterval time.Duration // how often full state is exchanged
+	SuspicionMult    int           // suspicion timeout, in probe intervals × log(N)
+	TCPTimeout       time.Duration // bound of a TCP push/pull or join
+	// DeadNodeReclaimTime lets a node that restarts under the same name at
+	// a new address rejoin after this long. Default: 10s.
+	DeadNodeReclaimTime time.Duration
+}
+
+// LocalGossip returns timings for nodes on one machine (tests): a crash is
+// detected in about a second.
+func LocalGossip() GossipConfig {
+	return GossipConfig{
+		ProbeInterval:       200 * time.Millisecond,
+		ProbeTimeout:        100 * time.Millisecond,
+		GossipInterval:      20 * time.Millisecond,
+		PushPullInterval:    2 * time.Second,
+		SuspicionMult:       2,
+		TCPTimeout:          500 * time.Millisecond,
+		DeadNodeReclaimTime: 100 * time.Millisecond,
+	}
 }
 
 // Defaults for Config fields.
@@ -61,6 +135,7 @@ const (
 	DefaultSweepInterval   = time.Minute
 	DefaultDenialLogRate   = 10
 	DefaultClockResolution = time.Millisecond
+	DefaultForwardTimeout  = 250 * time.Millisecond
 )
 
 var nameSeq atomic.Uint64
@@ -98,6 +173,12 @@ func (c Config) withDefaults() Config {
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = DefaultSweepInterval
 	}
+	if c.ForwardTimeout <= 0 {
+		c.ForwardTimeout = DefaultForwardTimeout
+	}
+	if c.Gossip.DeadNodeReclaimTime <= 0 {
+		c.Gossip.DeadNodeReclaimTime = 10 * time.Second
+	}
 	return c
 }
 
@@ -106,6 +187,24 @@ func (c Config) Validate() error {
 	c = c.withDefaults()
 	if _, err := newPolicyTable(c.Policies, false, nil); err != nil {
 		return fmt.Errorf("cluster: config: Policies: %w", err)
+	}
+	if c.GossipAddr != "" {
+		if _, _, err := net.SplitHostPort(c.GossipAddr); err != nil {
+			return fmt.Errorf("cluster: config: GossipAddr: %w", err)
+		}
+	}
+	if c.PeerAddr != "" {
+		if _, _, err := net.SplitHostPort(c.PeerAddr); err != nil {
+			return fmt.Errorf("cluster: config: PeerAddr: %w", err)
+		}
+	}
+	switch len(c.SecretKey) {
+	case 0, 16, 24, 32:
+	default:
+		return fmt.Errorf("cluster: config: SecretKey: %d bytes, want 16, 24 or 32", len(c.SecretKey))
+	}
+	if len(c.Seeds) > 0 && c.GossipAddr == "" {
+		return errors.New("cluster: config: Seeds: set GossipAddr to join a cluster")
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"log/slog"
 	"sync"
 	"time"
@@ -8,55 +9,69 @@ import (
 	"github.com/vibewell/ratelimit/bucket"
 )
 
-// eventLog writes rate-limit events to the log at a capped rate, so a flood
-// of denials (an attack) cannot flood the log. Lines over the cap are
-// counted and reported in one summary line.
-type eventLog struct {
+// capLog writes log lines at a capped rate, so a flood of events (an
+// attack, an unreachable peer under load) cannot flood the log. Lines over
+// the cap are counted, and the next line written says how many were
+// suppressed before it.
+type capLog struct {
 	log        *slog.Logger
+	level      slog.Level
 	cap        bucket.Policy
 	mu         sync.Mutex
 	state      bucket.State
 	suppressed int64
 }
 
-func newEventLog(log *slog.Logger, perSecond int) *eventLog {
-	return &eventLog{
-		log: log,
-		cap: bucket.Policy{Name: "log", Algorithm: bucket.TokenBucket, Limit: int64(perSecond), Window: time.Second},
+func newCapLog(log *slog.Logger, level slog.Level, perSecond int) *capLog {
+	return &capLog{
+		log:   log,
+		level: level,
+		cap:   bucket.Policy{Name: "log", Algorithm: bucket.TokenBucket, Limit: int64(perSecond), Window: time.Second},
 	}
 }
 
 // allow reports whether one more line may be written at now and, if so,
 // how many were suppressed before it.
-func (e *eventLog) allow(now time.Time) (ok bool, suppressed int64) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if !bucket.Take(e.cap, &e.state, 1, now).Allowed {
-		e.suppressed++
+func (c *capLog) allow(now time.Time) (ok bool, suppressed int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !bucket.Take(c.cap, &c.state, 1, now).Allowed {
+		c.suppressed++
 		return false, 0
 	}
-	suppressed, e.suppressed = e.suppressed, 0
+	suppressed, c.suppressed = c.suppressed, 0
 	return true, suppressed
 }
 
-func (e *eventLog) denied(policy, key string, hits int64, d bucket.Decision, now time.Time) {
-	ok, suppressed := e.allow(now)
+// write logs msg unless the cap is reached.
+func (c *capLog) write(now time.Time, msg string, args ...any) {
+	ok, suppressed := c.allow(now)
 	if !ok {
 		return
 	}
-	e.log.Info("rate limit exceeded",
-		"policy", policy, "key", key, "hits", hits, "limit", d.Limit,
-		"retry_after_ms", d.RetryAfter.Milliseconds(), "shadow", d.Shadowed,
-		"suppressed_before", suppressed)
+	if suppressed > 0 {
+		args = append(args, "suppressed_before", suppressed)
+	}
+	c.log.Log(context.Background(), c.level, msg, args...)
 }
 
-// flush reports how many lines were suppressed since the last flush.
-func (e *eventLog) flush(now time.Time) {
-	e.mu.Lock()
-	n := e.suppressed
-	e.suppressed = 0
-	e.mu.Unlock()
+// warn is write for warnings.
+func (c *capLog) warn(now time.Time, msg string, args ...any) { c.write(now, msg, args...) }
+
+// flush reports the lines suppressed since the last line written.
+func (c *capLog) flush() {
+	c.mu.Lock()
+	n := c.suppressed
+	c.suppressed = 0
+	c.mu.Unlock()
 	if n > 0 {
-		e.log.Warn("rate limit events suppressed by the log cap", "suppressed", n)
+		c.log.Log(context.Background(), c.level, "log lines suppressed by the rate cap", "suppressed", n)
 	}
+}
+
+// denied logs one denied (or shadow-allowed) check.
+func (c *capLog) denied(policy, key string, hits int64, d bucket.Decision, now time.Time) {
+	c.write(now, "rate limit exceeded",
+		"policy", policy, "key", key, "hits", hits, "limit", d.Limit,
+		"retry_after_ms", d.RetryAfter.Milliseconds(), "shadow", d.Shadowed)
 }

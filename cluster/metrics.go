@@ -9,10 +9,14 @@ import (
 // metrics are the node's Prometheus collectors. With no registerer they
 // still count, unexported, so the check path has no nil tests.
 type metrics struct {
-	reg       prometheus.Registerer
-	decisions *prometheus.CounterVec
-	errors    prometheus.Counter
-	cols      []prometheus.Collector
+	reg             prometheus.Registerer
+	decisions       *prometheus.CounterVec
+	errors          prometheus.Counter
+	fallbacks       *prometheus.CounterVec
+	members         prometheus.Gauge
+	handedOff       prometheus.Counter
+	receivedHandoff prometheus.Counter
+	cols            []prometheus.Collector
 }
 
 // decisionCounters are one policy's counters, resolved once per policy
@@ -29,14 +33,30 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Checks decided, by policy and result (allowed, denied, or shadowed: over the limit but allowed by shadow mode).",
 		}, []string{"policy", "result"}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "ratelimit", Name: "check_errors_total",
-			Help: "Checks that failed with a store error.",
+			Namespace: "ratelimit", Name: "store_errors_total",
+			Help: "Checks whose store failed (the failure mode then decided).",
+		}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ratelimit", Name: "fallbacks_total",
+			Help: "Checks decided by the policy's failure mode because the counter's owner or store could not answer, by policy and mode.",
+		}, []string{"policy", "mode"}),
+		members: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "ratelimit", Name: "cluster_members",
+			Help: "Members in this node's ownership ring.",
+		}),
+		handedOff: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ratelimit", Name: "handoff_sent_total",
+			Help: "Counters handed off to their new owner after a ring change.",
+		}),
+		receivedHandoff: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ratelimit", Name: "handoff_received_total",
+			Help: "Counters received from their previous owner and merged.",
 		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.errors} {
+	for _, c := range []prometheus.Collector{m.decisions, m.errors, m.fallbacks, m.members, m.handedOff, m.receivedHandoff} {
 		if err := reg.Register(c); err != nil {
 			m.unregister()
 			return nil, err
@@ -55,6 +75,10 @@ func (m *metrics) forPolicy(name string) *decisionCounters {
 		denied:   m.decisions.WithLabelValues(name, "denied"),
 		shadowed: m.decisions.WithLabelValues(name, "shadowed"),
 	}
+}
+
+func (m *metrics) fallback(policy string, mode bucket.FailureMode) {
+	m.fallbacks.WithLabelValues(policy, mode.String()).Inc()
 }
 
 func (c *decisionCounters) record(d bucket.Decision) {

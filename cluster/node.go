@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/transport"
 )
 
 // Decision is the answer to a check; see bucket.Decision.
@@ -34,19 +36,33 @@ type Node struct {
 	cfg      Config
 	log      *slog.Logger
 	store    bucket.Store
+	local    *bucket.MemoryStore // counters of the local failure mode
 	clock    bucket.Clock
 	coarse   *coarseClock // the default clock, stopped on Close; or nil
 	policies atomic.Pointer[policyTable]
 	metrics  *metrics
-	denials  *eventLog
-	closed   atomic.Bool
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	denials  *capLog
+	warnings *capLog
+
+	// Cluster side; tr and gossip are nil for a standalone node.
+	tr      transport.Transport
+	gossip  *gossip
+	route   atomic.Pointer[routeTable]
+	leaving atomic.Bool
+
+	closed atomic.Bool
+	stop   chan struct{}
+	wg     sync.WaitGroup
 }
 
-// Start validates cfg, starts a node and returns it ready for checks.
+// Start validates cfg, starts a node and returns it ready for checks. With
+// Seeds, it joins the cluster before it returns if a seed answers, and
+// keeps trying in the background otherwise (Ready tells).
 func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
@@ -69,29 +85,89 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Clock = coarse
 	}
 	n := &Node{
-		coarse:  coarse,
-		metrics: m,
 		cfg:     cfg,
 		log:     cfg.Logger.With("node", cfg.NodeName),
 		store:   cfg.Store,
+		local:   bucket.NewMemoryStore(bucket.MemoryConfig{Shards: 16}),
 		clock:   cfg.Clock,
+		coarse:  coarse,
+		metrics: m,
 		stop:    make(chan struct{}),
 	}
-	n.denials = newEventLog(n.log, cfg.DenialLogRate)
+	n.denials = newCapLog(n.log, slog.LevelInfo, cfg.DenialLogRate)
+	n.warnings = newCapLog(n.log, slog.LevelWarn, 1)
 	n.policies.Store(&table)
+	if cfg.GossipAddr != "" {
+		if err := n.startCluster(ctx); err != nil {
+			n.shutdown()
+			return nil, err
+		}
+	}
 	n.wg.Add(1)
 	go n.sweepLoop()
-	n.log.Info("node started", "policies", len(table), "shadow", cfg.Shadow)
+	n.log.Info("node started", "policies", len(table), "shadow", cfg.Shadow, "gossip", n.GossipAddr(), "peer", n.PeerAddr())
 	return n, nil
+}
+
+// startCluster opens the peer transport and joins the gossip.
+func (n *Node) startCluster(ctx context.Context) error {
+	cfg := n.cfg
+	n.tr = cfg.Transport
+	if n.tr == nil {
+		addr := cfg.PeerAddr
+		if addr == "" {
+			host, _, _ := net.SplitHostPort(cfg.GossipAddr)
+			addr = net.JoinHostPort(host, "0")
+		}
+		tcp, err := transport.NewTCP(transport.TCPConfig{
+			Addr:        addr,
+			Advertise:   cfg.PeerAdvertise,
+			TLS:         cfg.PeerTLS,
+			CallTimeout: cfg.ForwardTimeout,
+			Logger:      n.log.With("component", "transport"),
+		})
+		if err != nil {
+			return fmt.Errorf("cluster: peer transport: %w", err)
+		}
+		n.tr = tcp
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.tr.Serve(peerHandler{n}); err != nil && !errors.Is(err, transport.ErrClosed) {
+			n.log.Error("peer transport stopped", "err", err)
+		}
+	}()
+	return n.startGossip(ctx)
 }
 
 // Name returns the node's name.
 func (n *Node) Name() string { return n.cfg.NodeName }
 
+// GossipAddr returns the address peers gossip with (with the real port), or
+// "" for a standalone node.
+func (n *Node) GossipAddr() string {
+	if n.gossip == nil || n.gossip.ml == nil {
+		return ""
+	}
+	return n.gossip.localAddr()
+}
+
+// PeerAddr returns the address peers forward checks to, or "".
+func (n *Node) PeerAddr() string {
+	if n.tr == nil {
+		return ""
+	}
+	return n.tr.Addr()
+}
+
 // Allow checks hits against the counter of key under the named policy and
-// returns the decision. Over the limit is Allowed == false with a nil error;
-// errors are ErrUnknownPolicy, ErrInvalidKey, ErrInvalidHits, ErrClosed, a
-// store failure, or ctx's error. hits == 0 peeks without consuming.
+// returns the decision. The node that owns the key decides: this one, or a
+// peer the check is forwarded to. Over the limit is Allowed == false with
+// a nil error; errors are ErrUnknownPolicy, ErrInvalidKey, ErrInvalidHits,
+// ErrClosed, or ctx's error. When the owner (or the store's backend)
+// cannot answer, the policy's failure mode decides. hits == 0 peeks
+// without consuming.
 func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decision, error) {
 	if n.closed.Load() {
 		return Decision{}, ErrClosed
@@ -110,19 +186,45 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 		return Decision{}, fmt.Errorf("%w: %d, want 0 to %d", ErrInvalidHits, hits, n.cfg.MaxHits)
 	}
 	now := n.clock.Now()
-	d, err := n.store.Take(ctx, bucket.Key{Policy: policy, ID: key}, p.Policy, hits, now)
+	k := bucket.Key{Policy: policy, ID: key}
+	var d Decision
+	var err error
+	if rt := n.route.Load(); rt != nil && (rt.ring.Len() > 1 || n.leaving.Load()) {
+		if owner, addr := rt.owner(k); owner != rt.self && owner != "" {
+			d, err = n.forward(ctx, p, key, hits, addr, now, rt.ring.Len())
+			return n.finish(p, key, hits, d, now, err)
+		}
+	}
+	d, err = n.store.Take(ctx, k, p.Policy, hits, now)
 	if err != nil {
+		if ctx.Err() != nil {
+			return Decision{}, ctx.Err()
+		}
 		n.metrics.errors.Inc()
+		d, err = n.fallback(ctx, p, key, hits, now, n.liveNodes(), err)
+	}
+	return n.finish(p, key, hits, d, now, err)
+}
+
+// finish applies shadow mode, counts and logs a decision.
+func (n *Node) finish(p *policyEntry, key string, hits int64, d Decision, now time.Time, err error) (Decision, error) {
+	if err != nil {
 		return Decision{}, err
 	}
 	d = d.ApplyShadow(&p.Policy)
 	p.counters.record(d)
-	if !d.Allowed || d.Shadowed {
-		if n.cfg.LogDenials {
-			n.denials.denied(policy, key, hits, d, now)
-		}
+	if n.cfg.LogDenials && (!d.Allowed || d.Shadowed) {
+		n.denials.denied(p.Name, key, hits, d, now)
 	}
 	return d, nil
+}
+
+// liveNodes returns the number of members in the ring (1 standalone).
+func (n *Node) liveNodes() int {
+	if rt := n.route.Load(); rt != nil {
+		return max(1, rt.ring.Len())
+	}
+	return 1
 }
 
 // Policy returns the named policy. It is cheap enough for every check; its
@@ -146,12 +248,62 @@ func (n *Node) Policies() []bucket.Policy {
 	return ps
 }
 
-// Ready reports whether the node takes checks: started and not closed.
-func (n *Node) Ready() bool { return !n.closed.Load() }
+// Owner returns the name of the node that owns key under policy, as this
+// node sees the ring.
+func (n *Node) Owner(policy, key string) string {
+	rt := n.route.Load()
+	if rt == nil {
+		return n.cfg.NodeName
+	}
+	owner, _ := rt.owner(bucket.Key{Policy: policy, ID: key})
+	return owner
+}
+
+// Stats is a snapshot of a node's state, for tests and diagnostics.
+type Stats struct {
+	// RingMembers is the number of nodes in this node's ownership ring.
+	RingMembers int
+	// Joined is true once the node has joined its cluster.
+	Joined bool
+}
+
+// Stats returns a snapshot of the node's state.
+func (n *Node) Stats() Stats {
+	s := Stats{RingMembers: 1, Joined: true}
+	if rt := n.route.Load(); rt != nil {
+		s.RingMembers = rt.ring.Len()
+	}
+	if n.gossip != nil {
+		s.Joined = n.gossip.isJoined()
+	}
+	return s
+}
+
+// Members lists the cluster's members as this node sees them: only itself
+// for a standalone node.
+func (n *Node) Members() []Member {
+	if n.gossip == nil {
+		return []Member{{Name: n.cfg.NodeName, HTTPAddr: n.cfg.HTTPAddr, State: "alive", Self: true}}
+	}
+	return n.gossip.members()
+}
+
+// Ready reports whether the node takes checks: started, joined to its
+// cluster (when it has seeds), and neither leaving nor closed.
+func (n *Node) Ready() bool {
+	if n.closed.Load() || n.leaving.Load() {
+		return false
+	}
+	return n.gossip == nil || n.gossip.isJoined()
+}
 
 // Sweep drops idle counters now and returns how many; the node also does
 // this every Config.SweepInterval.
-func (n *Node) Sweep() int { return n.store.Sweep(n.clock.Now()) }
+func (n *Node) Sweep() int {
+	now := n.clock.Now()
+	n.local.Sweep(now)
+	return n.store.Sweep(now)
+}
 
 func (n *Node) sweepLoop() {
 	defer n.wg.Done()
@@ -165,18 +317,61 @@ func (n *Node) sweepLoop() {
 			if dropped := n.Sweep(); dropped > 0 {
 				n.log.Debug("swept idle counters", "dropped", dropped)
 			}
-			n.denials.flush(n.clock.Now())
+			n.denials.flush()
+			n.warnings.flush()
 		}
 	}
 }
 
-// Close stops the node. Checks after Close return ErrClosed. It waits for
-// background work to end, or for ctx.
+// Leave hands this node's counters to the nodes that take over its keys,
+// then leaves the cluster, so that peers see a departure, not a crash.
+// Checks keep working during Leave: from its start, this node forwards
+// them to the new owners. Close calls Leave.
+func (n *Node) Leave(ctx context.Context) error {
+	if n.gossip == nil || n.closed.Load() || !n.leaving.CompareAndSwap(false, true) {
+		return nil
+	}
+	n.log.Info("leaving the cluster")
+	// Copy the counters to their next owners while still deciding here,
+	// then forward checks and send what changed meanwhile, dropping it.
+	next := n.gossip.routes()
+	n.handOff(ctx, next, false)
+	n.route.Store(next)
+	sent := n.handOff(ctx, next, true)
+	timeout := 2 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	if err := n.gossip.ml.Leave(max(timeout, time.Millisecond)); err != nil {
+		return fmt.Errorf("cluster: leave: %w", err)
+	}
+	n.log.Info("left the cluster", "counters_handed_off", sent)
+	return nil
+}
+
+// Close leaves the cluster (see Leave), stops the node and releases its
+// listeners. Checks after Close return ErrClosed. It waits for background
+// work to end, or for ctx.
 func (n *Node) Close(ctx context.Context) error {
+	if n.closed.Load() {
+		return nil
+	}
+	if err := n.Leave(ctx); err != nil {
+		n.log.Warn("leave failed", "err", err)
+	}
+	return n.halt(ctx)
+}
+
+// Halt stops the node at once, as a crash would: no hand-off, no leave
+// message; peers find out by failure detection. It is for tests of
+// failure handling.
+func (n *Node) Halt() { n.halt(context.Background()) }
+
+func (n *Node) halt(ctx context.Context) error {
 	if !n.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	close(n.stop)
+	n.shutdown()
 	done := make(chan struct{})
 	go func() { n.wg.Wait(); close(done) }()
 	select {
@@ -184,11 +379,27 @@ func (n *Node) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if n.coarse != nil {
-		n.coarse.close()
-	}
-	n.denials.flush(n.clock.Now())
+	n.denials.flush()
+	n.warnings.flush()
 	n.metrics.unregister()
 	n.log.Info("node closed")
 	return nil
+}
+
+// shutdown stops background work and closes listeners.
+func (n *Node) shutdown() {
+	select {
+	case <-n.stop:
+	default:
+		close(n.stop)
+	}
+	if n.gossip != nil && n.gossip.ml != nil {
+		n.gossip.ml.Shutdown()
+	}
+	if n.tr != nil {
+		n.tr.Close()
+	}
+	if n.coarse != nil {
+		n.coarse.close()
+	}
 }

@@ -1,0 +1,330 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/cluster/ring"
+	"github.com/vibewell/ratelimit/transport"
+)
+
+// Member is a node of the cluster as this node sees it.
+type Member struct {
+	Name       string `json:"name"`
+	GossipAddr string `json:"gossip_addr"`
+	PeerAddr   string `json:"peer_addr"`
+	HTTPAddr   string `json:"http_addr,omitempty"`
+	// State is "alive", "suspect", "left" or "dead".
+	State string `json:"state"`
+	// Self marks the node that answered.
+	Self bool `json:"self,omitempty"`
+}
+
+// nodeMeta is what a node tells its peers through gossip. Fields are only
+// ever added, so nodes of different versions read each other.
+type nodeMeta struct {
+	Version  uint8  `msgpack:"v"`
+	PeerAddr string `msgpack:"p"`
+	HTTPAddr string `msgpack:"h,omitempty"`
+}
+
+// routeTable says who owns which key: an immutable snapshot published on
+// every membership change.
+type routeTable struct {
+	ring  *ring.Ring
+	self  string
+	addrs map[string]string // member name → peer address
+}
+
+// owner returns the member that owns k, and its peer address.
+func (rt *routeTable) owner(k bucket.Key) (name, addr string) {
+	var buf [128]byte
+	enc, _ := k.AppendBinary(buf[:0])
+	name = rt.ring.Owner(enc)
+	return name, rt.addrs[name]
+}
+
+// gossip is the membership side of a node: memberlist and the member view
+// it maintains from memberlist's events.
+type gossip struct {
+	n      *Node
+	ml     *memberlist.Memberlist
+	meta   []byte
+	mu     sync.Mutex
+	alive  map[string]nodeMeta // members in the ring
+	change chan struct{}       // a rebuild is due (capacity 1)
+	joined chan struct{}       // closed once a join succeeded
+}
+
+func (n *Node) startGossip(ctx context.Context) error {
+	cfg := n.cfg
+	host, portStr, _ := net.SplitHostPort(cfg.GossipAddr)
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("cluster: GossipAddr %q: bad port", cfg.GossipAddr)
+	}
+	g := &gossip{
+		n:      n,
+		alive:  make(map[string]nodeMeta),
+		change: make(chan struct{}, 1),
+		joined: make(chan struct{}),
+	}
+	n.gossip = g
+	g.meta, err = msgpack.Marshal(nodeMeta{Version: 1, PeerAddr: n.tr.Addr(), HTTPAddr: cfg.HTTPAddr})
+	if err != nil {
+		return err
+	}
+
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.NodeName
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertisePort = port
+	if cfg.GossipAdvertise != "" {
+		ah, ap, err := net.SplitHostPort(cfg.GossipAdvertise)
+		if err != nil {
+			return fmt.Errorf("cluster: GossipAdvertise: %w", err)
+		}
+		mc.AdvertiseAddr = ah
+		if mc.AdvertisePort, err = strconv.Atoi(ap); err != nil {
+			return fmt.Errorf("cluster: GossipAdvertise %q: bad port", cfg.GossipAdvertise)
+		}
+	}
+	t := cfg.Gossip
+	set := func(d *time.Duration, v time.Duration) {
+		if v > 0 {
+			*d = v
+		}
+	}
+	set(&mc.ProbeInterval, t.ProbeInterval)
+	set(&mc.ProbeTimeout, t.ProbeTimeout)
+	set(&mc.GossipInterval, t.GossipInterval)
+	set(&mc.PushPullInterval, t.PushPullInterval)
+	set(&mc.TCPTimeout, t.TCPTimeout)
+	set(&mc.DeadNodeReclaimTime, t.DeadNodeReclaimTime)
+	if t.SuspicionMult > 0 {
+		mc.SuspicionMult = t.SuspicionMult
+	}
+	if t.GossipInterval > 0 && t.GossipInterval < 100*time.Millisecond {
+		mc.GossipToTheDeadTime = 2 * time.Second
+	}
+	mc.SecretKey = cfg.SecretKey
+	mc.Logger = slog.NewLogLogger(n.log.With("component", "memberlist").Handler(), slog.LevelDebug)
+	mc.Delegate = g
+	mc.Events = g
+
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("cluster: gossip on %s: %w", cfg.GossipAddr, err)
+	}
+	g.ml = ml
+	n.wg.Add(1)
+	go g.rebuildLoop()
+	if len(cfg.Seeds) == 0 {
+		close(g.joined)
+	} else if err := g.join(ctx); err != nil {
+		n.log.Warn("join failed; retrying in the background", "seeds", cfg.Seeds, "err", err)
+		n.wg.Add(1)
+		go g.joinLoop()
+	}
+	return nil
+}
+
+// join contacts the seeds once.
+func (g *gossip) join(ctx context.Context) error {
+	seeds := slices.DeleteFunc(slices.Clone(g.n.cfg.Seeds), func(s string) bool {
+		return s == g.localAddr()
+	})
+	if len(seeds) == 0 {
+		close(g.joined)
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	n, err := g.ml.Join(seeds)
+	if n > 0 {
+		close(g.joined)
+		g.n.log.Info("joined cluster", "contacted", n, "members", g.ml.NumMembers())
+		return nil
+	}
+	if err == nil {
+		err = errors.New("no seed answered")
+	}
+	return err
+}
+
+func (g *gossip) joinLoop() {
+	defer g.n.wg.Done()
+	wait := 100 * time.Millisecond
+	for {
+		select {
+		case <-g.n.stop:
+			return
+		case <-time.After(wait):
+		}
+		if err := g.join(context.Background()); err == nil {
+			return
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+func (g *gossip) localAddr() string {
+	ln := g.ml.LocalNode()
+	return net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
+}
+
+func (g *gossip) isJoined() bool {
+	select {
+	case <-g.joined:
+		return true
+	default:
+		return false
+	}
+}
+
+// NodeMeta implements memberlist.Delegate.
+func (g *gossip) NodeMeta(limit int) []byte {
+	if len(g.meta) > limit {
+		return nil
+	}
+	return g.meta
+}
+
+// NotifyMsg implements memberlist.Delegate; the node sends no user messages.
+func (g *gossip) NotifyMsg([]byte) {}
+
+// GetBroadcasts implements memberlist.Delegate.
+func (g *gossip) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+
+// LocalState implements memberlist.Delegate.
+func (g *gossip) LocalState(join bool) []byte { return nil }
+
+// MergeRemoteState implements memberlist.Delegate.
+func (g *gossip) MergeRemoteState(buf []byte, join bool) {}
+
+// NotifyJoin implements memberlist.EventDelegate.
+func (g *gossip) NotifyJoin(m *memberlist.Node) { g.update(m, true) }
+
+// NotifyLeave implements memberlist.EventDelegate.
+func (g *gossip) NotifyLeave(m *memberlist.Node) { g.update(m, false) }
+
+// NotifyUpdate implements memberlist.EventDelegate.
+func (g *gossip) NotifyUpdate(m *memberlist.Node) { g.update(m, true) }
+
+func (g *gossip) update(m *memberlist.Node, alive bool) {
+	var meta nodeMeta
+	if alive {
+		if err := msgpack.Unmarshal(m.Meta, &meta); err != nil || meta.PeerAddr == "" {
+			g.n.log.Warn("member without readable metadata; left out of the ring", "member", m.Name, "err", err)
+			alive = false
+		}
+	}
+	g.mu.Lock()
+	if alive {
+		g.alive[m.Name] = meta
+	} else {
+		delete(g.alive, m.Name)
+	}
+	g.mu.Unlock()
+	g.n.log.Info("membership change", "member", m.Name, "alive", alive, "state", stateName(m.State))
+	select {
+	case g.change <- struct{}{}:
+	default:
+	}
+}
+
+// routes builds the route table of the current members; a leaving node
+// leaves itself out.
+func (g *gossip) routes() *routeTable {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	self := g.n.cfg.NodeName
+	leaving := g.n.leaving.Load()
+	names := make([]string, 0, len(g.alive))
+	addrs := make(map[string]string, len(g.alive))
+	for name, m := range g.alive {
+		if name == self && leaving {
+			continue
+		}
+		names = append(names, name)
+		addrs[name] = m.PeerAddr
+	}
+	return &routeTable{ring: ring.New(names, g.n.cfg.Ring), self: self, addrs: addrs}
+}
+
+// rebuildLoop publishes a new route table after membership changes and
+// hands off the counters this node no longer owns.
+func (g *gossip) rebuildLoop() {
+	defer g.n.wg.Done()
+	for {
+		select {
+		case <-g.n.stop:
+			return
+		case <-g.change:
+		}
+		rt := g.routes()
+		old := g.n.route.Swap(rt)
+		if old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) {
+			continue
+		}
+		g.n.log.Info("ring rebuilt", "members", rt.ring.Len())
+		g.n.metrics.members.Set(float64(rt.ring.Len()))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		g.n.handOff(ctx, rt, true)
+		cancel()
+	}
+}
+
+// members lists the members memberlist knows, with their state.
+func (g *gossip) members() []Member {
+	var out []Member
+	for _, m := range g.ml.Members() {
+		var meta nodeMeta
+		_ = msgpack.Unmarshal(m.Meta, &meta)
+		out = append(out, Member{
+			Name:       m.Name,
+			GossipAddr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
+			PeerAddr:   meta.PeerAddr,
+			HTTPAddr:   meta.HTTPAddr,
+			State:      stateName(m.State),
+			Self:       m.Name == g.n.cfg.NodeName,
+		})
+	}
+	slices.SortFunc(out, func(a, b Member) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func stateName(s memberlist.NodeStateType) string {
+	switch s {
+	case memberlist.StateAlive:
+		return "alive"
+	case memberlist.StateSuspect:
+		return "suspect"
+	case memberlist.StateLeft:
+		return "left"
+	default:
+		return "dead"
+	}
+}
+
+var _ transport.Handler = peerHandler{}

@@ -1,0 +1,271 @@
+// Package testcluster runs clusters of in-process nodes on loopback for
+// tests: start, kill, leave, restart, partition, and wait until every node
+// agrees on the ring.
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/cluster"
+	"github.com/vibewell/ratelimit/transport"
+)
+
+// Options configure a test cluster. The zero value runs nodes on
+// 127.0.0.1 with free ports, TCP between them, and tight gossip timings.
+type Options struct {
+	// Policies of every node. Default: cluster.DefaultPolicies().
+	Policies []bucket.Policy
+	// InMemory carries checks over a transport.Network instead of TCP, so
+	// that Partition can cut nodes apart (gossip stays on loopback UDP/TCP).
+	InMemory bool
+	// Configure, when set, adjusts each node's config before it starts.
+	Configure func(i int, cfg *cluster.Config)
+	// Logger for the nodes. Default: discard.
+	Logger *slog.Logger
+}
+
+// Cluster is a set of in-process nodes. Methods are safe for concurrent
+// use, but a node index refers to a slot whose node may be replaced by
+// Restart.
+type Cluster struct {
+	t    testing.TB
+	opts Options
+	net  *transport.Network
+
+	mu    sync.Mutex
+	nodes []*cluster.Node // nil: killed or left
+	names []string
+	seq   int
+}
+
+// Start starts n nodes, joins them, and waits until they converge. The
+// cluster is closed by t.Cleanup.
+func Start(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, opts: opts}
+	if opts.InMemory {
+		c.net = transport.NewNetwork()
+	}
+	t.Cleanup(c.Close)
+	for range n {
+		c.Add()
+	}
+	c.WaitConverged()
+	return c
+}
+
+// Add starts one more node, joined through the live nodes, and returns
+// its index. It does not wait for convergence.
+func (c *Cluster) Add() int {
+	c.t.Helper()
+	c.mu.Lock()
+	i := len(c.nodes)
+	c.seq++
+	name := "node-" + strconv.Itoa(i) + "-" + strconv.Itoa(c.seq)
+	c.nodes = append(c.nodes, nil)
+	c.names = append(c.names, name)
+	c.mu.Unlock()
+	c.startAt(i, name)
+	return i
+}
+
+func (c *Cluster) startAt(i int, name string) {
+	c.t.Helper()
+	cfg := cluster.Config{
+		NodeName:   name,
+		Policies:   c.opts.Policies,
+		GossipAddr: "127.0.0.1:0",
+		PeerAddr:   "127.0.0.1:0",
+		Gossip:     cluster.LocalGossip(),
+		Logger:     c.opts.Logger,
+		Seeds:      c.seeds(),
+	}
+	if c.net != nil {
+		cfg.Transport = c.net.Transport(name)
+	}
+	if c.opts.Configure != nil {
+		c.opts.Configure(i, &cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n, err := cluster.Start(ctx, cfg)
+	if err != nil {
+		c.t.Fatalf("testcluster: start node %d: %v", i, err)
+	}
+	c.mu.Lock()
+	c.nodes[i] = n
+	c.mu.Unlock()
+}
+
+func (c *Cluster) seeds() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var s []string
+	for _, n := range c.nodes {
+		if n != nil {
+			s = append(s, n.GossipAddr())
+		}
+	}
+	return s
+}
+
+// Node returns the node at index i, or nil if it is down.
+func (c *Cluster) Node(i int) *cluster.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[i]
+}
+
+// Live returns the indexes of the running nodes.
+func (c *Cluster) Live() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []int
+	for i, n := range c.nodes {
+		if n != nil {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// Owner returns the index of the node that owns key under policy, as node
+// live[0] sees it.
+func (c *Cluster) Owner(policy, key string) int {
+	live := c.Live()
+	name := c.Node(live[0]).Owner(policy, key)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Index(c.names, name)
+}
+
+// Kill stops node i at once, as a crash would.
+func (c *Cluster) Kill(i int) {
+	c.mu.Lock()
+	n := c.nodes[i]
+	c.nodes[i] = nil
+	c.mu.Unlock()
+	if n != nil {
+		n.Halt()
+	}
+}
+
+// Leave closes node i gracefully: it hands off its counters and leaves.
+func (c *Cluster) Leave(i int) {
+	c.mu.Lock()
+	n := c.nodes[i]
+	c.nodes[i] = nil
+	c.mu.Unlock()
+	if n != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := n.Close(ctx); err != nil {
+			c.t.Errorf("testcluster: close node %d: %v", i, err)
+		}
+	}
+}
+
+// Restart starts node i again under its name (after Kill or Leave).
+func (c *Cluster) Restart(i int) {
+	c.t.Helper()
+	c.mu.Lock()
+	name := c.names[i]
+	c.mu.Unlock()
+	c.startAt(i, name)
+}
+
+// Partition cuts the peer transport between the nodes of a and b (needs
+// Options.InMemory). Gossip is not cut: owners stay in the ring but cannot
+// be reached, which is what failure modes are for.
+func (c *Cluster) Partition(a, b []int) {
+	if c.net == nil {
+		c.t.Fatal("testcluster: Partition needs Options.InMemory")
+	}
+	c.net.Partition(c.nameList(a), c.nameList(b))
+}
+
+// Heal undoes every Partition.
+func (c *Cluster) Heal() {
+	if c.net != nil {
+		c.net.Heal()
+	}
+}
+
+func (c *Cluster) nameList(idx []int) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, len(idx))
+	for i, j := range idx {
+		out[i] = c.names[j]
+	}
+	return out
+}
+
+// WaitConverged waits until every live node has every live node, and only
+// those, in its ring and they agree on the owners of sample keys; it fails
+// the test after 15 s.
+func (c *Cluster) WaitConverged() {
+	c.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := c.converged()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("testcluster: not converged: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (c *Cluster) converged() error {
+	live := c.Live()
+	for _, i := range live {
+		n := c.Node(i)
+		if n == nil {
+			return fmt.Errorf("node %d went down", i)
+		}
+		if st := n.Stats(); st.RingMembers != len(live) || !st.Joined {
+			return fmt.Errorf("node %d: ring of %d, %d live, joined %v", i, st.RingMembers, len(live), st.Joined)
+		}
+	}
+	for k := range 64 {
+		key := "k" + strconv.Itoa(k)
+		var owner string
+		for _, i := range live {
+			o := c.Node(i).Owner("default", key)
+			if owner == "" {
+				owner = o
+			} else if o != owner {
+				return fmt.Errorf("key %s: owners %s and %s", key, owner, o)
+			}
+		}
+	}
+	return nil
+}
+
+// Close stops every node gracefully.
+func (c *Cluster) Close() {
+	var wg sync.WaitGroup
+	for _, i := range c.Live() {
+		wg.Go(func() {
+			c.mu.Lock()
+			n := c.nodes[i]
+			c.nodes[i] = nil
+			c.mu.Unlock()
+			if n != nil {
+				n.Halt()
+			}
+		})
+	}
+	wg.Wait()
+}
