@@ -299,7 +299,7 @@ func BenchmarkCodecRatio(b *testing.B) {
 // as a 3-node cluster whose keys are all remote would: 2p x GOMAXPROCS
 // callers spread over the 3 nodes, each sending to both peers in turn.
 func BenchmarkMesh3(b *testing.B) {
-	for _, p := range []int{16, 64} {
+	for _, p := range []int{16, 64, 256} {
 		b.Run(fmt.Sprintf("p=%d", p), func(b *testing.B) {
 			nodes := make([]*TCP, 3)
 			for i := range nodes {
