@@ -441,8 +441,10 @@ func (p *peer) take() *request {
 	return r
 }
 
-// flusher sends what the callers' inline pumps could not: batches gathered
-// while others were in flight, and the queue after a (re)dial.
+// flusher dials for the peer (callers never dial for a Check, so a slow
+// dial cannot outlast their deadlines) and sends the queue once connected.
+// Batches gathered behind one in flight are sent by whoever completes that
+// one, usually the connection's reader.
 func (p *peer) flusher() {
 	defer p.t.wg.Done()
 	for {
