@@ -66,7 +66,9 @@
 // the most decisions/s (docs/benchmarks-transport.md). With 1, a slow
 // batch holds back the checks queued behind it (never CheckMany or Call,
 // and never beyond a full batch); MaxInFlight 2 or more lets them overtake
-// it. CheckMany sends a caller's own batch at once, outside this rule.
+// it. CheckMany sends a caller's own batch at once, outside this rule. The
+// batch gathered behind one in flight is sent by the connection's reader as
+// soon as it has handed out the answers, without waking another goroutine.
 //
 // The server decodes each frame in the connection's reader goroutine and
 // hands check batches to a few worker goroutines started on demand, so a
