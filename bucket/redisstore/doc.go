@@ -2,8 +2,9 @@
 // deployments that already run Redis and want every app node to share its
 // limits there. It decides exactly as bucket.Take: every algorithm of the
 // bucket package runs as one Lua script, loaded once and called by its SHA
-// (EVALSHA), one round trip per check and atomic per key. Batches go out as
-// one pipeline.
+// (EVALSHA), one round trip per check and atomic per key. Checks that start
+// while others are in flight share pipelines (go-redis's autopipeliner), and
+// TakeBatch sends a whole batch as one pipeline.
 //
 // # Keys
 //
