@@ -60,6 +60,7 @@ func (t *TCP) serveConn(nc net.Conn, h Handler) {
 		work: make(chan *job),
 	}
 	err := c.read()
+	nc.Close() // the answers still being written fail at once
 	close(c.work)
 	c.wg.Wait()
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && t.ctx.Err() == nil {
