@@ -631,3 +631,26 @@ func TestTCPBrokenConnectionFailsRequestsInFlight(t *testing.T) {
 		t.Errorf("took %v", took)
 	}
 }
+
+// A remote check allocates nothing on the client, and one string (the keys
+// of the batch) on the server.
+func TestTCPCheckAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	srv := newTCP(t, TCPConfig{}, nil)
+	cli := newClient(t, TCPConfig{})
+	ctx := context.Background()
+	it := CheckItem{Policy: "auth", Key: "ip:1.2.3.4", Hits: 1}
+	if _, err := cli.Check(ctx, srv.Addr(), it); err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(500, func() {
+		if _, err := cli.Check(ctx, srv.Addr(), it); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 1.5 {
+		t.Errorf("%.2f allocations per remote check (client and server), want at most 1", allocs)
+	}
+}
