@@ -1,10 +1,13 @@
 package redisstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -174,6 +177,13 @@ func TestHungRedis(t *testing.T) {
 	})
 	mustCheck(t, s)
 	srv.signal(syscall.SIGSTOP)
+	// A batch is one pipeline under the same deadline.
+	checks := []bucket.Check{{Key: bucket.Key{Policy: "p", ID: "b"}, Policy: bucket.Policy{Name: "p", Limit: 9, Window: time.Second}, Hits: 1}}
+	start := time.Now()
+	err := s.TakeBatch(context.Background(), append(checks, checks...), time.Now(), make([]bucket.Decision, 2))
+	if took := time.Since(start); took > timeout+margin || !errors.Is(err, bucket.ErrBackend) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("batch against a hung Redis: %v after %v, want ErrUnavailable within %v", err, took, timeout)
+	}
 	stop := make(chan struct{})
 	done := make(chan loadResult)
 	go func() { done <- runLoad(s, workers, 5000, timeout, stop) }()
@@ -370,4 +380,49 @@ func value(c prometheus.Metric) float64 {
 		return m.Counter.GetValue()
 	}
 	return m.Gauge.GetValue()
+}
+
+// TestFailureLogCapped: while Redis is down, failures are logged once per
+// LogInterval with a count of the rest, and the breaker's opening once.
+func TestFailureLogCapped(t *testing.T) {
+	srv := startRedis(t, false)
+	var buf syncBuffer
+	s := newTestStore(t, srv.url(), func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(&buf, nil))
+		o.LogInterval = time.Hour
+		o.Timeout = time.Second
+	})
+	mustCheck(t, s)
+	srv.kill()
+	p := bucket.Policy{Name: "p", Limit: 10, Window: time.Minute}
+	for range 50 {
+		if _, err := s.Take(context.Background(), bucket.Key{Policy: "p", ID: "k"}, p, 1, time.Now()); err == nil {
+			t.Fatal("check succeeded against a killed Redis")
+		}
+	}
+	logs := buf.String()
+	if n := strings.Count(logs, "check failed"); n != 1 {
+		t.Fatalf("%d failure lines for 50 failures in one interval, want 1:\n%s", n, logs)
+	}
+	if n := strings.Count(logs, "circuit breaker open"); n != 1 {
+		t.Fatalf("%d breaker-open lines, want 1:\n%s", n, logs)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
