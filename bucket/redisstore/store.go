@@ -75,6 +75,9 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		metrics: m,
 		logger:  o.Logger,
 	}
+	if len(o.Addrs) > 0 {
+		s.url = strings.Join(o.Addrs, ",")
+	}
 	if o.UseCallerTime {
 		s.grace = callerTimeGrace.Milliseconds()
 	}
