@@ -31,7 +31,7 @@ type Store struct {
 	ap       *redis.AutoPipeliner // batches the checks of concurrent callers, or nil
 	inflight atomic.Int64         // checks in flight
 	opts     Options
-	url      string // redacted, for messages
+	url      string // the redacted URL, or the addresses, for messages
 	sha      string
 	grace    int64 // ms added to every expiry
 	breaker  *breaker
