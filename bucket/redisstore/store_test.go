@@ -82,12 +82,18 @@ func TestInvalidPolicy(t *testing.T) {
 
 func TestClosed(t *testing.T) {
 	s := newTestStore(t, testURL(t))
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	p := bucket.Policy{Name: "p", Limit: 1, Window: time.Second}
 	if _, err := s.Take(context.Background(), bucket.Key{Policy: "p", ID: "k"}, p, 1, time.Now()); !errors.Is(err, ErrClosed) || !errors.Is(err, bucket.ErrBackend) {
 		t.Fatalf("take after close: %v, want ErrClosed", err)
+	}
+	if err := s.Ping(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("ping after close: %v, want ErrClosed", err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("second close: %v", err)
