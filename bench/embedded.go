@@ -5,21 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster"
 )
 
-// ErrUnsupported is returned for a target setup this build cannot run yet.
-var ErrUnsupported = errors.New("bench: unsupported")
-
 // EmbeddedConfig configures an Embedded target.
 type EmbeddedConfig struct {
-	// Nodes is the number of in-process nodes. Default: 1.
+	// Nodes is the number of in-process nodes. Default: 1. More than one
+	// gossip on 127.0.0.1 with cluster.LocalGossip timings (unless Node
+	// sets them) and join the first.
 	Nodes int
-	// Node is the config of every node; Start gives each a unique NodeName
-	// when it has none. Default: the zero cluster.Config (the default
-	// policies).
+	// Node is the config of every node; each gets a unique NodeName when it
+	// has none. Default: the zero cluster.Config (the default policies).
 	Node cluster.Config
 }
 
@@ -45,18 +44,58 @@ func NewEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	return &Embedded{nodes: nodes}, nil
 }
 
-// startNodes starts n nodes of base config joined into one cluster. One
-// node needs no membership; more need the cluster's join (Config.Seeds),
-// which is wired here once cluster has it.
+// startNodes starts n nodes of base config joined into one cluster on
+// loopback (gossip on 127.0.0.1:0, local gossip timings), and waits until
+// every node has joined and has all n nodes in its ownership ring.
 func startNodes(ctx context.Context, n int, base cluster.Config) ([]*cluster.Node, error) {
-	if n > 1 {
-		return nil, fmt.Errorf("%w: an embedded cluster of %d nodes needs cluster membership (use --nodes 1, or --target http with --spawn)", ErrUnsupported, n)
+	nodes := make([]*cluster.Node, 0, n)
+	fail := func(err error) ([]*cluster.Node, error) {
+		for _, nd := range nodes {
+			_ = nd.Close(context.Background())
+		}
+		return nil, err
 	}
-	node, err := cluster.Start(ctx, base)
-	if err != nil {
-		return nil, fmt.Errorf("bench: start node: %w", err)
+	for i := range n {
+		cfg := base
+		if n > 1 {
+			if cfg.GossipAddr == "" {
+				cfg.GossipAddr = "127.0.0.1:0"
+			}
+			if cfg.Gossip == (cluster.GossipConfig{}) {
+				cfg.Gossip = cluster.LocalGossip()
+			}
+			if i > 0 {
+				cfg.Seeds = []string{nodes[0].GossipAddr()}
+			}
+		}
+		node, err := cluster.Start(ctx, cfg)
+		if err != nil {
+			return fail(fmt.Errorf("bench: start node %d: %w", i, err))
+		}
+		nodes = append(nodes, node)
 	}
-	return []*cluster.Node{node}, nil
+	if n == 1 {
+		return nodes, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tk := time.NewTicker(10 * time.Millisecond)
+	defer tk.Stop()
+	for {
+		converged := true
+		for _, nd := range nodes {
+			st := nd.Stats()
+			converged = converged && st.Joined && st.RingMembers == n && nd.Ready()
+		}
+		if converged {
+			return nodes, nil
+		}
+		select {
+		case <-wctx.Done():
+			return fail(fmt.Errorf("bench: %d nodes did not converge: %w", n, wctx.Err()))
+		case <-tk.C:
+		}
+	}
 }
 
 // Nodes returns the target's nodes.

@@ -69,3 +69,25 @@ func TestEmbeddedTarget(t *testing.T) {
 		t.Errorf("errors %v accuracy %+v", res.ErrorKinds, a)
 	}
 }
+
+// TestEmbeddedCluster checks one hot key hammered through three in-process
+// nodes is allowed exactly its limit.
+func TestEmbeddedCluster(t *testing.T) {
+	ctx := context.Background()
+	p := bucket.Policy{Name: "bench", Limit: 300, Window: time.Hour}
+	e, err := NewEmbedded(ctx, EmbeddedConfig{Nodes: 3, Node: cluster.Config{Policies: []bucket.Policy{p}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close(ctx)
+	if len(e.Nodes()) != 3 {
+		t.Fatalf("%d nodes", len(e.Nodes()))
+	}
+	res, err := Run(ctx, Config{Target: e, Policy: "bench", PolicySpec: &p, Dist: Hot, Requests: 1500, Concurrency: 6, Seed: 15})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := res.Accuracy; res.Errors != 0 || a.OverAdmitted != 0 || a.UnderAdmitted != 0 || a.AllowedHits != 300 {
+		t.Errorf("errors %v accuracy %+v", res.ErrorKinds, a)
+	}
+}
