@@ -98,6 +98,26 @@ type Config struct {
 	ForwardTimeout time.Duration
 	// Ring sets how keys spread over nodes; every node must use the same.
 	Ring ring.Config
+
+	// RaftAddr is where the node serves raft, which replicates the policy
+	// table. Default: the host of GossipAddr with a free port.
+	RaftAddr string
+	// RaftAdvertise is the address peers dial to reach RaftAddr. Default:
+	// RaftAddr.
+	RaftAdvertise string
+	// DataDir holds the raft log, stable store and snapshots, so that
+	// policy changes survive restarts. Empty keeps them in memory: a
+	// restarted node then gets the table back from its peers, and a
+	// cluster restarted whole starts again from its configured Policies.
+	DataDir string
+	// Voters is the number of raft voters; every other node is a
+	// non-voter that still receives the table. Default: 3.
+	Voters int
+	// VoterGrace is how long a voter may be gone (crashed, not left) before
+	// it is replaced by a non-voter. Default: 30s.
+	VoterGrace time.Duration
+	// RaftTimeout is raft's heartbeat and election timeout. Default: 1s.
+	RaftTimeout time.Duration
 }
 
 // GossipConfig holds the membership timings. Zero fields take the defaults
@@ -175,6 +195,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ForwardTimeout <= 0 {
 		c.ForwardTimeout = DefaultForwardTimeout
+	}
+	if c.Voters <= 0 {
+		c.Voters = 3
+	}
+	if c.VoterGrace <= 0 {
+		c.VoterGrace = 30 * time.Second
+	}
+	if c.RaftTimeout <= 0 {
+		c.RaftTimeout = time.Second
 	}
 	if c.Gossip.DeadNodeReclaimTime <= 0 {
 		c.Gossip.DeadNodeReclaimTime = 10 * time.Second

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -37,6 +38,7 @@ type nodeMeta struct {
 	Version  uint8  `msgpack:"v"`
 	PeerAddr string `msgpack:"p"`
 	HTTPAddr string `msgpack:"h,omitempty"`
+	RaftAddr string `msgpack:"r,omitempty"`
 }
 
 // routeTable says who owns which key: an immutable snapshot published on
@@ -63,6 +65,7 @@ type gossip struct {
 	meta   []byte
 	mu     sync.Mutex
 	alive  map[string]nodeMeta // members in the ring
+	left   map[string]bool     // members that left gracefully
 	change chan struct{}       // a rebuild is due (capacity 1)
 	joined chan struct{}       // closed once a join succeeded
 }
@@ -77,11 +80,16 @@ func (n *Node) startGossip(ctx context.Context) error {
 	g := &gossip{
 		n:      n,
 		alive:  make(map[string]nodeMeta),
+		left:   make(map[string]bool),
 		change: make(chan struct{}, 1),
 		joined: make(chan struct{}),
 	}
 	n.gossip = g
-	g.meta, err = msgpack.Marshal(nodeMeta{Version: 1, PeerAddr: n.tr.Addr(), HTTPAddr: cfg.HTTPAddr})
+	meta := nodeMeta{Version: 1, PeerAddr: n.tr.Addr(), HTTPAddr: cfg.HTTPAddr}
+	if n.raft != nil {
+		meta.RaftAddr = n.raft.addr
+	}
+	g.meta, err = msgpack.Marshal(meta)
 	if err != nil {
 		return err
 	}
@@ -234,10 +242,20 @@ func (g *gossip) update(m *memberlist.Node, alive bool) {
 	g.mu.Lock()
 	if alive {
 		g.alive[m.Name] = meta
+		delete(g.left, m.Name)
 	} else {
 		delete(g.alive, m.Name)
+		if m.State == memberlist.StateLeft {
+			g.left[m.Name] = true
+		}
 	}
 	g.mu.Unlock()
+	if rn := g.n.raft; rn != nil {
+		select {
+		case rn.kick <- struct{}{}:
+		default:
+		}
+	}
 	g.n.log.Info("membership change", "member", m.Name, "alive", alive, "state", stateName(m.State))
 	select {
 	case g.change <- struct{}{}:
@@ -285,6 +303,27 @@ func (g *gossip) rebuildLoop() {
 		g.n.handOff(ctx, rt, true)
 		cancel()
 	}
+}
+
+// raftMembers returns the raft address of each live member, and the
+// members that left gracefully.
+func (g *gossip) raftMembers() (alive map[string]string, left map[string]bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	alive = make(map[string]string, len(g.alive))
+	for name, m := range g.alive {
+		if m.RaftAddr != "" {
+			alive[name] = m.RaftAddr
+		}
+	}
+	return alive, maps.Clone(g.left)
+}
+
+// peerAddr returns the peer address of a live member, or "".
+func (g *gossip) peerAddr(name string) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.alive[name].PeerAddr
 }
 
 // members lists the members memberlist knows, with their state.

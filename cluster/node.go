@@ -20,8 +20,9 @@ type Decision = bucket.Decision
 
 // Errors returned by Node methods; test them with errors.Is.
 var (
-	// ErrUnknownPolicy: the check names a policy the table does not hold.
-	ErrUnknownPolicy = errors.New("cluster: unknown policy")
+	// ErrUnknownPolicy: the call names a policy the table does not hold.
+	// It wraps bucket.ErrUnknownPolicy.
+	ErrUnknownPolicy = fmt.Errorf("cluster: %w", bucket.ErrUnknownPolicy)
 	// ErrInvalidKey: the key is empty or longer than Config.MaxKeyLen.
 	ErrInvalidKey = errors.New("cluster: invalid key")
 	// ErrInvalidHits: hits is negative or above Config.MaxHits.
@@ -45,8 +46,12 @@ type Node struct {
 	warnings *capLog
 
 	// Cluster side; tr and gossip are nil for a standalone node.
-	tr      transport.Transport
-	gossip  *gossip
+	tr     transport.Transport
+	gossip *gossip
+	raft   *raftNode // nil for a standalone node
+
+	stateMu sync.Mutex
+	state   *policyState // the replicated table; checks read policies
 	route   atomic.Pointer[routeTable]
 	leaving atomic.Bool
 
@@ -97,6 +102,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.denials = newCapLog(n.log, slog.LevelInfo, cfg.DenialLogRate)
 	n.warnings = newCapLog(n.log, slog.LevelWarn, 1)
 	n.policies.Store(&table)
+	n.state = &policyState{Policies: map[string]bucket.Policy{}}
+	if cfg.GossipAddr == "" {
+		// A standalone node's table is its configuration, changed locally.
+		for _, p := range cfg.Policies {
+			n.state.Policies[p.Name] = p.Clone()
+		}
+		n.state.Seeded = true
+	}
 	if cfg.GossipAddr != "" {
 		if err := n.startCluster(ctx); err != nil {
 			n.shutdown()
@@ -138,7 +151,15 @@ func (n *Node) startCluster(ctx context.Context) error {
 			n.log.Error("peer transport stopped", "err", err)
 		}
 	}()
-	return n.startGossip(ctx)
+	if err := n.startRaft(); err != nil {
+		return err
+	}
+	if err := n.startGossip(ctx); err != nil {
+		return err
+	}
+	n.wg.Add(1)
+	go n.raft.leaderLoop()
+	return nil
 }
 
 // Name returns the node's name.
@@ -151,6 +172,15 @@ func (n *Node) GossipAddr() string {
 		return ""
 	}
 	return n.gossip.localAddr()
+}
+
+// RaftAddr returns the address raft peers dial, or "" for a standalone
+// node.
+func (n *Node) RaftAddr() string {
+	if n.raft == nil {
+		return ""
+	}
+	return n.raft.addr
 }
 
 // PeerAddr returns the address peers forward checks to, or "".
@@ -279,6 +309,28 @@ func (n *Node) Stats() Stats {
 	return s
 }
 
+// Status is what a node knows of its cluster: its members and, in a
+// cluster, raft's view.
+type Status struct {
+	Node    string      `json:"node"`
+	Members []Member    `json:"members"`
+	Raft    *RaftStatus `json:"raft,omitempty"`
+	// PolicyVersion counts the changes applied to the policy table.
+	PolicyVersion uint64 `json:"policy_version"`
+}
+
+// Status returns the node's view of its cluster.
+func (n *Node) Status() Status {
+	st := Status{Node: n.cfg.NodeName, Members: n.Members()}
+	if n.raft != nil && !n.closed.Load() {
+		st.Raft = n.raft.status()
+	}
+	n.stateMu.Lock()
+	st.PolicyVersion = n.state.Version
+	n.stateMu.Unlock()
+	return st
+}
+
 // Members lists the cluster's members as this node sees them: only itself
 // for a standalone node.
 func (n *Node) Members() []Member {
@@ -332,6 +384,9 @@ func (n *Node) Leave(ctx context.Context) error {
 		return nil
 	}
 	n.log.Info("leaving the cluster")
+	if n.raft != nil {
+		n.raft.leave()
+	}
 	// Copy the counters to their next owners while still deciding here,
 	// then forward checks and send what changed meanwhile, dropping it.
 	next := n.gossip.routes()
@@ -395,6 +450,9 @@ func (n *Node) shutdown() {
 	}
 	if n.gossip != nil && n.gossip.ml != nil {
 		n.gossip.ml.Shutdown()
+	}
+	if n.raft != nil {
+		n.raft.close()
 	}
 	if n.tr != nil {
 		n.tr.Close()

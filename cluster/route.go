@@ -129,6 +129,11 @@ func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte)
 	switch method {
 	case methodHandoff:
 		return nil, h.n.receiveHandoff(body)
+	case methodPolicyApply:
+		if h.n.raft == nil {
+			return nil, errors.New("cluster: this node keeps no replicated policy table")
+		}
+		return h.n.raft.handlePolicyApply(ctx, body)
 	}
 	return nil, fmt.Errorf("cluster: unknown method %q", method)
 }

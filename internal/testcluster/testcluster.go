@@ -30,7 +30,14 @@ type Options struct {
 	Configure func(i int, cfg *cluster.Config)
 	// Logger for the nodes. Default: discard.
 	Logger *slog.Logger
+	// Persist gives each node a data directory (kept across Restart), so
+	// that raft keeps its log and snapshots on disk.
+	Persist bool
 }
+
+// addrs are the addresses a node slot had, reused by Restart so that raft
+// finds its peers where its log says they are.
+type addrs struct{ gossip, peer, raft, dataDir string }
 
 // Cluster is a set of in-process nodes. Methods are safe for concurrent
 // use, but a node index refers to a slot whose node may be replaced by
@@ -43,6 +50,7 @@ type Cluster struct {
 	mu    sync.Mutex
 	nodes []*cluster.Node // nil: killed or left
 	names []string
+	addrs []addrs
 	seq   int
 }
 
@@ -72,6 +80,11 @@ func (c *Cluster) Add() int {
 	name := "node-" + strconv.Itoa(i) + "-" + strconv.Itoa(c.seq)
 	c.nodes = append(c.nodes, nil)
 	c.names = append(c.names, name)
+	a := addrs{gossip: "127.0.0.1:0", peer: "127.0.0.1:0", raft: "127.0.0.1:0"}
+	if c.opts.Persist {
+		a.dataDir = c.t.TempDir()
+	}
+	c.addrs = append(c.addrs, a)
 	c.mu.Unlock()
 	c.startAt(i, name)
 	return i
@@ -79,14 +92,21 @@ func (c *Cluster) Add() int {
 
 func (c *Cluster) startAt(i int, name string) {
 	c.t.Helper()
+	c.mu.Lock()
+	a := c.addrs[i]
+	c.mu.Unlock()
 	cfg := cluster.Config{
-		NodeName:   name,
-		Policies:   c.opts.Policies,
-		GossipAddr: "127.0.0.1:0",
-		PeerAddr:   "127.0.0.1:0",
-		Gossip:     cluster.LocalGossip(),
-		Logger:     c.opts.Logger,
-		Seeds:      c.seeds(),
+		NodeName:    name,
+		Policies:    c.opts.Policies,
+		GossipAddr:  a.gossip,
+		PeerAddr:    a.peer,
+		RaftAddr:    a.raft,
+		DataDir:     a.dataDir,
+		Gossip:      cluster.LocalGossip(),
+		RaftTimeout: 200 * time.Millisecond,
+		VoterGrace:  time.Second,
+		Logger:      c.opts.Logger,
+		Seeds:       c.seeds(),
 	}
 	if c.net != nil {
 		cfg.Transport = c.net.Transport(name)
@@ -102,6 +122,10 @@ func (c *Cluster) startAt(i int, name string) {
 	}
 	c.mu.Lock()
 	c.nodes[i] = n
+	c.addrs[i].gossip, c.addrs[i].raft = n.GossipAddr(), n.RaftAddr()
+	if c.net == nil {
+		c.addrs[i].peer = n.PeerAddr()
+	}
 	c.mu.Unlock()
 }
 
@@ -173,7 +197,8 @@ func (c *Cluster) Leave(i int) {
 	}
 }
 
-// Restart starts node i again under its name (after Kill or Leave).
+// Restart starts node i again under its name and addresses (after Kill or
+// Leave), joined through the live nodes.
 func (c *Cluster) Restart(i int) {
 	c.t.Helper()
 	c.mu.Lock()
@@ -253,7 +278,26 @@ func (c *Cluster) converged() error {
 	return nil
 }
 
-// Close stops every node gracefully.
+// Leader returns the index of the raft leader, as the live nodes see it,
+// waiting for one to be elected; it fails the test after 15 s.
+func (c *Cluster) Leader() int {
+	c.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, i := range c.Live() {
+			if n := c.Node(i); n != nil {
+				if st := n.Status(); st.Raft != nil && st.Raft.State == "leader" {
+					return i
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.t.Fatal("testcluster: no raft leader")
+	return -1
+}
+
+// Close stops every node, at once.
 func (c *Cluster) Close() {
 	var wg sync.WaitGroup
 	for _, i := range c.Live() {

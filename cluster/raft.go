@@ -1,0 +1,527 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/vibewell/ratelimit/cluster/raftbolt"
+)
+
+// ErrNoLeader: a policy change could not be committed before its deadline,
+// because the cluster had no reachable raft leader. The change may still
+// be applied later if it reached a leader that then committed it;
+// repeating it is safe, since every change sets a value.
+var ErrNoLeader = errors.New("cluster: no raft leader to commit the change")
+
+// RaftStatus is the raft side of a node, as it sees it.
+type RaftStatus struct {
+	State         string   `json:"state"` // leader, follower, candidate, shutdown
+	Leader        string   `json:"leader"`
+	Voters        []string `json:"voters"`
+	NonVoters     []string `json:"non_voters"`
+	AppliedIndex  uint64   `json:"applied_index"`
+	PolicyVersion uint64   `json:"policy_version"`
+}
+
+// raftNode replicates the policy table with hashicorp/raft.
+type raftNode struct {
+	n     *Node
+	r     *raft.Raft
+	trans *raft.NetworkTransport
+	store io.Closer // the bbolt log store, or nil in memory
+	addr  string    // advertised raft address
+	kick  chan struct{}
+	gone  map[string]time.Time // voter → when it was last seen gone
+
+	applied atomic.Uint64 // the last log index the table reflects
+	goneMu  sync.Mutex
+}
+
+// startRaft opens the raft transport and stores and starts raft. It runs
+// before gossip, whose metadata carries the raft address; bootstrap and
+// membership come after the gossip starts.
+func (n *Node) startRaft() error {
+	cfg := n.cfg
+	bind := cfg.RaftAddr
+	if bind == "" {
+		host, _, _ := net.SplitHostPort(cfg.GossipAddr)
+		bind = net.JoinHostPort(host, "0")
+	}
+	var adv net.Addr
+	if cfg.RaftAdvertise != "" {
+		a, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)
+		if err != nil {
+			return fmt.Errorf("cluster: RaftAdvertise: %w", err)
+		}
+		adv = a
+	}
+	hlog := hclog.New(&hclog.LoggerOptions{
+		Name:   "raft",
+		Level:  hclog.Warn,
+		Output: slogWriter{n.log.With("component", "raft")},
+	})
+	trans, err := raft.NewTCPTransportWithLogger(bind, adv, 3, 5*time.Second, hlog)
+	if err != nil {
+		return fmt.Errorf("cluster: raft transport on %s: %w", bind, err)
+	}
+	rn := &raftNode{n: n, trans: trans, addr: string(trans.LocalAddr()), kick: make(chan struct{}, 1), gone: map[string]time.Time{}}
+
+	var logs raft.LogStore
+	var stable raft.StableStore
+	var snaps raft.SnapshotStore
+	if cfg.DataDir == "" {
+		mem := raft.NewInmemStore()
+		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
+	} else {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			trans.Close()
+			return fmt.Errorf("cluster: data dir: %w", err)
+		}
+		bs, err := raftbolt.Open(filepath.Join(cfg.DataDir, "raft.db"), raftbolt.Options{})
+		if err != nil {
+			trans.Close()
+			return fmt.Errorf("cluster: raft log: %w", err)
+		}
+		rn.store = bs
+		logs, stable = bs, bs
+		snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 3, hlog)
+		if err != nil {
+			bs.Close()
+			trans.Close()
+			return fmt.Errorf("cluster: raft snapshots: %w", err)
+		}
+	}
+	hasState, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		rn.close()
+		return fmt.Errorf("cluster: raft state: %w", err)
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeName)
+	rc.Logger = hlog
+	rc.HeartbeatTimeout = cfg.RaftTimeout
+	rc.ElectionTimeout = cfg.RaftTimeout
+	rc.LeaderLeaseTimeout = cfg.RaftTimeout / 2
+	rc.CommitTimeout = 5 * time.Millisecond
+	rc.SnapshotThreshold = 1024
+	rc.TrailingLogs = 1024
+	n.raft = rn // the FSM may apply entries while NewRaft replays the log
+	r, err := raft.NewRaft(rc, fsm{n}, logs, stable, snaps, trans)
+	if err != nil {
+		n.raft = nil
+		rn.close()
+		return fmt.Errorf("cluster: raft: %w", err)
+	}
+	rn.r = r
+	if !hasState && len(cfg.Seeds) == 0 {
+		// The first node of a new cluster bootstraps it alone; every other
+		// node starts with seeds and is added by the leader. So two
+		// clusters can only form if two nodes are started without seeds.
+		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}})
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return fmt.Errorf("cluster: raft bootstrap: %w", err)
+		}
+		n.log.Info("bootstrapped a new cluster")
+	} else if hasState {
+		n.log.Info("raft state found; keeping the policy table it holds", "data_dir", cfg.DataDir)
+	}
+	return nil
+}
+
+// leaderLoop seeds the table once and, while this node leads, keeps the
+// raft configuration in line with the gossip membership.
+func (rn *raftNode) leaderLoop() {
+	defer rn.n.wg.Done()
+	tick := time.NewTicker(rn.n.cfg.RaftTimeout / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-rn.n.stop:
+			return
+		case <-tick.C:
+		case <-rn.kick:
+		}
+		if rn.r.State() != raft.Leader {
+			continue
+		}
+		rn.seed()
+		rn.reconcile()
+	}
+}
+
+// seed fills an unseeded table with the leader's configured policies.
+func (rn *raftNode) seed() {
+	rn.n.stateMu.Lock()
+	seeded := rn.n.state.Seeded
+	rn.n.stateMu.Unlock()
+	if seeded {
+		return
+	}
+	data, _ := encodeCommand(command{Op: opSeed, Policies: rn.n.cfg.Policies})
+	if err := rn.r.Apply(data, 5*time.Second).Error(); err != nil {
+		rn.n.log.Warn("seeding the policy table failed; retrying", "err", err)
+		return
+	}
+	rn.n.log.Info("policy table seeded from the configuration", "policies", len(rn.n.cfg.Policies))
+}
+
+// reconcile adds gossip members to raft (as voters up to Voters, else as
+// non-voters), removes members that left, and replaces voters gone for
+// longer than VoterGrace by promoting non-voters.
+func (rn *raftNode) reconcile() {
+	cf := rn.r.GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	servers := cf.Configuration().Servers
+	alive, left := rn.n.gossip.raftMembers()
+	self := rn.n.cfg.NodeName
+	now := time.Now()
+	in := map[string]raft.Server{}
+	voters := 0
+	for _, s := range servers {
+		in[string(s.ID)] = s
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	rn.goneMu.Lock()
+	defer rn.goneMu.Unlock()
+	for id, s := range in {
+		if id == self {
+			continue
+		}
+		if addr, ok := alive[id]; ok {
+			delete(rn.gone, id)
+			if string(s.Address) != addr {
+				// Restarted at a new address: re-add under the same id.
+				rn.apply("re-address", id, rn.r.AddNonvoter(s.ID, raft.ServerAddress(addr), 0, time.Second))
+			}
+			continue
+		}
+		since, seen := rn.gone[id]
+		if !seen {
+			rn.gone[id] = now
+			since = now
+		}
+		if left[id] || s.Suffrage != raft.Voter || now.Sub(since) >= rn.n.cfg.VoterGrace {
+			if rn.apply("remove", id, rn.r.RemoveServer(s.ID, 0, time.Second)) && s.Suffrage == raft.Voter {
+				voters--
+			}
+			delete(rn.gone, id)
+		}
+	}
+	names := make([]string, 0, len(alive))
+	for id := range alive {
+		names = append(names, id)
+	}
+	slices.Sort(names)
+	for _, id := range names {
+		if _, ok := in[id]; ok || id == self {
+			continue
+		}
+		if voters < rn.n.cfg.Voters {
+			if rn.apply("add voter", id, rn.r.AddVoter(raft.ServerID(id), raft.ServerAddress(alive[id]), 0, time.Second)) {
+				voters++
+			}
+			continue
+		}
+		if rn.apply("add non-voter", id, rn.r.AddNonvoter(raft.ServerID(id), raft.ServerAddress(alive[id]), 0, time.Second)) {
+			in[id] = raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(alive[id]), Suffrage: raft.Nonvoter}
+		}
+	}
+	// Promote live non-voters, in name order, while voters are short.
+	for _, id := range names {
+		if voters >= rn.n.cfg.Voters {
+			break
+		}
+		if s, ok := in[id]; ok && s.Suffrage != raft.Voter {
+			if rn.apply("promote", id, rn.r.AddVoter(s.ID, s.Address, 0, time.Second)) {
+				voters++
+			}
+		}
+	}
+}
+
+func (rn *raftNode) apply(what, id string, f raft.IndexFuture) bool {
+	if err := f.Error(); err != nil {
+		rn.n.log.Warn("raft membership change failed", "change", what, "server", id, "err", err)
+		return false
+	}
+	rn.n.log.Info("raft membership change", "change", what, "server", id)
+	return true
+}
+
+// propose commits c through the leader, forwarding it when this node does
+// not lead, and returns once this node has applied it. Leader changes are
+// retried until ctx's deadline (10 s when it has none).
+func (rn *raftNode) propose(ctx context.Context, c command) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	data, err := encodeCommand(c)
+	if err != nil {
+		return err
+	}
+	var last error
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		index, err := rn.submit(ctx, data)
+		if err == nil {
+			return rn.waitApplied(ctx, index)
+		}
+		if !retryable(err) {
+			return err
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w (last: %v)", ErrNoLeader, ctx.Err(), last)
+		case <-time.After(wait):
+		}
+	}
+}
+
+// submit applies data on the leader: here, or forwarded over the peer
+// transport. It returns the entry's log index.
+func (rn *raftNode) submit(ctx context.Context, data []byte) (uint64, error) {
+	if rn.r.State() == raft.Leader {
+		return rn.applyLocal(ctx, data)
+	}
+	_, id := rn.r.LeaderWithID()
+	if id == "" {
+		return 0, errNotLeader
+	}
+	addr := rn.n.gossip.peerAddr(string(id))
+	if addr == "" {
+		return 0, errNotLeader
+	}
+	body, err := rn.n.tr.Call(ctx, addr, methodPolicyApply, data)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", errNotLeader, err)
+	}
+	var res applyResult
+	if err := json.Unmarshal(body, &res); err != nil {
+		return 0, fmt.Errorf("cluster: policy change answer: %w", err)
+	}
+	return res.Index, res.err()
+}
+
+// applyLocal applies data on this node, the leader.
+func (rn *raftNode) applyLocal(ctx context.Context, data []byte) (uint64, error) {
+	timeout := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(dl), time.Millisecond)
+	}
+	f := rn.r.Apply(data, timeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+			errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrEnqueueTimeout) {
+			return 0, fmt.Errorf("%w: %w", errNotLeader, err)
+		}
+		return 0, err
+	}
+	if err, ok := f.Response().(error); ok {
+		return f.Index(), err
+	}
+	return f.Index(), nil
+}
+
+// waitApplied waits until this node's table reflects the log up to index,
+// so that a change is visible here when the call returns.
+func (rn *raftNode) waitApplied(ctx context.Context, index uint64) error {
+	for rn.applied.Load() < index {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: change committed at index %d but not yet applied here: %w", index, ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// errNotLeader marks errors worth a retry: no leader, or it moved.
+var errNotLeader = errors.New("cluster: not the raft leader")
+
+func retryable(err error) bool { return errors.Is(err, errNotLeader) }
+
+// methodPolicyApply forwards a policy change to the leader.
+const methodPolicyApply = "policy.apply"
+
+// applyResult is the leader's answer to a forwarded change.
+type applyResult struct {
+	Index uint64 `json:"index"`
+	Kind  string `json:"kind,omitempty"` // "", "not_leader", "invalid", "unknown_policy", "unknown_override", "other"
+	Error string `json:"error,omitempty"`
+}
+
+func (a applyResult) err() error {
+	switch a.Kind {
+	case "":
+		return nil
+	case "not_leader":
+		return fmt.Errorf("%w: %s", errNotLeader, a.Error)
+	case "invalid":
+		return fmt.Errorf("%w: %s", ErrInvalidPolicyChange, a.Error)
+	case "unknown_policy":
+		return fmt.Errorf("%w: %s", ErrUnknownPolicy, a.Error)
+	case "unknown_override":
+		return fmt.Errorf("%w: %s", ErrUnknownOverride, a.Error)
+	}
+	return errors.New(a.Error)
+}
+
+// ErrInvalidPolicyChange: the leader refused a change as invalid (its
+// policy table differed from the sender's). It wraps
+// bucket.ErrInvalidPolicy.
+var ErrInvalidPolicyChange = fmt.Errorf("cluster: leader refused the change: %w", errInvalidPolicy)
+
+// handlePolicyApply serves a change forwarded by a peer.
+func (rn *raftNode) handlePolicyApply(ctx context.Context, data []byte) ([]byte, error) {
+	index, err := rn.applyLocal(ctx, data)
+	res := applyResult{Index: index}
+	if err != nil {
+		res.Error = err.Error()
+		switch {
+		case errors.Is(err, errNotLeader):
+			res.Kind = "not_leader"
+		case errors.Is(err, ErrUnknownPolicy):
+			res.Kind = "unknown_policy"
+		case errors.Is(err, ErrUnknownOverride):
+			res.Kind = "unknown_override"
+		case errors.Is(err, errInvalidPolicy):
+			res.Kind = "invalid"
+		default:
+			res.Kind = "other"
+		}
+	}
+	return json.Marshal(res)
+}
+
+// status reports the raft side of the node.
+func (rn *raftNode) status() *RaftStatus {
+	st := &RaftStatus{State: strings.ToLower(rn.r.State().String()), AppliedIndex: rn.r.AppliedIndex()}
+	_, id := rn.r.LeaderWithID()
+	st.Leader = string(id)
+	if cf := rn.r.GetConfiguration(); cf.Error() == nil {
+		for _, s := range cf.Configuration().Servers {
+			if s.Suffrage == raft.Voter {
+				st.Voters = append(st.Voters, string(s.ID))
+			} else {
+				st.NonVoters = append(st.NonVoters, string(s.ID))
+			}
+		}
+	}
+	slices.Sort(st.Voters)
+	slices.Sort(st.NonVoters)
+	rn.n.stateMu.Lock()
+	st.PolicyVersion = rn.n.state.Version
+	rn.n.stateMu.Unlock()
+	return st
+}
+
+// leave steps down and removes this node from the raft configuration, so
+// a graceful leave does not cost the cluster a voter.
+func (rn *raftNode) leave() {
+	if rn.r.State() == raft.Leader {
+		if err := rn.r.LeadershipTransfer().Error(); err != nil {
+			rn.n.log.Warn("raft leadership transfer failed", "err", err)
+		}
+	}
+}
+
+func (rn *raftNode) close() {
+	if rn.r != nil {
+		if err := rn.r.Shutdown().Error(); err != nil {
+			rn.n.log.Warn("raft shutdown", "err", err)
+		}
+	}
+	rn.trans.Close()
+	if rn.store != nil {
+		rn.store.Close()
+	}
+}
+
+// fsm is the raft state machine: the node's policy table.
+type fsm struct{ n *Node }
+
+// Apply applies one committed change.
+func (f fsm) Apply(l *raft.Log) any {
+	defer f.n.raft.applied.Store(l.Index)
+	c, err := decodeCommand(l.Data)
+	if err != nil {
+		return fmt.Errorf("cluster: undecodable log entry %d: %w", l.Index, err)
+	}
+	if _, err := f.n.applyCommand(c); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Snapshot captures the table; states are immutable, so it is a pointer.
+func (f fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.n.stateMu.Lock()
+	defer f.n.stateMu.Unlock()
+	return snapshot{f.n.state}, nil
+}
+
+// Restore replaces the table with a snapshot's.
+func (f fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	var st policyState
+	if err := json.NewDecoder(rc).Decode(&st); err != nil {
+		return fmt.Errorf("cluster: policy snapshot: %w", err)
+	}
+	f.n.stateMu.Lock()
+	defer f.n.stateMu.Unlock()
+	f.n.setStateLocked(&st)
+	if rn := f.n.raft; rn != nil && rn.r != nil {
+		rn.applied.Store(rn.r.AppliedIndex())
+	}
+	return nil
+}
+
+type snapshot struct{ st *policyState }
+
+func (s snapshot) Persist(sink raft.SnapshotSink) error {
+	if err := json.NewEncoder(sink).Encode(s.st); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (snapshot) Release() {}
+
+// slogWriter passes hclog's lines to slog.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	level := slog.LevelInfo
+	switch {
+	case strings.Contains(line, "[ERROR]"):
+		level = slog.LevelError
+	case strings.Contains(line, "[WARN]"):
+		level = slog.LevelWarn
+	}
+	w.log.Log(context.Background(), level, line)
+	return len(p), nil
+}
