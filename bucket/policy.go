@@ -140,6 +140,14 @@ type Policy struct {
 // ErrInvalidPolicy is wrapped by every error that Validate returns.
 var ErrInvalidPolicy = errors.New("bucket: invalid policy")
 
+// ErrUnknownPolicy is wrapped by errors about a policy name that a policy
+// table does not hold, so that callers in other packages can test for it.
+var ErrUnknownPolicy = errors.New("unknown policy")
+
+// ErrUnknownOverride is wrapped by errors about a key that a policy has no
+// override for.
+var ErrUnknownOverride = errors.New("unknown override")
+
 // FieldError names the policy field that failed validation.
 type FieldError struct {
 	Policy string // the policy's name, possibly empty

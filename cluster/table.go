@@ -122,7 +122,8 @@ var errInvalidPolicy = bucket.ErrInvalidPolicy
 
 // ErrUnknownOverride: DeleteOverride names a key the policy has no
 // override for.
-var ErrUnknownOverride = errors.New("cluster: unknown override")
+// It wraps bucket.ErrUnknownOverride.
+var ErrUnknownOverride = fmt.Errorf("cluster: %w", bucket.ErrUnknownOverride)
 
 // SetPolicy adds or replaces a policy in the cluster's policy table. It
 // returns once the change is committed (replicated to a quorum of voters)
