@@ -30,7 +30,10 @@ type Config struct {
 	// but always allowed.
 	Shadow bool
 	// Store holds the counters. Default: bucket.NewMemoryStore with
-	// MemoryConfig{}.
+	// MemoryConfig{}. With the memory store, each key's counter lives on
+	// the node that owns the key, and moves when owners change. A store
+	// that cannot hand counters over (the Redis store) is taken to be
+	// shared by all nodes, and every node decides in it directly.
 	Store bucket.Store
 	// Clock tells the time. Default: the system clock, read once per
 	// ClockResolution rather than on every check.

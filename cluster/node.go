@@ -50,10 +50,15 @@ type Node struct {
 	gossip *gossip
 	raft   *raftNode // nil for a standalone node
 
-	stateMu sync.Mutex
-	state   *policyState // the replicated table; checks read policies
-	route   atomic.Pointer[routeTable]
-	leaving atomic.Bool
+	stateMu     sync.Mutex
+	state       *policyState // the replicated table; checks read policies
+	tableLogged bool         // logTableDiff ran; under stateMu
+	route       atomic.Pointer[routeTable]
+	leaving     atomic.Bool
+	// partitioned is true when each node keeps its own counters (the
+	// memory store) and checks go to the key's owner; a store shared by all
+	// nodes (Redis) is asked directly.
+	partitioned bool
 
 	closed atomic.Bool
 	stop   chan struct{}
@@ -99,6 +104,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		metrics: m,
 		stop:    make(chan struct{}),
 	}
+	_, n.partitioned = cfg.Store.(handoffStore)
 	n.denials = newCapLog(n.log, slog.LevelInfo, cfg.DenialLogRate)
 	n.warnings = newCapLog(n.log, slog.LevelWarn, 1)
 	n.policies.Store(&table)
@@ -219,7 +225,7 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 	k := bucket.Key{Policy: policy, ID: key}
 	var d Decision
 	var err error
-	if rt := n.route.Load(); rt != nil && (rt.ring.Len() > 1 || n.leaving.Load()) {
+	if rt := n.route.Load(); rt != nil && n.partitioned && (rt.ring.Len() > 1 || n.leaving.Load()) {
 		if owner, addr := rt.owner(k); owner != rt.self && owner != "" {
 			d, err = n.forward(ctx, p, key, hits, addr, now, rt.ring.Len())
 			return n.finish(p, key, hits, d, now, err)

@@ -161,8 +161,12 @@ type handoffItem struct {
 	Idle   uint32                   `msgpack:"e"`
 }
 
-// handoffChunk bounds the counters of one hand-off call.
-const handoffChunk = 2000
+// handoffChunk bounds the counters of one hand-off call, and
+// handoffTimeout its time.
+const (
+	handoffChunk   = 2000
+	handoffTimeout = 5 * time.Second
+)
 
 // handOff sends the counters that rt assigns to other members to them,
 // where they merge (the more consumed state wins). With drop, counters that
@@ -186,7 +190,9 @@ func (n *Node) handOff(ctx context.Context, rt *routeTable, drop bool) int {
 			items = items[len(chunk):]
 			body, err := msgpack.Marshal(handoffMsg{Version: 1, Items: chunk})
 			if err == nil {
-				_, err = n.tr.Call(ctx, rt.addrs[owner], methodHandoff, body)
+				cctx, cancel := context.WithTimeout(ctx, handoffTimeout)
+				_, err = n.tr.Call(cctx, rt.addrs[owner], methodHandoff, body)
+				cancel()
 			}
 			if err != nil {
 				n.log.Warn("hand-off failed; counters stay here", "to", owner, "counters", len(chunk), "err", err)

@@ -218,6 +218,33 @@ func (n *Node) setStateLocked(st *policyState) {
 		return
 	}
 	n.policies.Store(&t)
+	if !n.tableLogged {
+		n.tableLogged = true
+		n.logTableDiff(st)
+	}
+}
+
+// logTableDiff says, once, where the replicated table differs from this
+// node's configured policies: after the first start, the table wins.
+func (n *Node) logTableDiff(st *policyState) {
+	var differ []string
+	for _, p := range n.cfg.Policies {
+		q, ok := st.Policies[p.Name]
+		if !ok || q.Algorithm != p.Algorithm || q.Limit != p.Limit || q.Window != p.Window ||
+			q.Burst != p.Burst || q.FailureMode != p.FailureMode || q.Shadow != p.Shadow || !maps.Equal(q.Overrides, p.Overrides) {
+			differ = append(differ, p.Name)
+		}
+	}
+	for name := range st.Policies {
+		if !slices.ContainsFunc(n.cfg.Policies, func(p bucket.Policy) bool { return p.Name == name }) {
+			differ = append(differ, name)
+		}
+	}
+	if len(differ) > 0 {
+		slices.Sort(differ)
+		n.log.Warn("the replicated policy table differs from the configured policies; the table wins (change it with the admin API)",
+			"policies", differ, "version", st.Version)
+	}
 }
 
 func encodeCommand(c command) ([]byte, error) { return json.Marshal(c) }

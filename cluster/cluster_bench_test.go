@@ -1,0 +1,309 @@
+package cluster_test
+
+import (
+	"context"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/cluster"
+	"github.com/vibewell/ratelimit/internal/testcluster"
+)
+
+// Benchmarks of a 3-node cluster on loopback (real TCP between nodes):
+// remote checks against local ones, throughput under concurrency, and the
+// raft-replicated policy table. Every figure is reported with a baseline
+// measured in the same run, since the machine's load moves absolute
+// figures. Results and commands: docs/benchmarks.md.
+
+// clusterBenchPolicies: "p" never denies during a benchmark, and fails
+// closed, so a check its owner could not answer shows as a denial, which
+// the benchmarks count ("fallbacks") instead of passing it off as a
+// decision of the owner. "churn" is the policy the write benchmarks change.
+var clusterBenchPolicies = []bucket.Policy{
+	{Name: "p", Limit: 1 << 31, Window: time.Hour, FailureMode: bucket.FailClosed},
+	{Name: "churn", Limit: 100, Window: time.Minute},
+}
+
+// startBenchCluster starts a 3-node cluster with the production defaults
+// for gossip and raft timings (the test defaults are tight enough that a
+// loaded machine would see false failures), and waits until raft has
+// seeded the policy table on every node and the leader has its 3 voters.
+func startBenchCluster(b *testing.B, persist bool) *testcluster.Cluster {
+	b.Helper()
+	c := testcluster.Start(b, 3, testcluster.Options{
+		Policies: clusterBenchPolicies,
+		Persist:  persist,
+		Configure: func(_ int, cfg *cluster.Config) {
+			cfg.Gossip = cluster.GossipConfig{}
+			cfg.RaftTimeout = 0
+		},
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for !benchSeeded(c) {
+		if time.Now().After(deadline) {
+			b.Fatal("policy table not seeded, or leader without 3 voters, after 20 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return c
+}
+
+func benchSeeded(c *testcluster.Cluster) bool {
+	for _, i := range c.Live() {
+		st := c.Node(i).Status()
+		if st.PolicyVersion == 0 || st.Raft == nil {
+			return false
+		}
+		if st.Raft.State == "leader" && len(st.Raft.Voters) != 3 {
+			return false
+		}
+	}
+	return true
+}
+
+// keysOwned returns count keys of policy "p" that node i owns (local
+// true) or does not own (local false).
+func keysOwned(c *testcluster.Cluster, i int, local bool, count int) []string {
+	n := c.Node(i)
+	keys := make([]string, 0, count)
+	for k := 0; len(keys) < count; k++ {
+		key := "user:" + strconv.Itoa(k)
+		if (n.Owner("p", key) == n.Name()) == local {
+			keys = append(keys, key)
+		}
+	}
+	return keys
+}
+
+// checkRing fails the benchmark if a node lost a member during the run,
+// which would have turned remote checks into failure-mode decisions.
+func checkRing(b *testing.B, c *testcluster.Cluster) {
+	b.Helper()
+	for _, i := range c.Live() {
+		if st := c.Node(i).Stats(); st.RingMembers != 3 {
+			b.Fatalf("node %d sees a ring of %d during the run", i, st.RingMembers)
+		}
+	}
+}
+
+// percentile returns the q-quantile (0..1) of sorted durations.
+func percentile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(q*float64(len(sorted))))]
+}
+
+// BenchmarkClusterRemoteVsLocal is one caller on node 0 of a 3-node
+// cluster checking, in alternating runs of 100, a key node 0 owns and a
+// key another node owns. Each op is one local and one remote check.
+// Reported: local-ns and remote-ns per check, remote/local, and the p50
+// and p99 of the remote checks, each timed alone (one caller: low load).
+func BenchmarkClusterRemoteVsLocal(b *testing.B) {
+	c := startBenchCluster(b, false)
+	n := c.Node(0)
+	ctx := context.Background()
+	local := keysOwned(c, 0, true, 1)[0]
+	remote := keysOwned(c, 0, false, 1)[0]
+	for _, key := range []string{local, remote} { // connections up, counters made
+		if _, err := n.Allow(ctx, "p", key, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	const run = 100
+	lat := make([]time.Duration, 0, b.N)
+	var localTime, remoteTime time.Duration
+	denied := 0
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		m := min(run, b.N-done)
+		start := time.Now()
+		for range m {
+			d, err := n.Allow(ctx, "p", local, 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if !d.Allowed {
+				denied++
+			}
+		}
+		localTime += time.Since(start)
+		for range m {
+			t0 := time.Now()
+			d, err := n.Allow(ctx, "p", remote, 1)
+			el := time.Since(t0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if !d.Allowed {
+				denied++
+			}
+			lat = append(lat, el)
+			remoteTime += el
+		}
+		done += m
+	}
+	b.StopTimer()
+	checkRing(b, c)
+	slices.Sort(lat)
+	ln := float64(localTime.Nanoseconds()) / float64(b.N)
+	rn := float64(remoteTime.Nanoseconds()) / float64(b.N)
+	b.ReportMetric(ln, "local-ns")
+	b.ReportMetric(rn, "remote-ns")
+	b.ReportMetric(rn/ln, "remote/local")
+	b.ReportMetric(float64(percentile(lat, 0.50).Nanoseconds())/1e3, "p50-µs")
+	b.ReportMetric(float64(percentile(lat, 0.99).Nanoseconds())/1e3, "p99-µs")
+	b.ReportMetric(float64(denied), "fallbacks")
+}
+
+// sequentialRate is the decisions/s of one caller on node checking keys
+// in turn, over count checks: the baseline of the concurrent benchmarks.
+func sequentialRate(b *testing.B, n *cluster.Node, keys []string, count int) float64 {
+	ctx := context.Background()
+	start := time.Now()
+	for i := range count {
+		if _, err := n.Allow(ctx, "p", keys[i%len(keys)], 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return float64(count) / time.Since(start).Seconds()
+}
+
+// BenchmarkClusterRemoteParallel is node 0 of a 3-node cluster checking
+// keys all owned by the two other nodes, from par×GOMAXPROCS goroutines.
+// Reported: decisions/s, and x-seq, its ratio to one caller's decisions/s
+// measured just before (2,000 checks).
+func BenchmarkClusterRemoteParallel(b *testing.B) {
+	c := startBenchCluster(b, false)
+	n := c.Node(0)
+	keys := keysOwned(c, 0, false, 4096)
+	for _, par := range []int{8, 32, 128} {
+		b.Run("par="+strconv.Itoa(par), func(b *testing.B) {
+			seq := sequentialRate(b, n, keys, 2000)
+			var denied atomic.Int64
+			var next atomic.Uint64
+			b.SetParallelism(par)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				i := next.Add(7919)
+				for pb.Next() {
+					i++
+					d, err := n.Allow(ctx, "p", keys[i%uint64(len(keys))], 1)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if !d.Allowed {
+						denied.Add(1)
+					}
+				}
+			})
+			b.StopTimer()
+			checkRing(b, c)
+			rate := float64(b.N) / b.Elapsed().Seconds()
+			b.ReportMetric(rate, "decisions/s")
+			b.ReportMetric(seq, "seq-decisions/s")
+			b.ReportMetric(rate/seq, "x-seq")
+			b.ReportMetric(float64(denied.Load()), "fallbacks")
+		})
+	}
+}
+
+// BenchmarkClusterThroughput is the whole 3-node cluster deciding through
+// the embedded API, from par×GOMAXPROCS goroutines spread evenly over the
+// three nodes. "uniform": keys drawn uniformly from 30,000 (about 2/3
+// remote); "remote": each goroutine draws only keys its node does not
+// own. Each reports decisions/s and x-local, its ratio to the baseline
+// measured just before in the same sub-benchmark: the same goroutines
+// checking only keys their node owns (no network), 200,000 checks.
+func BenchmarkClusterThroughput(b *testing.B) {
+	c := startBenchCluster(b, false)
+	nodes := []*cluster.Node{c.Node(0), c.Node(1), c.Node(2)}
+	const perNode = 10_000
+	all := make([]string, 3*perNode)
+	for i := range all {
+		all[i] = "user:" + strconv.Itoa(i)
+	}
+	var localKeys, remoteKeys [3][]string
+	for i := range nodes {
+		localKeys[i] = keysOwned(c, i, true, perNode)
+		remoteKeys[i] = keysOwned(c, i, false, perNode)
+	}
+	uniform := [3][]string{all, all, all}
+	// run checks from par×GOMAXPROCS goroutines, goroutine g on node g%3
+	// with keys[g%3], b.N checks in all, and returns decisions/s and the
+	// denials.
+	run := func(b *testing.B, par int, keys [3][]string) (float64, int64) {
+		var denied atomic.Int64
+		var gid, next atomic.Uint64
+		b.SetParallelism(par)
+		b.RunParallel(func(pb *testing.PB) {
+			ctx := context.Background()
+			g := gid.Add(1)
+			n, ks := nodes[g%3], keys[g%3]
+			i := next.Add(104729)
+			for pb.Next() {
+				i = i*6364136223846793005 + 1442695040888963407
+				d, err := n.Allow(ctx, "p", ks[(i>>33)%uint64(len(ks))], 1)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if !d.Allowed {
+					denied.Add(1)
+				}
+			}
+		})
+		return float64(b.N) / b.Elapsed().Seconds(), denied.Load()
+	}
+	for _, par := range []int{8, 32, 128, 256} {
+		for _, mix := range []struct {
+			name string
+			keys [3][]string
+		}{{"remote", remoteKeys}, {"uniform", uniform}} {
+			b.Run(mix.name+"/par="+strconv.Itoa(par), func(b *testing.B) {
+				// The local baseline, 200,000 checks, in the same
+				// sub-benchmark run.
+				base := localRate(nodes, localKeys, par*runtime.GOMAXPROCS(0), 200_000)
+				b.ResetTimer()
+				rate, denied := run(b, par, mix.keys)
+				b.StopTimer()
+				checkRing(b, c)
+				b.ReportMetric(rate, "decisions/s")
+				b.ReportMetric(base, "local-decisions/s")
+				b.ReportMetric(rate/base, "x-local")
+				b.ReportMetric(float64(denied), "fallbacks")
+			})
+		}
+	}
+}
+
+// localRate is the decisions/s of goroutines spread over the nodes, each
+// checking keys its node owns, count checks in all.
+func localRate(nodes []*cluster.Node, keys [3][]string, goroutines, count int) float64 {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for g := range goroutines {
+		wg.Go(func() {
+			ctx := context.Background()
+			n, ks := nodes[g%3], keys[g%3]
+			for {
+				i := next.Add(1)
+				if i > int64(count) {
+					return
+				}
+				n.Allow(ctx, "p", ks[int(i)%len(ks)], 1)
+			}
+		})
+	}
+	wg.Wait()
+	return float64(count) / time.Since(start).Seconds()
+}
