@@ -286,16 +286,24 @@ func appendCheck(b []byte, policy, key string, hits int64) []byte {
 	return append(b, '}')
 }
 
+// plainJSON marks the bytes a JSON string holds as they are.
+var plainJSON = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // appendJSONString appends s as a JSON string.
 func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+	n := len(b)
+	b = append(append(b, '"'), s...)
+	for _, c := range b[n+1:] {
+		if !plainJSON[c] {
 			q, _ := json.Marshal(s)
-			return append(b, q...)
+			return append(b[:n], q...)
 		}
 	}
-	b = append(b, '"')
-	b = append(b, s...)
 	return append(b, '"')
 }
 
@@ -448,13 +456,22 @@ func skipValue(b []byte, i int) (int, error) {
 	}
 	switch b[i] {
 	case '"':
-		for j := i + 1; j < len(b); j++ {
-			switch b[j] {
-			case '\\':
-				j++
-			case '"':
+		for j := i + 1; j < len(b); {
+			k := bytes.IndexByte(b[j:], '"')
+			if k < 0 {
+				break
+			}
+			j += k
+			// The quote ends the string unless an odd run of backslashes
+			// escapes it.
+			bs := 0
+			for bs < j-i-1 && b[j-1-bs] == '\\' {
+				bs++
+			}
+			if bs%2 == 0 {
 				return j + 1, nil
 			}
+			j++
 		}
 		return len(b), errSyntax
 	case '{', '[':

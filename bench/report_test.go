@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -242,6 +243,25 @@ func TestEventsWithRecovery(t *testing.T) {
 		e := evs[i]
 		if e.Kind != w.kind || e.ErrorsAfter != w.errs || e.RecoveredAfter.D() != w.recovered {
 			t.Errorf("event %d: %s %d errors recovered after %v; want %s %d %v", i, e.Kind, e.ErrorsAfter, e.RecoveredAfter.D(), w.kind, w.errs, w.recovered)
+		}
+	}
+}
+
+func TestJSONStrings(t *testing.T) {
+	for _, s := range []string{"", "plain:key-1", `q"uote`, `back\slash`, "tab\t", "é", `\"`, `a\\`} {
+		b := appendJSONString([]byte("x"), s)
+		var got string
+		if err := json.Unmarshal(b[1:], &got); err != nil || got != s || b[0] != 'x' {
+			t.Errorf("%q encoded as %s: %q %v", s, b, got, err)
+		}
+		end, err := skipValue(b, 1)
+		if err != nil || end != len(b) {
+			t.Errorf("skipValue(%s) = %d %v, want %d", b, end, err, len(b))
+		}
+	}
+	for _, bad := range []string{`"abc`, `"ab\"`, `"\\\"`} {
+		if _, err := skipValue([]byte(bad), 0); err == nil {
+			t.Errorf("skipValue(%s) accepted an unterminated string", bad)
 		}
 	}
 }
