@@ -65,11 +65,12 @@ type Result struct {
 
 // Params describe a run as it was asked for.
 type Params struct {
-	Target      string         `json:"target"`
-	Nodes       int            `json:"nodes,omitempty"`
-	URLs        []string       `json:"urls,omitempty"`
-	Spawn       int            `json:"spawn,omitempty"`
-	Scenario    string         `json:"scenario,omitempty"`
+	Target   string   `json:"target"`             // embedded, http, redis, or a caller's name
+	Nodes    int      `json:"nodes,omitempty"`    // nodes checked (in process, or URLs)
+	URLs     []string `json:"urls,omitempty"`     // the http target's nodes
+	Spawn    int      `json:"spawn,omitempty"`    // processes the bench started
+	Scenario string   `json:"scenario,omitempty"` // churn scenario, if any
+	// The workload, as Config describes it (defaults applied).
 	Policy      string         `json:"policy"`
 	PolicySpec  *bucket.Policy `json:"policy_spec,omitempty"`
 	Hits        int64          `json:"hits"`
@@ -89,18 +90,18 @@ type Params struct {
 
 // Machine describes where a run ran.
 type Machine struct {
-	CPU        string `json:"cpu"`
-	Cores      int    `json:"cores"`
-	GOMAXPROCS int    `json:"gomaxprocs"`
-	GoVersion  string `json:"go_version"`
-	OS         string `json:"os"`
-	Arch       string `json:"arch"`
-	Hostname   string `json:"hostname,omitempty"`
+	CPU        string `json:"cpu"`                // model name from /proc/cpuinfo, or "unknown"
+	Cores      int    `json:"cores"`              // runtime.NumCPU
+	GOMAXPROCS int    `json:"gomaxprocs"`         // of the bench process
+	GoVersion  string `json:"go_version"`         // runtime.Version
+	OS         string `json:"os"`                 // GOOS
+	Arch       string `json:"arch"`               // GOARCH
+	Hostname   string `json:"hostname,omitempty"` // os.Hostname
 }
 
 // Latency summarises call latencies, in microseconds.
 type Latency struct {
-	Count int64   `json:"count"`
+	Count int64   `json:"count"` // calls measured
 	Mean  float64 `json:"mean_us"`
 	P50   float64 `json:"p50_us"`
 	P90   float64 `json:"p90_us"`

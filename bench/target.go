@@ -35,15 +35,15 @@ type BatchTarget interface {
 
 // Check is one check of a batch.
 type Check struct {
-	Policy string
-	Key    string
-	Hits   int64
+	Policy string // the policy's name
+	Key    string // the key checked under it
+	Hits   int64  // hits to take; 0 peeks
 }
 
 // Outcome is the result of one check of a batch: a decision, or Err.
 type Outcome struct {
-	Decision bucket.Decision
-	Err      error
+	Decision bucket.Decision // the decision, when Err is nil
+	Err      error           // why the check was not decided
 }
 
 // KindError is an error that names its kind for the report (e.g.
