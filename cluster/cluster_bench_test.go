@@ -307,3 +307,170 @@ func localRate(nodes []*cluster.Node, keys [3][]string, goroutines, count int) f
 	wg.Wait()
 	return float64(count) / time.Since(start).Seconds()
 }
+
+// BenchmarkClusterPolicyPropagation is the time from a SetPolicy call to
+// the new policy's visibility on every node of a 3-node cluster (each
+// node's Policy polled in a tight loop), with raft in memory and on bbolt
+// (DataDir: log and stable store fsynced on every commit). Each op is two
+// writes: one through a follower (forwarded to the leader over the peer
+// transport), and one through the leader, the baseline. Reported: p50 and
+// p99 in µs of each, the follower/leader ratio of the p50s, and the p50
+// of the follower's acknowledgement (SetPolicy returning). Run with
+// -benchtime 100x for 100 writes of each.
+func BenchmarkClusterPolicyPropagation(b *testing.B) {
+	clusters := map[string]*testcluster.Cluster{
+		"memory": startBenchCluster(b, false),
+		"bbolt":  startBenchCluster(b, true),
+	}
+	for _, name := range []string{"memory", "bbolt"} {
+		c := clusters[name]
+		b.Run(name, func(b *testing.B) {
+			ctx := context.Background()
+			var viaFollower, viaLeader, acks []time.Duration
+			limit := int64(1000)
+			// write sets policy "prop" through node i and returns the
+			// times to acknowledgement and to visibility everywhere.
+			write := func(i int) (ack, visible time.Duration) {
+				limit++
+				want := limit
+				p := bucket.Policy{Name: "prop", Limit: want, Window: time.Minute}
+				start := time.Now()
+				if err := c.Node(i).SetPolicy(ctx, p); err != nil {
+					b.Fatalf("SetPolicy through node %d: %v", i, err)
+				}
+				ack = time.Since(start)
+				for seen := 0; seen < 3; {
+					seen = 0
+					for j := range 3 {
+						if got, ok := c.Node(j).Policy("prop"); ok && got.Limit == want {
+							seen++
+						}
+					}
+					if time.Since(start) > 10*time.Second {
+						b.Fatalf("limit %d not visible on every node after 10 s", want)
+					}
+					runtime.Gosched()
+				}
+				return ack, time.Since(start)
+			}
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				leader := c.Leader()
+				b.StartTimer()
+				ack, vis := write((leader + 1 + len(acks)%2) % 3)
+				acks = append(acks, ack)
+				viaFollower = append(viaFollower, vis)
+				_, vis = write(leader)
+				viaLeader = append(viaLeader, vis)
+			}
+			b.StopTimer()
+			for _, s := range [][]time.Duration{viaFollower, viaLeader, acks} {
+				slices.Sort(s)
+			}
+			us := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+			b.ReportMetric(us(percentile(viaFollower, 0.5)), "follower-p50-µs")
+			b.ReportMetric(us(percentile(viaFollower, 0.99)), "follower-p99-µs")
+			b.ReportMetric(us(percentile(acks, 0.5)), "follower-ack-p50-µs")
+			b.ReportMetric(us(percentile(viaLeader, 0.5)), "leader-p50-µs")
+			b.ReportMetric(us(percentile(viaLeader, 0.99)), "leader-p99-µs")
+			b.ReportMetric(float64(percentile(viaFollower, 0.5))/float64(percentile(viaLeader, 0.5)), "follower/leader")
+		})
+	}
+}
+
+// BenchmarkClusterChecksDuringWrites is checks/s on a 3-node cluster with
+// and without a concurrent stream of policy changes: each op is two
+// phases of 96,000 checks (48 goroutines, 16 per node, keys uniform over
+// 30,000, so about 2/3 remote), one quiet and one while a writer changes
+// policy "churn" every 10 ms through a node it rotates over; the order
+// of the phases alternates. Reported: decisions/s of each, their ratio
+// (writes/quiet), and the policy changes committed per second of the
+// write phases. Run with -benchtime 10x.
+func BenchmarkClusterChecksDuringWrites(b *testing.B) {
+	c := startBenchCluster(b, false)
+	nodes := []*cluster.Node{c.Node(0), c.Node(1), c.Node(2)}
+	keys := make([]string, 30_000)
+	for i := range keys {
+		keys[i] = "user:" + strconv.Itoa(i)
+	}
+	const goroutines, perGoroutine = 48, 2000
+	var denied atomic.Int64
+	checks := func() time.Duration {
+		var wg sync.WaitGroup
+		start := time.Now()
+		for g := range goroutines {
+			wg.Go(func() {
+				ctx := context.Background()
+				n := nodes[g%3]
+				x := uint64(g)*7919 + uint64(start.UnixNano())
+				for range perGoroutine {
+					x = x*6364136223846793005 + 1442695040888963407
+					d, err := n.Allow(ctx, "p", keys[(x>>33)%uint64(len(keys))], 1)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if !d.Allowed {
+						denied.Add(1)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+	limit := int64(100)
+	var writes int64
+	// withWrites runs checks while a goroutine writes every 10 ms.
+	withWrites := func() time.Duration {
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			ctx := context.Background()
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for k := 0; ; k++ {
+				limit++
+				p := bucket.Policy{Name: "churn", Limit: limit, Window: time.Minute}
+				if err := nodes[k%3].SetPolicy(ctx, p); err != nil {
+					b.Errorf("SetPolicy: %v", err)
+					return
+				}
+				writes++
+				select {
+				case <-done:
+					return
+				case <-tick.C:
+				}
+			}
+		})
+		el := checks()
+		close(done)
+		wg.Wait()
+		return el
+	}
+	var quiet, busy time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		if i%2 == 0 {
+			quiet += checks()
+			busy += withWrites()
+		} else {
+			busy += withWrites()
+			quiet += checks()
+		}
+	}
+	b.StopTimer()
+	checkRing(b, c)
+	if got, _ := nodes[0].Policy("churn"); got.Limit != limit {
+		b.Fatalf("last change (limit %d) not applied on node 0: limit %d", limit, got.Limit)
+	}
+	total := float64(b.N * goroutines * perGoroutine)
+	qr, br := total/quiet.Seconds(), total/busy.Seconds()
+	b.ReportMetric(qr, "quiet-decisions/s")
+	b.ReportMetric(br, "writes-decisions/s")
+	b.ReportMetric(br/qr, "writes/quiet")
+	b.ReportMetric(float64(writes)/busy.Seconds(), "changes/s")
+	b.ReportMetric(float64(denied.Load()), "fallbacks")
+}

@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -326,5 +327,53 @@ func TestClusterMembersAndReady(t *testing.T) {
 	defer n.Halt()
 	if n.Ready() {
 		t.Error("a node that could not join reports ready")
+	}
+}
+
+func TestClusterAllowBatch(t *testing.T) {
+	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly})
+	ctx := context.Background()
+	// 600 checks over 6 keys of limit 50, each batch sent to one node: every
+	// key ends at exactly its limit, wherever it lives.
+	var checks []cluster.Check
+	for i := range 600 {
+		checks = append(checks, cluster.Check{Policy: "small", Key: "b" + strconv.Itoa(i%6), Hits: 1})
+	}
+	checks = append(checks, cluster.Check{Policy: "nope", Key: "x", Hits: 1}, cluster.Check{Policy: "small", Key: "", Hits: 1})
+	allowed := map[string]int{}
+	for part := range 3 {
+		batch := checks[part*200 : (part+1)*200]
+		if part == 2 {
+			batch = checks[400:]
+		}
+		out := make([]cluster.Result, len(batch))
+		if err := c.Node(part).AllowBatch(ctx, batch, out); err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range out {
+			if r.Err != nil {
+				continue
+			}
+			if r.Allowed {
+				allowed[batch[i].Key]++
+			}
+		}
+		if part == 2 {
+			if !errors.Is(out[len(out)-2].Err, cluster.ErrUnknownPolicy) || !errors.Is(out[len(out)-1].Err, cluster.ErrInvalidKey) {
+				t.Fatalf("bad items: %v / %v", out[len(out)-2].Err, out[len(out)-1].Err)
+			}
+		}
+	}
+	for k := range 6 {
+		if got := allowed["b"+strconv.Itoa(k)]; got != 50 {
+			t.Errorf("key b%d: allowed %d, want 50", k, got)
+		}
+	}
+	owners := map[string]bool{}
+	for k := range 6 {
+		owners[c.Node(0).Owner("small", "b"+strconv.Itoa(k))] = true
+	}
+	if len(owners) < 2 {
+		t.Logf("all six keys on one owner: the batch did not cross nodes")
 	}
 }
