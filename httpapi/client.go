@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/vibewell/ratelimit/bucket"
@@ -19,6 +21,10 @@ type Client struct {
 	BaseURL string
 	// HTTPClient sends the requests. Default: http.DefaultClient.
 	HTTPClient *http.Client
+	// Token is sent as a bearer token (Authorization: Bearer TOKEN) when
+	// set: the admin token that the policy and cluster endpoints need once
+	// the node has one.
+	Token string
 }
 
 // maxErrorBody bounds how much of an error body the client reads.
@@ -67,6 +73,70 @@ func (c *Client) Policies(ctx context.Context) ([]bucket.Policy, error) {
 	return resp.Policies, nil
 }
 
+// GetPolicy returns the named policy; an unknown one is a *StatusError
+// with StatusCode 404.
+func (c *Client) GetPolicy(ctx context.Context, name string) (bucket.Policy, error) {
+	var p bucket.Policy
+	if _, err := c.do(ctx, http.MethodGet, policyPath(name), nil, &p, http.StatusOK); err != nil {
+		return bucket.Policy{}, err
+	}
+	return p, nil
+}
+
+// SetPolicy adds or replaces p (overrides included) in the cluster's
+// policy table, and returns the policy as the node now holds it. An
+// invalid policy is a *StatusError with StatusCode 400 and the field at
+// fault in Field.
+func (c *Client) SetPolicy(ctx context.Context, p bucket.Policy) (bucket.Policy, error) {
+	if p.Name == "" {
+		return bucket.Policy{}, errors.New("httpapi: SetPolicy: the policy has no name")
+	}
+	var stored bucket.Policy
+	if _, err := c.do(ctx, http.MethodPut, policyPath(p.Name), p, &stored, http.StatusOK); err != nil {
+		return bucket.Policy{}, err
+	}
+	return stored, nil
+}
+
+// DeletePolicy removes the named policy from the cluster's policy table.
+func (c *Client) DeletePolicy(ctx context.Context, name string) error {
+	_, err := c.do(ctx, http.MethodDelete, policyPath(name), nil, nil, http.StatusNoContent)
+	return err
+}
+
+// SetOverride sets the limit of key under the named policy, and returns
+// the policy as the node now holds it.
+func (c *Client) SetOverride(ctx context.Context, policy, key string, limit int64) (bucket.Policy, error) {
+	var stored bucket.Policy
+	in := OverrideRequest{Limit: &limit}
+	if _, err := c.do(ctx, http.MethodPut, overridePath(policy, key), in, &stored, http.StatusOK); err != nil {
+		return bucket.Policy{}, err
+	}
+	return stored, nil
+}
+
+// DeleteOverride removes the override of key under the named policy.
+func (c *Client) DeleteOverride(ctx context.Context, policy, key string) error {
+	_, err := c.do(ctx, http.MethodDelete, overridePath(policy, key), nil, nil, http.StatusNoContent)
+	return err
+}
+
+// Cluster returns the node's view of its cluster (GET /v1/cluster) as the
+// node wrote it: for a cluster node, the JSON of cluster.Status.
+func (c *Client) Cluster(ctx context.Context) (json.RawMessage, error) {
+	var raw json.RawMessage
+	if _, err := c.do(ctx, http.MethodGet, "/v1/cluster", nil, &raw, http.StatusOK); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+func policyPath(name string) string { return "/v1/policies/" + url.PathEscape(name) }
+
+func overridePath(policy, key string) string {
+	return policyPath(policy) + "/overrides/" + url.PathEscape(key)
+}
+
 // do sends in (JSON, if not nil) and decodes an answer of one of the ok
 // statuses into out.
 func (c *Client) do(ctx context.Context, method, path string, in, out any, ok ...int) (int, error) {
@@ -86,6 +156,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, ok ..
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
 	hc := c.HTTPClient
 	if hc == nil {
 		hc = http.DefaultClient
@@ -97,6 +170,10 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any, ok ..
 	defer resp.Body.Close()
 	for _, s := range ok {
 		if resp.StatusCode == s {
+			if out == nil {
+				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+				return resp.StatusCode, nil
+			}
 			if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 				return 0, fmt.Errorf("httpapi: %s %s: decode answer: %w", method, path, err)
 			}

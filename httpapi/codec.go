@@ -132,8 +132,10 @@ func jsonType(kind string) string {
 		return "a string"
 	case "slice":
 		return "an array"
-	case "struct":
+	case "struct", "map":
 		return "an object"
+	case "bool":
+		return "true or false"
 	}
 	return kind
 }

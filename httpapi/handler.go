@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +54,22 @@ type Options struct {
 	MaxKeyLen int
 	// MaxHits bounds the hits of one check. Default: 1,000,000.
 	MaxHits int64
+
+	// AdminToken turns the admin API on: the policy writes, and a bearer
+	// token (Authorization: Bearer TOKEN) on every /v1/policies... endpoint
+	// and /v1/cluster. Default: empty, and the writes answer 403 while the
+	// reads stay public. Whoever builds the Options (ratelimitd serve) logs
+	// that the admin API is off.
+	AdminToken string
+	// Admin changes the policy table. Default: the Checker, if it is a
+	// PolicyAdmin (*cluster.Node is); with neither, writes answer 501.
+	Admin PolicyAdmin
+	// Status is served on GET /v1/cluster, as JSON; for a node, a func
+	// returning node.Status(). Default: none, and /v1/cluster answers 404.
+	Status func() any
+	// AdminTimeout bounds a policy write, so that a write without a raft
+	// leader fails with a 503 rather than hang. Default: 10 s.
+	AdminTimeout time.Duration
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -70,6 +87,14 @@ func (o Options) withDefaults() (Options, error) {
 		return o, bad("MaxKeyLen", o.MaxKeyLen)
 	case o.MaxHits < 0:
 		return o, bad("MaxHits", o.MaxHits)
+	case o.AdminTimeout < 0:
+		return o, bad("AdminTimeout", o.AdminTimeout)
+	}
+	if o.AdminTimeout == 0 {
+		o.AdminTimeout = DefaultAdminTimeout
+	}
+	if o.Admin == nil {
+		o.Admin, _ = o.Checker.(PolicyAdmin)
 	}
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = DefaultMaxBodyBytes
@@ -95,6 +120,8 @@ type handler struct {
 	mux     *http.ServeMux
 	errLog  *errorLog
 	latency [numEndpoints]prometheus.Observer // nil entries: no metrics
+
+	tokenHash [sha256.Size]byte // of opts.AdminToken
 }
 
 // The endpoints whose latency is measured.
@@ -113,6 +140,9 @@ var endpointNames = [numEndpoints]string{"check", "batch", "auth"}
 //	POST /v1/check/batch  up to Options.MaxBatch checks, answered in order
 //	GET  /v1/auth         nginx auth_request: 204 allowed, 403 denied
 //	GET  /v1/policies     the policy table
+//	GET|PUT|DELETE /v1/policies/{name}               one policy (admin API)
+//	PUT|DELETE     /v1/policies/{name}/overrides/{key} one key's limit (admin API)
+//	GET  /v1/cluster      Options.Status (admin API)
 //	GET  /healthz         200 while the process serves
 //	GET  /readyz          200 when the Checker is ready, else 503
 //	GET  /metrics         Options.Gatherer, in the Prometheus text format
@@ -125,6 +155,7 @@ func NewHandler(opts Options) (http.Handler, error) {
 		return nil, err
 	}
 	h := &handler{opts: opts, mux: http.NewServeMux(), errLog: newErrorLog(opts.Logger)}
+	h.tokenHash = sha256.Sum256([]byte(opts.AdminToken))
 	if opts.Metrics != nil {
 		hist := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "ratelimit", Subsystem: "http", Name: "check_duration_seconds",
@@ -143,7 +174,7 @@ func NewHandler(opts Options) (http.Handler, error) {
 	// nginx's auth_request subrequest keeps the method of the original
 	// request, so /v1/auth answers every method.
 	h.mux.HandleFunc("/v1/auth", h.auth)
-	h.route("GET", "/v1/policies", h.policies)
+	h.adminRoutes()
 	h.route("GET", "/healthz", h.healthz)
 	h.route("GET", "/readyz", h.readyz)
 	if opts.Gatherer != nil {
