@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/bucket/redisstore"
 	"github.com/vibewell/ratelimit/cluster"
 	"github.com/vibewell/ratelimit/httpapi"
 )
@@ -34,6 +37,31 @@ type serveConfig struct {
 	MaxKeyLen       int64
 	MaxHits         int64
 	ShutdownTimeout time.Duration
+
+	// The cluster.
+	Join           []string
+	Standalone     bool
+	GossipAddr     string
+	GossipAdv      string
+	GossipProfile  string
+	GossipKey      []byte
+	PeerAddr       string
+	PeerAdv        string
+	RaftAddr       string
+	RaftAdv        string
+	Voters         int64
+	ForwardTimeout time.Duration
+	PeerTLSCert    string
+	PeerTLSKey     string
+	PeerTLSCA      string
+	AdminToken     string
+
+	// The store.
+	Store         string
+	RedisURL      string
+	RedisPassword string
+	RedisTLS      bool
+	RedisTimeout  int64 // milliseconds
 
 	// Policies is the policy table: the built-in policies as the settings
 	// left them, then the policy file's, which add or replace by name.
@@ -59,9 +87,9 @@ func serveSettings(c *serveConfig) []setting {
 		stringOpt(&c.HTTPAddr, "http-addr", "127.0.0.1:8080",
 			"Address the HTTP API listens on, host:port. Port 0 picks a free port (the `listening` log line gives it)."),
 		stringOpt(&c.NodeName, "node-name", "",
-			"Name of this node, unique in a cluster.").defaultDoc("the hostname plus a unique suffix"),
+			"Name of this node, unique in a cluster and the same across its restarts (raft knows a node by it).").defaultDoc("the hostname and the gossip port, e.g. web-1-7946; with gossip port 0 or --standalone, the hostname, the pid and a counter"),
 		stringOpt(&c.DataDir, "data-dir", "",
-			"Directory for the node's persistent state; created at start-up when set. The single-node server keeps its counters in memory and writes nothing there yet.").defaultDoc("none"),
+			"Directory of the raft log and snapshots, so that policy changes survive a restart of the whole cluster; created at start-up. Without it they are kept in memory (a restarted node gets them back from its peers).").defaultDoc("none: in memory"),
 		stringOpt(&c.ConfigFile, "config", "",
 			"YAML config file of field: value lines (fields as listed here); unknown fields are an error.").noFile().defaultDoc("none"),
 		stringOpt(&c.PoliciesFile, "policies", "",
@@ -83,7 +111,51 @@ func serveSettings(c *serveConfig) []setting {
 		intOpt(&c.MaxHits, 1, math.MaxInt64, "max-hits", strconv.Itoa(cluster.DefaultMaxHits),
 			"Most hits one check may take."),
 		durationOpt(&c.ShutdownTimeout, time.Millisecond, "shutdown-timeout", "10s",
-			"How long SIGINT/SIGTERM waits for in-flight HTTP requests before closing them."),
+			"How long SIGINT/SIGTERM waits for the node's hand-off and in-flight HTTP requests before closing them."),
+
+		listOpt(&c.Join, "join",
+			"Gossip addresses of nodes to join, host:port,...; DNS names resolve (a Kubernetes headless service works). The node is ready once it has joined one. Without it, the node starts a new cluster.").defaultDoc("none: start a new cluster"),
+		boolOpt(&c.Standalone, "standalone",
+			"Run one node with no cluster: no gossip, peer or raft listener."),
+		stringOpt(&c.GossipAddr, "gossip-addr", "127.0.0.1:7946",
+			"Address of cluster membership (gossip, UDP and TCP), host:port. Port 0 picks a free port; the `listening` log line gives it."),
+		stringOpt(&c.GossipAdv, "gossip-advertise", "",
+			"Address peers reach --gossip-addr at, when it differs (NAT, 0.0.0.0).").defaultDoc("--gossip-addr, or a private address of the host for 0.0.0.0"),
+		choiceOpt(&c.GossipProfile, "gossip-profile", "lan",
+			"Failure-detection timings: lan detects a crashed node in about 5 s; local, for nodes on one machine, in about 1 s.", "lan", "local"),
+		std("string", "gossip-key", "",
+			"Key that encrypts and authenticates gossip (AES-GCM): 16, 24 or 32 bytes in base64, the same on every node.", parseGossipKey(&c.GossipKey)).defaultDoc("none: gossip in the clear"),
+		stringOpt(&c.PeerAddr, "peer-addr", "",
+			"Address where the node serves checks forwarded by peers, host:port.").defaultDoc("the host of --gossip-addr, its port + 1 (127.0.0.1:7947)"),
+		stringOpt(&c.PeerAdv, "peer-advertise", "",
+			"Address peers dial to reach --peer-addr, when it differs.").defaultDoc("--peer-addr"),
+		stringOpt(&c.RaftAddr, "raft-addr", "",
+			"Address of raft, which replicates the policy table, host:port.").defaultDoc("the host of --gossip-addr, its port + 2 (127.0.0.1:7948)"),
+		stringOpt(&c.RaftAdv, "raft-advertise", "",
+			"Address peers dial to reach --raft-addr, when it differs.").defaultDoc("--raft-addr"),
+		intOpt(&c.Voters, 1, 9, "voters", "3",
+			"Number of raft voters; the other nodes receive the policy table without voting."),
+		durationOpt(&c.ForwardTimeout, time.Millisecond, "forward-timeout", "250ms",
+			"How long a check forwarded to its key's owner may take; past it the policy's failure mode decides."),
+		stringOpt(&c.PeerTLSCert, "peer-tls-cert", "",
+			"PEM certificate of this node for mutual TLS between peers; needs --peer-tls-key and --peer-tls-ca.").defaultDoc("none: peers in the clear"),
+		stringOpt(&c.PeerTLSKey, "peer-tls-key", "",
+			"PEM private key of --peer-tls-cert.").defaultDoc("none"),
+		stringOpt(&c.PeerTLSCA, "peer-tls-ca", "",
+			"PEM CA certificates that peers' certificates must chain to.").defaultDoc("none"),
+		stringOpt(&c.AdminToken, "admin-token", "",
+			"Bearer token of the admin API (policy changes). Without one the admin API is off.").defaultDoc("none: admin API off"),
+
+		choiceOpt(&c.Store, "store", "memory",
+			"Where counters live: memory (in the nodes, the Redis-free cluster) or redis (a shared Redis, see REDIS_URL).", "memory", "redis"),
+		envOnly(stringOpt(&c.RedisURL, "redis-url", redisstore.DefaultURL,
+			"Redis of --store redis: redis://[user:password@]host[:port][/db], or rediss:// for TLS."), "REDIS_URL"),
+		envOnly(stringOpt(&c.RedisPassword, "redis-password", "",
+			"Password of --store redis; replaces one in the URL.").defaultDoc("the URL's, else none"), "REDIS_PASSWORD"),
+		envOnly(boolOpt(&c.RedisTLS, "redis-tls",
+			"TLS to Redis with a redis:// URL (rediss:// implies it)."), "REDIS_TLS"),
+		envOnly(intOpt(&c.RedisTimeout, 1, 3_600_000, "redis-timeout", "5000",
+			"Milliseconds a check may wait for Redis, and the start-up check; past it the policy's failure mode decides."), "REDIS_TIMEOUT"),
 	}
 	// The built-in policies, set by the variables of the existing Node.js
 	// deployment (RATE_LIMIT_<POLICY>_MAX and _WINDOW_MS).
@@ -174,6 +246,9 @@ func loadServeConfig(in resolveInput) (serveConfig, error) {
 	}
 	if len(res.Args) > 0 {
 		return c, fmt.Errorf("serve takes no arguments, got %q", res.Args[0])
+	}
+	if err := c.checkCluster(res); err != nil {
+		return c, err
 	}
 
 	// Each built-in policy, validated, with the error naming the setting
@@ -300,4 +375,72 @@ func mergePolicies(base, add []bucket.Policy) (merged []bucket.Policy, replaced 
 		merged = append(merged, p)
 	}
 	return merged, replaced
+}
+
+// checkCluster checks the cluster settings against each other and fills
+// the peer and raft addresses derived from the gossip address.
+func (c *serveConfig) checkCluster(res resolved) error {
+	if c.Standalone {
+		if len(c.Join) > 0 {
+			return fmt.Errorf("%s: a standalone node joins no cluster; drop --standalone or --join", res.Source["join"])
+		}
+		c.GossipAddr = ""
+	}
+	if c.GossipAddr == "" {
+		c.Standalone = true
+		return nil
+	}
+	host, port, err := splitPort(c.GossipAddr)
+	if err != nil {
+		return fmt.Errorf("%s: %w", sourceOr(res, "gossip-addr"), err)
+	}
+	derive := func(addr *string, flag string, off int) error {
+		if *addr == "" {
+			p := 0
+			if port != 0 {
+				p = port + off
+			}
+			if p > 65535 {
+				return fmt.Errorf("--%s: the gossip port + %d is past 65535; set --%s", flag, off, flag)
+			}
+			*addr = net.JoinHostPort(host, strconv.Itoa(p))
+			return nil
+		}
+		if _, _, err := splitPort(*addr); err != nil {
+			return fmt.Errorf("%s: %w", sourceOr(res, flag), err)
+		}
+		return nil
+	}
+	if err := derive(&c.PeerAddr, "peer-addr", 1); err != nil {
+		return err
+	}
+	if err := derive(&c.RaftAddr, "raft-addr", 2); err != nil {
+		return err
+	}
+	tls := []string{c.PeerTLSCert, c.PeerTLSKey, c.PeerTLSCA}
+	if n := len(slices.DeleteFunc(tls, func(s string) bool { return s == "" })); n != 0 && n != 3 {
+		return errors.New("--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together: set all three or none")
+	}
+	return nil
+}
+
+// sourceOr names where flag's value came from, or the flag itself.
+func sourceOr(res resolved, flag string) string {
+	if s, ok := res.Source[flag]; ok {
+		return s
+	}
+	return "--" + flag
+}
+
+// splitPort splits host:port and parses the port.
+func splitPort(addr string) (string, int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q is not host:port", addr)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	return host, int(p), nil
 }

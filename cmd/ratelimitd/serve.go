@@ -2,18 +2,24 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/bucket/redisstore"
 	"github.com/vibewell/ratelimit/cluster"
 	"github.com/vibewell/ratelimit/httpapi"
 )
@@ -22,7 +28,10 @@ func serveUsage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: ratelimitd serve [flags]")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Runs a rate-limiting node with the HTTP check API. No flag is needed: the")
-	fmt.Fprintln(w, "default is a node on 127.0.0.1:8080 with the built-in policies.")
+	fmt.Fprintln(w, "default is a node on 127.0.0.1:8080 with the built-in policies, which starts")
+	fmt.Fprintln(w, "a new cluster on 127.0.0.1:7946 (gossip), :7947 (peers) and :7948 (raft);")
+	fmt.Fprintln(w, "other nodes join it with --join 127.0.0.1:7946. --standalone runs one node")
+	fmt.Fprintln(w, "without any cluster listener.")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Every setting is a flag, an environment variable and a config-file field;")
 	fmt.Fprintln(w, "a flag wins over the environment, which wins over the file (--config), which")
@@ -45,11 +54,23 @@ func runServe(ctx context.Context, s sys, args []string) int {
 	}
 	log := newLogger(s.stderr, cfg.LogFormat, cfg.LogLevel)
 	if err := serve(ctx, cfg, log); err != nil {
+		var ce *configError
+		if errors.As(err, &ce) {
+			return fail(s, "serve", err)
+		}
 		log.Error("serve failed", "err", err)
 		return exitFailed
 	}
 	return exitOK
 }
+
+// configError is a start-up failure caused by the configuration (a Redis
+// URL or password that does not work, unreadable TLS files): serve exits
+// with exitUsage and the message alone.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
 
 // newLogger returns the process's logger: slog to w, as text or JSON.
 func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
@@ -72,6 +93,12 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	for _, src := range cfg.ignored {
 		log.Warn("setting ignored: the policy file replaces its policy", "setting", src, "file", cfg.PoliciesFile)
 	}
+	if !cfg.Standalone && cfg.DataDir == "" {
+		log.Warn("no --data-dir: the policy table is kept in memory; policy changes survive a node's restart (its peers hold them) but not a restart of the whole cluster")
+	}
+	if cfg.AdminToken == "" {
+		log.Info("admin API off: set --admin-token (RATELIMIT_ADMIN_TOKEN) to change policies at run time")
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -79,22 +106,95 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 
-	node, err := cluster.Start(ctx, cluster.Config{
+	peerTLS, err := loadPeerTLS(cfg)
+	if err != nil {
+		return &configError{err}
+	}
+	var store bucket.Store // nil: the node's memory store
+	var closeStore func()
+	if cfg.Store == "redis" {
+		rs, err := redisstore.New(ctx, redisstore.Options{
+			URL:      cfg.RedisURL,
+			Password: cfg.RedisPassword,
+			TLS:      cfg.RedisTLS,
+			Timeout:  time.Duration(cfg.RedisTimeout) * time.Millisecond,
+			Logger:   log.With("component", "redis"),
+			Metrics:  reg,
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			return &configError{fmt.Errorf("--store redis: %w", err)}
+		}
+		store = rs
+		closeStore = func() {
+			if err := rs.Close(); err != nil {
+				log.Warn("closing the redis store", "err", err)
+			}
+		}
+		log.Info("counters kept in redis", "url", redactURL(cfg.RedisURL))
+	}
+
+	// The HTTP listener first, so that the node can advertise its address.
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		if closeStore != nil {
+			closeStore()
+		}
+		return fmt.Errorf("listen on %s (--http-addr): %w", cfg.HTTPAddr, err)
+	}
+
+	ccfg := cluster.Config{
 		NodeName:   cfg.NodeName,
 		Policies:   cfg.Policies,
 		Shadow:     cfg.Shadow,
+		Store:      store,
 		Logger:     log,
 		Metrics:    reg,
 		LogDenials: cfg.LogDenials,
 		MaxKeyLen:  int(cfg.MaxKeyLen),
 		MaxHits:    cfg.MaxHits,
-	})
+		HTTPAddr:   ln.Addr().String(),
+	}
+	if !cfg.Standalone {
+		ccfg.GossipAddr = cfg.GossipAddr
+		ccfg.GossipAdvertise = cfg.GossipAdv
+		ccfg.PeerAddr = cfg.PeerAddr
+		ccfg.PeerAdvertise = cfg.PeerAdv
+		ccfg.RaftAddr = cfg.RaftAddr
+		ccfg.RaftAdvertise = cfg.RaftAdv
+		ccfg.Seeds = cfg.Join
+		ccfg.SecretKey = cfg.GossipKey
+		ccfg.PeerTLS = peerTLS
+		ccfg.ForwardTimeout = cfg.ForwardTimeout
+		ccfg.DataDir = cfg.DataDir
+		ccfg.Voters = int(cfg.Voters)
+		if cfg.GossipProfile == "local" {
+			ccfg.Gossip = cluster.LocalGossip()
+		}
+		if ccfg.NodeName == "" {
+			ccfg.NodeName = defaultNodeName(cfg.GossipAddr)
+		}
+	}
+	node, err := cluster.Start(ctx, ccfg)
 	if err != nil {
+		ln.Close()
+		if closeStore != nil {
+			closeStore()
+		}
+		if !cfg.Standalone {
+			return fmt.Errorf("%w (cluster addresses: --gossip-addr %s, --peer-addr %s, --raft-addr %s; --standalone runs without them)",
+				err, cfg.GossipAddr, cfg.PeerAddr, cfg.RaftAddr)
+		}
 		return err
 	}
 	closeNode := func(cctx context.Context) {
 		if err := node.Close(cctx); err != nil {
 			log.Warn("closing the node", "err", err)
+		}
+		if closeStore != nil {
+			closeStore()
 		}
 	}
 
@@ -109,24 +209,30 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		MaxHits:      cfg.MaxHits,
 	})
 	if err != nil {
+		ln.Close()
 		closeNode(context.WithoutCancel(ctx))
 		return err
 	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(node.Status())
+	})
+	mux.Handle("/", handler)
 
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		closeNode(context.WithoutCancel(ctx))
-		return fmt.Errorf("listen on %s (--http-addr): %w", cfg.HTTPAddr, err)
-	}
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "node", node.Name(), "policies", len(cfg.Policies), "shadow", cfg.Shadow)
+	attrs := []any{"addr", ln.Addr().String(), "node", node.Name(), "policies", len(cfg.Policies), "shadow", cfg.Shadow, "store", cfg.Store}
+	if !cfg.Standalone {
+		attrs = append(attrs, "gossip", node.GossipAddr(), "peer", node.PeerAddr(), "raft", node.RaftAddr())
+	}
+	log.Info("listening", attrs...)
 
 	var serveErr error
 	select {
@@ -135,9 +241,14 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	case serveErr = <-served:
 	}
 
-	// One deadline for draining HTTP and closing the node.
+	// One deadline for the whole shutdown. Leave first: /readyz turns 503
+	// at once, the counters go to their next owners, and checks that still
+	// arrive are forwarded there; then HTTP drains, then the node closes.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
+	if err := node.Leave(sctx); err != nil {
+		log.Warn("leaving the cluster", "err", err)
+	}
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("in-flight requests cut at the shutdown timeout", "err", err)
 		_ = srv.Close()
@@ -155,4 +266,56 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// defaultNodeName is the hostname and the gossip port (web-1-7946): unique
+// per process on one host, and the same across restarts, which raft needs
+// to recognise the node. With port 0 the cluster's default (hostname, pid
+// and a counter) is used.
+func defaultNodeName(gossipAddr string) string {
+	_, port, err := net.SplitHostPort(gossipAddr)
+	if err != nil || port == "0" {
+		return ""
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "node"
+	}
+	return host + "-" + port
+}
+
+// loadPeerTLS builds the mutual TLS configuration of the peer transport,
+// or returns nil when no TLS file is set.
+func loadPeerTLS(cfg serveConfig) (*tls.Config, error) {
+	if cfg.Standalone || cfg.PeerTLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.PeerTLSCert, cfg.PeerTLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("--peer-tls-cert/--peer-tls-key: %w", err)
+	}
+	pem, err := os.ReadFile(cfg.PeerTLSCA)
+	if err != nil {
+		return nil, fmt.Errorf("--peer-tls-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--peer-tls-ca: %s holds no PEM certificate", cfg.PeerTLSCA)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      pool,
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS12,
+	}, nil
+}
+
+// redactURL returns a Redis URL without its password, for logs.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Redacted()
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -116,6 +117,43 @@ func choiceOpt(p *string, flagName, def, doc string, choices ...string) setting 
 		}
 		return fmt.Errorf("%q is not one of %s", v, strings.Join(choices, ", "))
 	})
+}
+
+// listOpt is a comma-separated list; blanks around items are dropped.
+func listOpt(p *[]string, flagName, doc string) setting {
+	return std("list", flagName, "", doc, func(v string) error {
+		*p = nil
+		for _, item := range strings.Split(v, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				*p = append(*p, item)
+			}
+		}
+		return nil
+	})
+}
+
+// envOnly returns s read from the environment variable name alone, as an
+// existing deployment spells it (REDIS_URL), instead of RATELIMIT_....
+func envOnly(s setting, name string) setting {
+	s.Env = []envVar{{Name: name}}
+	return s
+}
+
+// parseGossipKey returns a parser of a base64 key of 16, 24 or 32 bytes.
+func parseGossipKey(p *[]byte) func(string) error {
+	return func(v string) error {
+		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(v))
+		if err != nil {
+			return errors.New("not base64 (make one with: head -c 32 /dev/urandom | base64)")
+		}
+		switch len(b) {
+		case 16, 24, 32:
+		default:
+			return fmt.Errorf("%d bytes once decoded, want 16, 24 or 32", len(b))
+		}
+		*p = b
+		return nil
+	}
 }
 
 func levelOpt(p *slog.Level, flagName, def, doc string) setting {
