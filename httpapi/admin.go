@@ -319,6 +319,9 @@ func unknownPolicy(name string) *inputError {
 // decodeStrict decodes one JSON object into v: unknown fields and data
 // after the object are errors.
 func decodeStrict(b []byte, v any) *inputError {
+	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+		return badInput("", "want a JSON object, got null")
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -334,6 +337,9 @@ func decodeStrict(b []byte, v any) *inputError {
 // fault.
 func decodePolicy(b []byte) (bucket.Policy, *inputError) {
 	var p bucket.Policy
+	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+		return p, badInput("", "want a JSON object, got null")
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(&p)
