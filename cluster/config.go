@@ -138,14 +138,14 @@ type GossipConfig struct {
 }
 
 // LocalGossip returns timings for nodes on one machine (tests): a crash is
-// detected in about a second.
+// detected in one to two seconds.
 func LocalGossip() GossipConfig {
 	return GossipConfig{
 		ProbeInterval:       200 * time.Millisecond,
-		ProbeTimeout:        100 * time.Millisecond,
+		ProbeTimeout:        150 * time.Millisecond,
 		GossipInterval:      20 * time.Millisecond,
 		PushPullInterval:    2 * time.Second,
-		SuspicionMult:       2,
+		SuspicionMult:       3,
 		TCPTimeout:          500 * time.Millisecond,
 		DeadNodeReclaimTime: 100 * time.Millisecond,
 	}

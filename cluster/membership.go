@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,6 +42,12 @@ type nodeMeta struct {
 	RaftAddr string `msgpack:"r,omitempty"`
 }
 
+// viewEntry is a member as last heard of, and when.
+type viewEntry struct {
+	Member
+	since time.Time
+}
+
 // routeTable says who owns which key: an immutable snapshot published on
 // every membership change.
 type routeTable struct {
@@ -64,10 +71,11 @@ type gossip struct {
 	ml     *memberlist.Memberlist
 	meta   []byte
 	mu     sync.Mutex
-	alive  map[string]nodeMeta // members in the ring
-	left   map[string]bool     // members that left gracefully
-	change chan struct{}       // a rebuild is due (capacity 1)
-	joined chan struct{}       // closed once a join succeeded
+	alive  map[string]nodeMeta  // members in the ring
+	left   map[string]bool      // members that left gracefully
+	view   map[string]viewEntry // every member heard of, for Members
+	change chan struct{}        // a rebuild is due (capacity 1)
+	joined chan struct{}        // closed once a join succeeded
 }
 
 func (n *Node) startGossip(ctx context.Context) error {
@@ -81,6 +89,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 		n:      n,
 		alive:  make(map[string]nodeMeta),
 		left:   make(map[string]bool),
+		view:   make(map[string]viewEntry),
 		change: make(chan struct{}, 1),
 		joined: make(chan struct{}),
 	}
@@ -239,7 +248,18 @@ func (g *gossip) update(m *memberlist.Node, alive bool) {
 			alive = false
 		}
 	}
+	state := stateName(m.State)
+	if alive {
+		state = "alive"
+	}
 	g.mu.Lock()
+	v := g.view[m.Name]
+	v.Member.Name, v.State, v.since = m.Name, state, time.Now()
+	v.GossipAddr = net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
+	if meta.PeerAddr != "" {
+		v.PeerAddr, v.HTTPAddr = meta.PeerAddr, meta.HTTPAddr
+	}
+	g.view[m.Name] = v
 	if alive {
 		g.alive[m.Name] = meta
 		delete(g.left, m.Name)
@@ -326,30 +346,24 @@ func (g *gossip) peerAddr(name string) string {
 	return g.alive[name].PeerAddr
 }
 
-// members lists the members memberlist knows, with their state.
+// members lists the members this node has heard of, with their state as
+// of the last event: departed ones stay listed (as "left" or "dead") for
+// ten minutes. It reads the node's own view, not memberlist's nodes, which
+// memberlist updates without a lock that callers can take.
 func (g *gossip) members() []Member {
-	var out []Member
-	for _, m := range g.ml.Members() {
-		var meta nodeMeta
-		_ = msgpack.Unmarshal(m.Meta, &meta)
-		out = append(out, Member{
-			Name:       m.Name,
-			GossipAddr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
-			PeerAddr:   meta.PeerAddr,
-			HTTPAddr:   meta.HTTPAddr,
-			State:      stateName(m.State),
-			Self:       m.Name == g.n.cfg.NodeName,
-		})
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]Member, 0, len(g.view))
+	for name, v := range g.view {
+		if v.State != "alive" && time.Since(v.since) > 10*time.Minute {
+			delete(g.view, name)
+			continue
+		}
+		m := v.Member
+		m.Self = name == g.n.cfg.NodeName
+		out = append(out, m)
 	}
-	slices.SortFunc(out, func(a, b Member) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 

@@ -236,10 +236,10 @@ func (c *Cluster) nameList(idx []int) []string {
 
 // WaitConverged waits until every live node has every live node, and only
 // those, in its ring and they agree on the owners of sample keys; it fails
-// the test after 15 s.
+// the test after 30 s.
 func (c *Cluster) WaitConverged() {
 	c.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		err := c.converged()
 		if err == nil {
