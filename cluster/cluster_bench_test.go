@@ -13,6 +13,7 @@ import (
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster"
 	"github.com/vibewell/ratelimit/internal/testcluster"
+	"github.com/vibewell/ratelimit/transport"
 )
 
 // Benchmarks of a 3-node cluster on loopback (real TCP between nodes):
@@ -30,20 +31,46 @@ var clusterBenchPolicies = []bucket.Policy{
 	{Name: "churn", Limit: 100, Window: time.Minute},
 }
 
+// benchCluster is a test cluster with the peer transports of its nodes,
+// whose counters tell the batch sizes.
+type benchCluster struct {
+	*testcluster.Cluster
+	tr []*transport.TCP
+}
+
+// sent returns the checks and frames sent by all nodes so far.
+func (c *benchCluster) sent() (checks, frames uint64) {
+	for _, t := range c.tr {
+		st := t.Stats()
+		checks += st.ChecksSent
+		frames += st.CheckFrames
+	}
+	return checks, frames
+}
+
 // startBenchCluster starts a 3-node cluster with the production defaults
 // for gossip and raft timings (the test defaults are tight enough that a
-// loaded machine would see false failures), and waits until raft has
+// loaded machine would see false failures) and the default peer
+// transport, made here to read its counters, and waits until raft has
 // seeded the policy table on every node and the leader has its 3 voters.
-func startBenchCluster(b *testing.B, persist bool) *testcluster.Cluster {
+func startBenchCluster(b *testing.B, persist bool) *benchCluster {
 	b.Helper()
-	c := testcluster.Start(b, 3, testcluster.Options{
+	bc := &benchCluster{}
+	bc.Cluster = testcluster.Start(b, 3, testcluster.Options{
 		Policies: clusterBenchPolicies,
 		Persist:  persist,
 		Configure: func(_ int, cfg *cluster.Config) {
 			cfg.Gossip = cluster.GossipConfig{}
 			cfg.RaftTimeout = 0
+			tr, err := transport.NewTCP(transport.TCPConfig{Addr: "127.0.0.1:0", CallTimeout: cluster.DefaultForwardTimeout})
+			if err != nil {
+				b.Fatal(err)
+			}
+			cfg.Transport = tr // the node closes it
+			bc.tr = append(bc.tr, tr)
 		},
 	})
+	c := bc.Cluster
 	deadline := time.Now().Add(20 * time.Second)
 	for !benchSeeded(c) {
 		if time.Now().After(deadline) {
@@ -51,7 +78,7 @@ func startBenchCluster(b *testing.B, persist bool) *testcluster.Cluster {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return c
+	return bc
 }
 
 func benchSeeded(c *testcluster.Cluster) bool {
@@ -69,7 +96,7 @@ func benchSeeded(c *testcluster.Cluster) bool {
 
 // keysOwned returns count keys of policy "p" that node i owns (local
 // true) or does not own (local false).
-func keysOwned(c *testcluster.Cluster, i int, local bool, count int) []string {
+func keysOwned(c *benchCluster, i int, local bool, count int) []string {
 	n := c.Node(i)
 	keys := make([]string, 0, count)
 	for k := 0; len(keys) < count; k++ {
@@ -83,7 +110,7 @@ func keysOwned(c *testcluster.Cluster, i int, local bool, count int) []string {
 
 // checkRing fails the benchmark if a node lost a member during the run,
 // which would have turned remote checks into failure-mode decisions.
-func checkRing(b *testing.B, c *testcluster.Cluster) {
+func checkRing(b *testing.B, c *benchCluster) {
 	b.Helper()
 	for _, i := range c.Live() {
 		if st := c.Node(i).Stats(); st.RingMembers != 3 {
@@ -189,6 +216,7 @@ func BenchmarkClusterRemoteParallel(b *testing.B) {
 			var denied atomic.Int64
 			var next atomic.Uint64
 			b.SetParallelism(par)
+			checks0, frames0 := c.sent()
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				ctx := context.Background()
@@ -206,7 +234,9 @@ func BenchmarkClusterRemoteParallel(b *testing.B) {
 				}
 			})
 			b.StopTimer()
+			checks1, frames1 := c.sent()
 			checkRing(b, c)
+			b.ReportMetric(float64(checks1-checks0)/float64(max(1, frames1-frames0)), "checks/frame")
 			rate := float64(b.N) / b.Elapsed().Seconds()
 			b.ReportMetric(rate, "decisions/s")
 			b.ReportMetric(seq, "seq-decisions/s")
@@ -272,10 +302,13 @@ func BenchmarkClusterThroughput(b *testing.B) {
 				// The local baseline, 200,000 checks, in the same
 				// sub-benchmark run.
 				base := localRate(nodes, localKeys, par*runtime.GOMAXPROCS(0), 200_000)
+				checks0, frames0 := c.sent()
 				b.ResetTimer()
 				rate, denied := run(b, par, mix.keys)
 				b.StopTimer()
+				checks1, frames1 := c.sent()
 				checkRing(b, c)
+				b.ReportMetric(float64(checks1-checks0)/float64(max(1, frames1-frames0)), "checks/frame")
 				b.ReportMetric(rate, "decisions/s")
 				b.ReportMetric(base, "local-decisions/s")
 				b.ReportMetric(rate/base, "x-local")
@@ -318,7 +351,7 @@ func localRate(nodes []*cluster.Node, keys [3][]string, goroutines, count int) f
 // of the follower's acknowledgement (SetPolicy returning). Run with
 // -benchtime 100x for 100 writes of each.
 func BenchmarkClusterPolicyPropagation(b *testing.B) {
-	clusters := map[string]*testcluster.Cluster{
+	clusters := map[string]*benchCluster{
 		"memory": startBenchCluster(b, false),
 		"bbolt":  startBenchCluster(b, true),
 	}

@@ -129,10 +129,14 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("cluster: raft: %w", err)
 	}
 	rn.r = r
-	if !hasState && len(cfg.Seeds) == 0 {
-		// The first node of a new cluster bootstraps it alone; every other
-		// node starts with seeds and is added by the leader. So two
-		// clusters can only form if two nodes are started without seeds.
+	others := slices.DeleteFunc(slices.Clone(cfg.Seeds), func(s string) bool {
+		return s == cfg.GossipAddr || s == cfg.GossipAdvertise
+	})
+	if !hasState && len(others) == 0 {
+		// The first node of a new cluster (no seeds but itself) bootstraps
+		// it alone; every other node starts with seeds and is added by the
+		// leader. So two clusters can only form if two nodes are started
+		// without seeds.
 		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}})
 		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			return fmt.Errorf("cluster: raft bootstrap: %w", err)
