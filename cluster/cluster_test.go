@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -375,5 +376,19 @@ func TestClusterAllowBatch(t *testing.T) {
 	}
 	if len(owners) < 2 {
 		t.Logf("all six keys on one owner: the batch did not cross nodes")
+	}
+}
+
+func TestStartFailsCleanly(t *testing.T) {
+	// A gossip port already taken: Start fails with the address named, and
+	// leaves nothing running (goleak in TestMain checks goroutines).
+	c := testcluster.Start(t, 1, testcluster.Options{})
+	taken := c.Node(0).GossipAddr()
+	_, err := cluster.Start(context.Background(), cluster.Config{GossipAddr: taken, Gossip: cluster.LocalGossip()})
+	if err == nil {
+		t.Fatal("Start on a taken gossip port succeeded")
+	}
+	if !strings.Contains(err.Error(), taken) {
+		t.Fatalf("error %q does not name the address %s", err, taken)
 	}
 }

@@ -118,7 +118,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.GossipAddr != "" {
 		if err := n.startCluster(ctx); err != nil {
+			n.closed.Store(true)
 			n.shutdown()
+			n.wg.Wait()
+			m.unregister()
 			return nil, err
 		}
 	}
