@@ -25,9 +25,11 @@ type SpawnConfig struct {
 	Binary string
 	// Nodes is the number of processes to start. Default: 1.
 	Nodes int
-	// Cluster passes the cluster flags (--gossip-addr, --peer-addr, --join)
-	// so the processes join one cluster. Default: true when Nodes > 1; set
-	// it for one node that others will join later (scale-out).
+	// Cluster passes the cluster flags (--gossip-addr, --peer-addr,
+	// --raft-addr on free ports, --gossip-profile local, --join) so the
+	// processes join one cluster; without it each runs --standalone.
+	// Default: true when Nodes > 1; set it for one node that others will
+	// join later (scale-out).
 	Cluster bool
 	// Policies, if set, are written to a policy file given to every node
 	// (--policies); they add to or replace the built-in ones.
@@ -60,11 +62,11 @@ type Spawned struct {
 
 // proc is one node process and the addresses it keeps across restarts.
 type proc struct {
-	name               string
-	http, gossip, peer string
-	dir                string
-	cmd                *exec.Cmd
-	exited             chan struct{}
+	name                     string
+	http, gossip, peer, raft string
+	dir                      string
+	cmd                      *exec.Cmd
+	exited                   chan struct{}
 }
 
 // ErrSpawn is wrapped by the errors of starting or readying a node.
@@ -124,7 +126,7 @@ func Spawn(ctx context.Context, cfg SpawnConfig) (*Spawned, error) {
 // Add starts one more node, joined to the others, waits until it is ready,
 // and returns its index.
 func (s *Spawned) Add(ctx context.Context) (int, error) {
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrSpawn, err)
 	}
@@ -135,6 +137,7 @@ func (s *Spawned) Add(ctx context.Context) (int, error) {
 		http:   "127.0.0.1:" + strconv.Itoa(ports[0]),
 		gossip: "127.0.0.1:" + strconv.Itoa(ports[1]),
 		peer:   "127.0.0.1:" + strconv.Itoa(ports[2]),
+		raft:   "127.0.0.1:" + strconv.Itoa(ports[3]),
 		dir:    filepath.Join(s.cfg.Dir, "node-"+strconv.Itoa(i)),
 	}
 	s.nodes = append(s.nodes, p)
@@ -154,8 +157,10 @@ func (s *Spawned) args(i int) []string {
 	if s.polFile != "" {
 		args = append(args, "--policies", s.polFile)
 	}
-	if s.cfg.Cluster {
-		args = append(args, "--gossip-addr", p.gossip, "--peer-addr", p.peer)
+	if !s.cfg.Cluster {
+		args = append(args, "--standalone")
+	} else {
+		args = append(args, "--gossip-addr", p.gossip, "--peer-addr", p.peer, "--raft-addr", p.raft, "--gossip-profile", "local")
 		var seeds []string
 		for j, q := range s.nodes {
 			if j != i {
