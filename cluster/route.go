@@ -90,6 +90,7 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 	table := *n.policies.Load()
 	rt := n.route.Load()
 	leaving := n.leaving.Load()
+	var moved map[string][]int // a leaving node's checks, by new owner
 	for i := range items {
 		it := &items[i]
 		p := table[it.Policy]
@@ -104,11 +105,10 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 		k := bucket.Key{Policy: it.Policy, ID: it.Key}
 		if leaving && rt != nil {
 			if owner, addr := rt.owner(k); owner != "" && owner != rt.self {
-				res, err := n.tr.Check(ctx, addr, *it)
-				if err != nil {
-					res = transport.CheckResult{Status: transport.StatusUnavailable}
+				if moved == nil {
+					moved = map[string][]int{}
 				}
-				results[i] = res
+				moved[addr] = append(moved[addr], i)
 				continue
 			}
 		}
@@ -118,6 +118,26 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 			continue
 		}
 		results[i] = toWire(d)
+	}
+	for addr, idx := range moved {
+		n.passOn(ctx, addr, items, idx, results)
+	}
+}
+
+// passOn sends the checks at idx to their new owner at addr in one message:
+// a leaving node's answer to peers that still route to it.
+func (n *Node) passOn(ctx context.Context, addr string, items []transport.CheckItem, idx []int, results []transport.CheckResult) {
+	fwd := make([]transport.CheckItem, len(idx))
+	res := make([]transport.CheckResult, len(idx))
+	for j, i := range idx {
+		fwd[j] = items[i]
+	}
+	err := n.tr.CheckMany(ctx, addr, fwd, res)
+	for j, i := range idx {
+		if err != nil {
+			res[j] = transport.CheckResult{Status: transport.StatusUnavailable}
+		}
+		results[i] = res[j]
 	}
 }
 
