@@ -59,6 +59,7 @@ func commands() []command {
 	return []command{
 		{"serve", "run a node with the HTTP check API", runServe},
 		{"check", "ask a node for a decision: check [--addr URL] [--hits N] POLICY KEY", runCheck},
+		{"policy", "list, get, set and delete policies and overrides of a running cluster", runPolicy},
 		{"version", "print the version, VCS revision and Go version", runVersion},
 		{"bench", "load a node, a cluster or Redis; report throughput, latency and accuracy", runBench},
 	}
