@@ -15,6 +15,9 @@
 //	                      check gets "error", "field" and "status" of its own
 //	GET  /v1/auth         ?policy=&key=&hits= for nginx auth_request: 204 or 403
 //	GET  /v1/policies     {"policies":[...]}, each in the policy JSON form
+//	GET|PUT|DELETE /v1/policies/{name}                 one policy (admin API)
+//	PUT|DELETE     /v1/policies/{name}/overrides/{key} one key's limit (admin API)
+//	GET  /v1/cluster      the node's view of its cluster (admin API)
 //	GET  /healthz         200 while the process serves
 //	GET  /readyz          200, or 503 when the Checker's Ready() is false
 //	GET  /metrics         Options.Gatherer, for Prometheus
@@ -42,6 +45,51 @@
 // reflection, and answers are written without it; anything unusual (escapes,
 // non-ASCII keys) goes through encoding/json, with the same result.
 //
+// # Admin API
+//
+// The policy table of a cluster is changed through any of its nodes; the
+// node forwards the change to the raft leader and answers once it is
+// committed and applied on itself, so a GET on the same node that follows
+// sees it. Other nodes apply it a moment later.
+//
+// Options.AdminToken turns it on. Without a token, the writes answer 403
+// {"error":"admin API disabled: set --admin-token / RATELIMIT_ADMIN_TOKEN"}
+// and the reads (GET /v1/policies, GET /v1/policies/{name}, GET
+// /v1/cluster) are public, as GET /v1/policies always was. With a token,
+// every /v1/policies... endpoint and /v1/cluster want
+// "Authorization: Bearer TOKEN"; a missing or wrong one is a 401 with
+// WWW-Authenticate: Bearer. The token is compared in constant time (as
+// SHA-256 digests, which hides its length too). The check endpoints never
+// need it. The handler does not log that the admin API is off: whoever
+// builds the Options does (ratelimitd serve).
+//
+//	GET    /v1/policies/{name}   200 the policy, or 404
+//	PUT    /v1/policies/{name}   body: a policy in its JSON form,
+//	                             {"algorithm":"gcra","limit":5,"window_ms":1000,"burst":10}
+//	                             200 with the policy as the node now holds it
+//	DELETE /v1/policies/{name}   204, or 404
+//	PUT    /v1/policies/{name}/overrides/{key}   body {"limit":N}: 200 with the policy
+//	DELETE /v1/policies/{name}/overrides/{key}   204, or 404 for no such override
+//	GET    /v1/cluster           Options.Status() as JSON: for a node, cluster.Status
+//	                             (members, raft state, leader, voters, non_voters,
+//	                             applied_index, policy_version); 404 without Status
+//
+// PUT replaces the whole policy, overrides included: fields left out take
+// their zero value. The name in the body may be left out; if given, it must
+// be the path's (else 400 naming "name"), so a PUT never writes a policy
+// other than the one its URL names. Bodies are strict JSON within
+// Options.MaxBodyBytes: unknown fields, a second value, a wrong type are
+// 400s. An invalid policy is a 400 whose "field" is the JSON field at fault
+// ("window_ms", "burst", "overrides", ...). An unknown policy or override
+// is a 404. A write that does not commit within Options.AdminTimeout
+// (default 10 s: no raft leader, a partition) is a 503, and may still be
+// applied later. Keys in the path are path-escaped (url.PathEscape; a "/"
+// is %2F); the keys "." and ".." cannot be addressed.
+//
+// Writes go to Options.Admin, a PolicyAdmin, by default the Checker when it
+// is one (*cluster.Node is). A method other than those listed is a 405 with
+// an Allow header.
+//
 // # Usage
 //
 // Serve the API of a node:
@@ -50,7 +98,11 @@
 //	node, err := cluster.Start(ctx, cluster.Config{Metrics: reg})
 //	if err != nil { ... }
 //	defer node.Close(ctx)
-//	h, err := httpapi.NewHandler(httpapi.Options{Checker: node, Gatherer: reg, Metrics: reg})
+//	h, err := httpapi.NewHandler(httpapi.Options{
+//		Checker: node, Gatherer: reg, Metrics: reg,
+//		AdminToken: token, // "" leaves the admin API off
+//		Status:     func() any { return node.Status() },
+//	})
 //	if err != nil { ... }
 //	srv := &http.Server{Addr: "127.0.0.1:8080", Handler: h}
 //
@@ -74,6 +126,13 @@
 //
 //	c := &httpapi.Client{BaseURL: "http://127.0.0.1:8080"}
 //	d, err := c.Check(ctx, "auth", "ip:203.0.113.7", 1) // a 429 is d.Allowed == false, not an error
+//
+// Change a policy, with the admin token:
+//
+//	admin := &httpapi.Client{BaseURL: "http://127.0.0.1:8080", Token: token}
+//	p, err := admin.SetPolicy(ctx, bucket.Policy{Name: "login", Limit: 5, Window: time.Minute})
+//	var se *httpapi.StatusError
+//	if errors.As(err, &se) && se.StatusCode == 400 { ... se.Field names the field ... }
 //
 // # nginx
 //
