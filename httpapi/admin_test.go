@@ -464,3 +464,30 @@ func waitAll(t *testing.T, clients []*httpapi.Client, f func(*httpapi.Client) er
 		}
 	}
 }
+
+// readOnlyChecker is a Checker that cannot change its policy table.
+type readOnlyChecker struct{ httpapi.Checker }
+
+func TestAdminWithoutPolicyAdmin(t *testing.T) {
+	e := newEnv(t, httpapi.Options{})
+	h, err := httpapi.NewHandler(httpapi.Options{Checker: readOnlyChecker{e.node}, AdminToken: testToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range adminRequests {
+		req := httptest.NewRequest(r.method, r.path, strings.NewReader(r.body))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		want := http.StatusOK
+		switch {
+		case r.method != "GET":
+			want = http.StatusNotImplemented
+		case r.path == "/v1/cluster":
+			want = http.StatusNotFound
+		}
+		if rec.Code != want {
+			t.Errorf("%s %s: status %d, want %d; body %s", r.method, r.path, rec.Code, want, rec.Body)
+		}
+	}
+}
