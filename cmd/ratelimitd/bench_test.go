@@ -117,3 +117,51 @@ func TestBenchSpawnHTTP(t *testing.T) {
 		t.Errorf("the spawned node still listens on %s after the bench", u.Host)
 	}
 }
+
+// TestBenchSpawnCluster loads one hot key through three joined ratelimitd
+// processes (exactly its limit allowed), then rolls a two-node cluster
+// under load and checks the events, the errors and that nothing is left
+// running.
+func TestBenchSpawnCluster(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	hot := filepath.Join(dir, "hot.json")
+	spec := `{"name":"bench","limit":500,"window_ms":3600000}`
+	code, out, errOut := runBenchCmd(t, "--spawn", "3", "--binary", bin, "--dist", "hot", "--requests", "3000",
+		"--concurrency", "16", "--policy-spec", spec, "--progress", "none", "--json", hot, "--duration", "60s")
+	if code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out, errOut)
+	}
+	r := readResultFile(t, hot)
+	if r.Allowed != 500 || r.Errors != 0 || r.Accuracy.OverAdmitted != 0 || r.Accuracy.UnderAdmitted != 0 || len(r.Params.URLs) != 3 {
+		t.Errorf("hot key through 3 nodes: allowed %d errors %v accuracy %+v urls %v", r.Allowed, r.ErrorKinds, r.Accuracy, r.Params.URLs)
+	}
+
+	rolled := filepath.Join(dir, "rolled.json")
+	code, out, errOut = runBenchCmd(t, "--spawn", "2", "--binary", bin, "--scenario", "rolling-restart", "--rate", "500",
+		"--keys", "50", "--duration", "6s", "--policy-spec", spec, "--progress", "none", "--json", rolled)
+	if code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out, errOut)
+	}
+	r = readResultFile(t, rolled)
+	var kinds []string
+	for _, e := range r.Events {
+		kinds = append(kinds, e.Kind+" "+e.Node)
+	}
+	if got := strings.Join(kinds, ", "); got != "stop bench-node-0, ready bench-node-0, stop bench-node-1, ready bench-node-1" {
+		t.Errorf("events: %s", got)
+	}
+	if r.Errors != 0 {
+		t.Errorf("a rolling restart that drains each node first had errors: %v", r.ErrorKinds)
+	}
+	for _, u := range r.Params.URLs {
+		pu, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c, err := net.DialTimeout("tcp", pu.Host, time.Second); err == nil {
+			c.Close()
+			t.Errorf("a spawned node still listens on %s after the bench", pu.Host)
+		}
+	}
+}
