@@ -23,3 +23,18 @@ type BatchStore interface {
 	// applies to every check of the batch.
 	TakeBatch(ctx context.Context, checks []Check, now time.Time, out []Decision) error
 }
+
+// Request is one check of a node-level batch: hits against the key under
+// the named policy.
+type Request struct {
+	Policy string
+	Key    string
+	Hits   int64
+}
+
+// Result is the answer to one Request: a decision, or the error a single
+// check would have returned.
+type Result struct {
+	Decision
+	Err error
+}

@@ -144,6 +144,13 @@ var ErrInvalidPolicy = errors.New("bucket: invalid policy")
 // table does not hold, so that callers in other packages can test for it.
 var ErrUnknownPolicy = errors.New("unknown policy")
 
+// ErrInvalidKey is wrapped by errors about a key that is empty or too
+// long.
+var ErrInvalidKey = errors.New("invalid key")
+
+// ErrInvalidHits is wrapped by errors about hits out of range.
+var ErrInvalidHits = errors.New("invalid hits")
+
 // ErrUnknownOverride is wrapped by errors about a key that a policy has no
 // override for.
 var ErrUnknownOverride = errors.New("unknown override")

@@ -10,18 +10,11 @@ import (
 )
 
 // Check is one check of a batch.
-type Check struct {
-	Policy string
-	Key    string
-	Hits   int64
-}
+type Check = bucket.Request
 
 // Result is the answer to one check of a batch: a decision, or the error
 // Allow would have returned for it.
-type Result struct {
-	Decision
-	Err error
-}
+type Result = bucket.Result
 
 // AllowBatch decides checks[i] into out[i], as Allow would, in fewer round
 // trips: the checks owned by each peer go to it in one message, and the

@@ -23,10 +23,12 @@ var (
 	// ErrUnknownPolicy: the call names a policy the table does not hold.
 	// It wraps bucket.ErrUnknownPolicy.
 	ErrUnknownPolicy = fmt.Errorf("cluster: %w", bucket.ErrUnknownPolicy)
-	// ErrInvalidKey: the key is empty or longer than Config.MaxKeyLen.
-	ErrInvalidKey = errors.New("cluster: invalid key")
-	// ErrInvalidHits: hits is negative or above Config.MaxHits.
-	ErrInvalidHits = errors.New("cluster: invalid hits")
+	// ErrInvalidKey: the key is empty or longer than Config.MaxKeyLen. It
+	// wraps bucket.ErrInvalidKey.
+	ErrInvalidKey = fmt.Errorf("cluster: %w", bucket.ErrInvalidKey)
+	// ErrInvalidHits: hits is negative or above Config.MaxHits. It wraps
+	// bucket.ErrInvalidHits.
+	ErrInvalidHits = fmt.Errorf("cluster: %w", bucket.ErrInvalidHits)
 	// ErrClosed: the node was closed.
 	ErrClosed = errors.New("cluster: node closed")
 )

@@ -61,6 +61,7 @@ func decodeCheckSlow(b []byte) (CheckRequest, *inputError) {
 // that keeps it from being decided.
 type batchItem struct {
 	req CheckRequest
+	dec bucket.Decision
 	err *inputError
 }
 

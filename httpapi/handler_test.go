@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,6 +48,29 @@ func (c failingChecker) Allow(ctx context.Context, policy, key string, hits int6
 		return bucket.Decision{}, fmt.Errorf("%w: connection refused", bucket.ErrBackend)
 	}
 	return c.Node.Allow(ctx, policy, key, hits)
+}
+
+// AllowBatch fails the checks of the key "fail" the same way, and decides
+// the rest in one call to the node's AllowBatch.
+func (c failingChecker) AllowBatch(ctx context.Context, reqs []bucket.Request, out []bucket.Result) error {
+	var pass []bucket.Request
+	var idx []int
+	for i, r := range reqs {
+		if r.Key == "fail" {
+			out[i] = bucket.Result{Err: fmt.Errorf("%w: connection refused", bucket.ErrBackend)}
+			continue
+		}
+		pass = append(pass, r)
+		idx = append(idx, i)
+	}
+	res := make([]bucket.Result, len(pass))
+	if err := c.Node.AllowBatch(ctx, pass, res); err != nil {
+		return err
+	}
+	for j, i := range idx {
+		out[i] = res[j]
+	}
+	return nil
 }
 
 type env struct {
@@ -651,5 +675,43 @@ func TestMsgpackBatchBounds(t *testing.T) {
 	}
 	if a := e.do(t, "POST", "/v1/check/batch", "application/msgpack", "\x81\xa6checks\xc0"); a.status != 200 || string(a.body) != "{\"results\":[]}\n" {
 		t.Errorf("nil checks: %d %s", a.status, a.body)
+	}
+}
+
+// countingChecker counts how the handler reaches the node.
+type countingChecker struct {
+	*cluster.Node
+	allow, batch *atomic.Int64
+}
+
+func (c countingChecker) Allow(ctx context.Context, policy, key string, hits int64) (bucket.Decision, error) {
+	c.allow.Add(1)
+	return c.Node.Allow(ctx, policy, key, hits)
+}
+
+func (c countingChecker) AllowBatch(ctx context.Context, reqs []bucket.Request, out []bucket.Result) error {
+	c.batch.Add(1)
+	return c.Node.AllowBatch(ctx, reqs, out)
+}
+
+// TestBatchUsesAllowBatch: a batch reaches a node that batches in one call,
+// so a cluster sends each owner its share in one message and the Redis
+// store pipelines.
+func TestBatchUsesAllowBatch(t *testing.T) {
+	node, err := cluster.Start(context.Background(), cluster.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close(context.Background())
+	c := countingChecker{Node: node, allow: new(atomic.Int64), batch: new(atomic.Int64)}
+	h, err := httpapi.NewHandler(httpapi.Options{Checker: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/check/batch", strings.NewReader(
+		`{"checks":[{"policy":"auth","key":"a"},{"policy":"auth","key":"b"},{"policy":"nope","key":"c"}]}`)))
+	if rec.Code != 200 || c.batch.Load() != 1 || c.allow.Load() != 0 {
+		t.Fatalf("status %d, AllowBatch calls %d, Allow calls %d; want 200, 1, 0", rec.Code, c.batch.Load(), c.allow.Load())
 	}
 }
