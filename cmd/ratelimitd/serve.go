@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -97,7 +96,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		log.Warn("no --data-dir: the policy table is kept in memory; policy changes survive a node's restart (its peers hold them) but not a restart of the whole cluster")
 	}
 	if cfg.AdminToken == "" {
-		log.Info("admin API off: set --admin-token (RATELIMIT_ADMIN_TOKEN) to change policies at run time")
+		log.Info("admin API off: policy writes answer 403; set --admin-token (RATELIMIT_ADMIN_TOKEN) to change policies at run time")
 	}
 
 	reg := prometheus.NewRegistry()
@@ -207,21 +206,17 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		MaxBatch:     int(cfg.MaxBatch),
 		MaxKeyLen:    int(cfg.MaxKeyLen),
 		MaxHits:      cfg.MaxHits,
+		AdminToken:   cfg.AdminToken,
+		Admin:        node,
+		Status:       func() any { return node.Status() },
 	})
 	if err != nil {
 		ln.Close()
 		closeNode(context.WithoutCancel(ctx))
 		return err
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(node.Status())
-	})
-	mux.Handle("/", handler)
-
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

@@ -1,0 +1,524 @@
+package main
+
+// Tests of real ratelimitd processes joined into a cluster with --join, on
+// loopback ports picked by the kernel (port 0), read back from each
+// process's `listening` line.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/cluster/ring"
+)
+
+// node is one ratelimitd process of a test cluster, with what it takes to
+// start it again with the same flags.
+type node struct {
+	*proc
+	Name               string
+	Gossip, Peer, Raft string
+	args               []string
+	env                map[string]string
+}
+
+var ringRebuilt = regexp.MustCompile(`msg="ring rebuilt" .*members=2\b`)
+
+var logAddr = regexp.MustCompile(`\bmsg=listening\b.*\bgossip=(\S+) peer=(\S+) raft=(\S+)`)
+
+// startNode starts `ratelimitd serve` as a cluster node named name, with
+// free loopback ports unless args set them, tight gossip timings, and
+// extra args; it waits for the listening line and reads the addresses.
+func startNode(t *testing.T, name string, env map[string]string, args ...string) *node {
+	t.Helper()
+	all := []string{"--node-name", name, "--gossip-profile", "local", "--http-addr", "127.0.0.1:0", "--admin-token", adminToken}
+	if !hasFlag(args, "--gossip-addr") {
+		all = append(all, "--gossip-addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0")
+	}
+	all = append(all, args...)
+	n := &node{Name: name, args: all, env: env}
+	n.proc = startServe(t, all, env)
+	m := logAddr.FindStringSubmatch(n.log.String())
+	if m == nil {
+		t.Fatalf("node %s: no gossip/peer/raft addresses in the listening line:\n%s", name, n.log)
+	}
+	n.Gossip, n.Peer, n.Raft = m[1], m[2], m[3]
+	return n
+}
+
+func hasFlag(args []string, flag string) bool {
+	for _, a := range args {
+		if a == flag || strings.HasPrefix(a, flag+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// restart starts n again on the same ports with the same flags, plus
+// extra.
+func (n *node) restart(t *testing.T, extra ...string) *node {
+	t.Helper()
+	args := slicesWithout(n.args, "--gossip-addr", "--peer-addr", "--raft-addr", "--node-name", "--gossip-profile", "--http-addr", "--join", "--admin-token")
+	args = append(args, "--gossip-addr", n.Gossip, "--peer-addr", n.Peer, "--raft-addr", n.Raft)
+	args = append(args, extra...)
+	return startNode(t, n.Name, n.env, args...)
+}
+
+// slicesWithout drops the named flags and their values from args.
+func slicesWithout(args []string, flags ...string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		drop := false
+		for _, f := range flags {
+			if args[i] == f {
+				drop = true
+			}
+		}
+		if drop {
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
+}
+
+// clusterView is the part of GET /v1/cluster the tests read.
+type clusterView struct {
+	Node    string `json:"node"`
+	Members []struct {
+		Name     string `json:"name"`
+		HTTPAddr string `json:"http_addr"`
+		State    string `json:"state"`
+	} `json:"members"`
+	Raft *struct {
+		Leader        string   `json:"leader"`
+		Voters        []string `json:"voters"`
+		PolicyVersion uint64   `json:"policy_version"`
+	} `json:"raft"`
+}
+
+func (v clusterView) alive() []string {
+	var names []string
+	for _, m := range v.Members {
+		if m.State == "alive" {
+			names = append(names, m.Name)
+		}
+	}
+	return names
+}
+
+var testClient = &http.Client{Timeout: 5 * time.Second}
+
+// adminToken is the --admin-token of the test clusters.
+const adminToken = "test-admin-token"
+
+// adminDo sends an admin API request with the token.
+func adminDo(method, url string, body []byte) (*http.Response, error) {
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/json")
+	return testClient.Do(req)
+}
+
+func getCluster(url string) (clusterView, error) {
+	var v clusterView
+	resp, err := adminDo("GET", url+"/v1/cluster", nil)
+	if err != nil {
+		return v, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return v, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return v, json.NewDecoder(resp.Body).Decode(&v)
+}
+
+func ready(url string) bool {
+	resp, err := testClient.Get(url + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// waitMembers waits until every node is ready, lists exactly the nodes as
+// alive members, and has them all as raft voters under a leader.
+func waitMembers(t *testing.T, timeout time.Duration, nodes ...*node) {
+	t.Helper()
+	want := len(nodes)
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		ok := true
+		for _, n := range nodes {
+			v, err := getCluster(n.URL)
+			if !ready(n.URL) || err != nil || len(v.alive()) != want ||
+				v.Raft == nil || v.Raft.Leader == "" || len(v.Raft.Voters) != want {
+				ok = false
+				last = fmt.Sprintf("%s: ready %v, err %v, alive %v, raft %+v", n.Name, ready(n.URL), err, v.alive(), v.Raft)
+				break
+			}
+		}
+		if ok {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("the %d nodes did not all see %d alive members within %v; last: %s", want, want, timeout, last)
+}
+
+// checkResult is one check's answer.
+type checkResult struct {
+	Status    int
+	Allowed   bool
+	Remaining int64
+	Err       error
+}
+
+// check sends hits to policy/key at url.
+func check(url, policy, key string, hits int64) checkResult {
+	body, _ := json.Marshal(map[string]any{"policy": policy, "key": key, "hits": hits})
+	resp, err := testClient.Post(url+"/v1/check", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return checkResult{Err: err}
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var d struct {
+		Allowed   bool  `json:"allowed"`
+		Remaining int64 `json:"remaining"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		return checkResult{Status: resp.StatusCode, Err: fmt.Errorf("body %q: %w", b, err)}
+	}
+	return checkResult{Status: resp.StatusCode, Allowed: d.Allowed, Remaining: d.Remaining}
+}
+
+// owner computes the node that owns key under policy, as every node does.
+func owner(policy, key string, names ...string) string {
+	enc, _ := bucket.Key{Policy: policy, ID: key}.AppendBinary(nil)
+	return ring.New(names, ring.Config{}).Owner(enc)
+}
+
+// startCluster starts n nodes; nodes 2.. join node 1's gossip address.
+func startCluster(t *testing.T, n int, env map[string]string, args func(i int) []string) []*node {
+	t.Helper()
+	nodes := []*node{startNode(t, "n1", env, args(0)...)}
+	for i := 1; i < n; i++ {
+		nodes = append(nodes, startNode(t, "n"+strconv.Itoa(i+1), env, append(args(i), "--join", nodes[0].Gossip)...))
+	}
+	waitMembers(t, 30*time.Second, nodes...)
+	return nodes
+}
+
+const clusterLimit = 50
+
+// TestClusterProcesses runs three processes joined with --join and checks
+// one limit held exactly across the three HTTP ports, then checks going on,
+// without a 5xx, while a key's owner is killed with SIGKILL.
+func TestClusterProcesses(t *testing.T) {
+	env := map[string]string{"RATE_LIMIT_DEFAULT_MAX": strconv.Itoa(clusterLimit), "RATE_LIMIT_DEFAULT_WINDOW_MS": "3600000"}
+	nodes := startCluster(t, 3, env, func(int) []string { return nil })
+	names := []string{"n1", "n2", "n3"}
+	byName := map[string]int{"n1": 0, "n2": 1, "n3": 2}
+
+	t.Run("exact", func(t *testing.T) {
+		// 3N checks of one key, round-robin over the three nodes from 6
+		// concurrent senders: exactly N allowed.
+		var allowed, denied atomic.Int64
+		var wg sync.WaitGroup
+		errs := make(chan string, 3*clusterLimit)
+		for w := 0; w < 6; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				for i := w; i < 3*clusterLimit; i += 6 {
+					r := check(nodes[i%3].URL, "default", "exact", 1)
+					switch {
+					case r.Err != nil || (r.Status != http.StatusOK && r.Status != http.StatusTooManyRequests):
+						errs <- fmt.Sprintf("check %d: status %d, err %v", i, r.Status, r.Err)
+					case r.Allowed:
+						allowed.Add(1)
+					default:
+						denied.Add(1)
+					}
+				}
+			}(w)
+		}
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			t.Error(e)
+		}
+		if allowed.Load() != clusterLimit || denied.Load() != 2*clusterLimit {
+			t.Errorf("allowed %d, denied %d; want exactly %d allowed of %d", allowed.Load(), denied.Load(), clusterLimit, 3*clusterLimit)
+		}
+	})
+
+	t.Run("owner killed", func(t *testing.T) {
+		// Load one key from two senders per surviving node, SIGKILL its
+		// owner, and keep going until the survivors have seen it gone and
+		// a second more. No check may fail (no 5xx, no error): the
+		// failure mode `local` decides while the owner is unreachable,
+		// and the new owner afterwards.
+		const key = "killed"
+		o := byName[owner("default", key, names...)]
+		var survivors []*node
+		for i, n := range nodes {
+			if i != o {
+				survivors = append(survivors, n)
+			}
+		}
+		var (
+			stop            atomic.Bool
+			before, after   atomic.Int64 // allowed before and after the kill
+			total, failures atomic.Int64
+			killed          atomic.Bool
+			firstFail       atomic.Value
+		)
+		var wg sync.WaitGroup
+		for _, s := range survivors {
+			for range 2 {
+				wg.Add(1)
+				go func(url string) {
+					defer wg.Done()
+					for i := 0; i < 2000 && !stop.Load(); i++ {
+						r := check(url, "default", key, 1)
+						total.Add(1)
+						if r.Err != nil || r.Status >= 500 {
+							failures.Add(1)
+							firstFail.CompareAndSwap(nil, fmt.Sprintf("status %d, err %v", r.Status, r.Err))
+							continue
+						}
+						if r.Allowed {
+							if killed.Load() {
+								after.Add(1)
+							} else {
+								before.Add(1)
+							}
+						}
+					}
+				}(s.URL)
+			}
+		}
+		for total.Load() < 20 {
+			time.Sleep(time.Millisecond)
+		}
+		// Detection is read from the survivors' logs: /v1/cluster keeps
+		// listing a crashed member as "alive" (the state memberlist hands
+		// to its leave event), so the ring rebuilt without it is the sign.
+		mark := make([]int, len(survivors))
+		for i, s := range survivors {
+			mark[i] = len(s.log.String())
+		}
+		killedAt := time.Now()
+		killed.Store(true)
+		nodes[o].signal(syscall.SIGKILL)
+		var detected time.Duration
+		for detected == 0 && time.Since(killedAt) < 20*time.Second {
+			gone := true
+			for i, s := range survivors {
+				if !ringRebuilt.MatchString(s.log.String()[mark[i]:]) {
+					gone = false
+				}
+			}
+			if gone {
+				detected = time.Since(killedAt)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if detected > 0 {
+			time.Sleep(time.Second) // keep loading the new owner a while
+		}
+		stop.Store(true)
+		wg.Wait()
+		if detected == 0 {
+			t.Fatalf("the survivors did not rebuild their rings without the killed %s within 20 s; log of %s:\n%s", nodes[o].Name, survivors[0].Name, survivors[0].log)
+		}
+		if f := failures.Load(); f > 0 {
+			t.Errorf("%d of %d checks failed; first: %v", f, total.Load(), firstFail.Load())
+		}
+		// Bound: the owner's counter dies with it (N, counting replies
+		// of the owner that arrive just after the kill). Until the
+		// survivors detect the crash, each decides alone with the limit
+		// divided by the live nodes it sees (at least 2, so at most N/2
+		// each: N together); then the new owner starts a fresh counter
+		// (N). So at most 3N are allowed over the whole run.
+		all := before.Load() + after.Load()
+		t.Logf("owner %s killed: both survivors rebuilt their rings %v after SIGKILL; %d checks, none failed; allowed %d before the kill and %d after, %d in all (limit %d, bound %d)",
+			nodes[o].Name, detected.Round(time.Millisecond), total.Load(), before.Load(), after.Load(), all, clusterLimit, 3*clusterLimit)
+		if all > 3*clusterLimit {
+			t.Errorf("%d allowed in all, above the bound %d", all, 3*clusterLimit)
+		}
+		if before.Load() > clusterLimit {
+			t.Errorf("%d allowed before the kill, above the limit %d", before.Load(), clusterLimit)
+		}
+		if detected > 10*time.Second {
+			t.Errorf("detection took %v, want the local profile's ~1 s (at most 10 s)", detected)
+		}
+	})
+}
+
+// TestClusterRestarts runs three processes with --data-dir: a node stopped
+// with SIGTERM and started again with the same flags keeps a key's count,
+// and a policy changed through the admin API survives a restart of the
+// whole cluster.
+func TestClusterRestarts(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"RATE_LIMIT_DEFAULT_MAX": strconv.Itoa(clusterLimit), "RATE_LIMIT_DEFAULT_WINDOW_MS": "3600000"}
+	nodes := startCluster(t, 3, env, func(i int) []string {
+		return []string{"--data-dir", filepath.Join(dir, "n"+strconv.Itoa(i+1))}
+	})
+	names := []string{"n1", "n2", "n3"}
+	byName := map[string]int{"n1": 0, "n2": 1, "n3": 2}
+
+	top := t
+	t.Run("restart keeps counts", func(t *testing.T) {
+		// Spend 20 of the key's 50 through every node, then SIGTERM its
+		// owner (which hands the counter off) and start it again with the
+		// same flags, joining the others: the key still has 30 left.
+		const key, spent = "kept", 20
+		for i := 0; i < spent; i++ {
+			if r := check(nodes[i%3].URL, "default", key, 1); !r.Allowed {
+				t.Fatalf("check %d: %+v, want allowed", i, r)
+			}
+		}
+		o := byName[owner("default", key, names...)]
+		var others []string
+		for i, n := range nodes {
+			if i != o {
+				others = append(others, n.Gossip)
+			}
+		}
+		nodes[o].stop()
+		if r := check(nodes[(o+1)%3].URL, "default", key, 0); r.Remaining != clusterLimit-spent {
+			t.Errorf("with the owner gone: remaining %d (%+v), want %d", r.Remaining, r, clusterLimit-spent)
+		}
+		nodes[o] = nodes[o].restart(top, "--join", strings.Join(others, ","))
+		waitMembers(t, 30*time.Second, nodes...)
+		for _, n := range nodes {
+			if r := check(n.URL, "default", key, 0); r.Err != nil || r.Remaining != clusterLimit-spent {
+				t.Errorf("after the restart, on %s: %+v, want remaining %d", n.Name, r, clusterLimit-spent)
+			}
+		}
+		if !strings.Contains(nodes[o].log.String(), "raft state found") {
+			t.Errorf("the restarted node did not find its raft state in --data-dir; log:\n%s", nodes[o].log)
+		}
+	})
+
+	t.Run("policy survives a full restart", func(t *testing.T) {
+		// Lower the auth limit to 3 through node 2, see it on every node,
+		// stop all three, start all three: the table still says 3.
+		body := []byte(`{"name":"auth","algorithm":"sliding_window","limit":3,"window_ms":900000}`)
+		resp, err := adminDo("PUT", nodes[1].URL+"/v1/policies/auth", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("PUT /v1/policies/auth: %d %s", resp.StatusCode, b)
+		}
+		waitLimit(t, nodes, "auth", 3)
+		gossip := make([]string, len(nodes))
+		for i, n := range nodes {
+			gossip[i] = n.Gossip
+		}
+		for _, n := range nodes {
+			n.stop()
+		}
+		for i, n := range nodes {
+			var others []string
+			for j, g := range gossip {
+				if j != i {
+					others = append(others, g)
+				}
+			}
+			nodes[i] = n.restart(top, "--join", strings.Join(others, ","))
+		}
+		waitMembers(t, 30*time.Second, nodes...)
+		waitLimit(t, nodes, "auth", 3)
+		for i, n := range nodes {
+			if r := check(n.URL, "auth", "after-restart-"+strconv.Itoa(i), 1); r.Err != nil || !r.Allowed || r.Remaining != 2 {
+				t.Errorf("check on %s after the restart: %+v, want allowed with 2 remaining of 3", n.Name, r)
+			}
+		}
+	})
+}
+
+// waitLimit waits until every node's table gives policy the limit.
+func waitLimit(t *testing.T, nodes []*node, policy string, limit int64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for _, n := range nodes {
+		var last string
+		for {
+			resp, err := adminDo("GET", n.URL+"/v1/policies/"+policy, nil)
+			if err == nil {
+				var p struct {
+					Limit int64 `json:"limit"`
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				last = string(b)
+				if json.Unmarshal(b, &p) == nil && p.Limit == limit {
+					break
+				}
+			} else {
+				last = err.Error()
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: policy %s never got limit %d; last answer %s", n.Name, policy, limit, last)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// TestProcessStandalone: a standalone node binds no cluster port, lists
+// itself in /v1/cluster, and refuses --join.
+func TestProcessStandalone(t *testing.T) {
+	p := startServe(t, []string{"--http-addr", "127.0.0.1:0", "--standalone"}, nil)
+	v, err := getCluster(p.URL)
+	if err != nil || len(v.Members) != 1 || v.Members[0].HTTPAddr != p.Addr {
+		t.Errorf("/v1/cluster: %+v, %v; want itself alone, with its HTTP address", v, err)
+	}
+	if log := p.log.String(); strings.Contains(log, "raft=") || strings.Contains(log, "no --data-dir") {
+		t.Errorf("a standalone node logs cluster addresses or the data-dir warning:\n%s", log)
+	}
+	p.stop()
+
+	code, _, stderr := runToEnd(t, 30*time.Second, nil, "serve", "--standalone", "--join", "127.0.0.1:1")
+	if code != exitUsage || !strings.Contains(stderr, "standalone") {
+		t.Errorf("--standalone --join: exit %d, stderr %q; want 2", code, stderr)
+	}
+}
+
+// TestProcessClusterNoDataDir: without --data-dir a clustered node warns
+// that policy changes do not survive a restart of the whole cluster.
+func TestProcessClusterNoDataDir(t *testing.T) {
+	n := startNode(t, "solo", nil)
+	if !strings.Contains(n.log.String(), "no --data-dir") {
+		t.Errorf("no warning about the in-memory policy table:\n%s", n.log)
+	}
+	waitMembers(t, 30*time.Second, n)
+	n.stop()
+}
