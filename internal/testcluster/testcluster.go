@@ -171,24 +171,25 @@ func (c *Cluster) Owner(policy, key string) int {
 	return slices.Index(c.names, name)
 }
 
-// Kill stops node i at once, as a crash would.
-func (c *Cluster) Kill(i int) {
+// take removes node i from its slot and returns it (nil if down).
+func (c *Cluster) take(i int) *cluster.Node {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	n := c.nodes[i]
 	c.nodes[i] = nil
-	c.mu.Unlock()
-	if n != nil {
+	return n
+}
+
+// Kill stops node i at once, as a crash would.
+func (c *Cluster) Kill(i int) {
+	if n := c.take(i); n != nil {
 		n.Halt()
 	}
 }
 
 // Leave closes node i gracefully: it hands off its counters and leaves.
 func (c *Cluster) Leave(i int) {
-	c.mu.Lock()
-	n := c.nodes[i]
-	c.nodes[i] = nil
-	c.mu.Unlock()
-	if n != nil {
+	if n := c.take(i); n != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := n.Close(ctx); err != nil {
@@ -301,15 +302,7 @@ func (c *Cluster) Leader() int {
 func (c *Cluster) Close() {
 	var wg sync.WaitGroup
 	for _, i := range c.Live() {
-		wg.Go(func() {
-			c.mu.Lock()
-			n := c.nodes[i]
-			c.nodes[i] = nil
-			c.mu.Unlock()
-			if n != nil {
-				n.Halt()
-			}
-		})
+		wg.Go(func() { c.Kill(i) })
 	}
 	wg.Wait()
 }
