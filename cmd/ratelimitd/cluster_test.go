@@ -9,9 +9,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -521,4 +524,35 @@ func TestProcessClusterNoDataDir(t *testing.T) {
 	}
 	waitMembers(t, 30*time.Second, n)
 	n.stop()
+}
+
+// TestSeeds: the first --join address names the node that starts the
+// cluster; it starts one only without raft state, and rejoins the others
+// once it has some.
+func TestSeeds(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		t.Skip("no hostname")
+	}
+	dir := t.TempDir()
+	log := slog.New(slog.DiscardHandler)
+	cfg := serveConfig{GossipAddr: "0.0.0.0:7946", DataDir: dir,
+		Join: []string{host + ".peers.default.svc:7946", "peers.default.svc:7946"}}
+	if got := seeds(cfg, log); !slices.Equal(got, []string{"0.0.0.0:7946"}) {
+		t.Errorf("first seed, no raft state: %q, want itself alone (a new cluster)", got)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "raft.db"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := seeds(cfg, log); !slices.Equal(got, []string{"peers.default.svc:7946"}) {
+		t.Errorf("first seed with raft state: %q, want the others (rejoin)", got)
+	}
+	cfg.Join = []string{"other-0.peers:7946", host + ":7946", "127.0.0.1:7000"}
+	if got := seeds(cfg, log); !slices.Equal(got, []string{"other-0.peers:7946", "127.0.0.1:7000"}) {
+		t.Errorf("not the first seed: %q, want the seeds without itself", got)
+	}
+	cfg.Join = []string{host + ":7000"} // another port: another node on this host
+	if got := seeds(cfg, log); !slices.Equal(got, cfg.Join) {
+		t.Errorf("same host, other port: %q, want it kept", got)
+	}
 }

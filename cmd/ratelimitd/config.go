@@ -114,7 +114,7 @@ func serveSettings(c *serveConfig) []setting {
 			"How long SIGINT/SIGTERM waits for the node's hand-off and in-flight HTTP requests before closing them."),
 
 		listOpt(&c.Join, "join",
-			"Gossip addresses of nodes to join, host:port,...; DNS names resolve (a Kubernetes headless service works). The node is ready once it has joined one. Without it, the node starts a new cluster.").defaultDoc("none: start a new cluster"),
+			"Gossip addresses of nodes to join, host:port,...; DNS names resolve (a Kubernetes headless service works). The node is ready once it has joined one. The first address names the node that starts the cluster: that node, finding itself first (its hostname or gossip address) and no raft state in --data-dir, starts a new cluster; later it rejoins the others.").defaultDoc("none: start a new cluster"),
 		boolOpt(&c.Standalone, "standalone",
 			"Run one node with no cluster: no gossip, peer or raft listener."),
 		stringOpt(&c.GossipAddr, "gossip-addr", "127.0.0.1:7946",
@@ -144,7 +144,7 @@ func serveSettings(c *serveConfig) []setting {
 		stringOpt(&c.PeerTLSCA, "peer-tls-ca", "",
 			"PEM CA certificates that peers' certificates must chain to.").defaultDoc("none"),
 		stringOpt(&c.AdminToken, "admin-token", "",
-			"Bearer token of the admin API (policy changes). Without one the admin API is off.").defaultDoc("none: admin API off"),
+			"Bearer token of the admin API: policy writes and /v1/cluster need it, and policy reads too once it is set. Without one, policy writes answer 403.").defaultDoc("none: admin API off"),
 
 		choiceOpt(&c.Store, "store", "memory",
 			"Where counters live: memory (in the nodes, the Redis-free cluster) or redis (a shared Redis, see REDIS_URL).", "memory", "redis"),

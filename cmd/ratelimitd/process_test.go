@@ -37,19 +37,25 @@ func postCheck(t *testing.T, url, policy, key string) (int, http.Header, map[str
 
 // TestProcessDefaults runs the binary as a user would, with no flag and no
 // variable: the auth policy allows 10 checks of one key and denies the
-// 11th with Retry-After; SIGTERM ends it with exit code 0.
+// 11th with Retry-After; SIGTERM ends it with exit code 0. The default node
+// starts a cluster of its own on the default gossip, peer and raft ports.
 func TestProcessDefaults(t *testing.T) {
 	const addr = "127.0.0.1:8080"
-	binary(t) // build first, so the port is probed just before the start
-	if ln, err := net.Listen("tcp", addr); err != nil {
-		t.Fatalf("this test runs ratelimitd with no flags, on its default %s, but that port is taken "+
-			"by another process (which one is unknown to the test): free it and run again: %v", addr, err)
-	} else {
-		ln.Close()
+	binary(t) // build first, so the ports are probed just before the start
+	for _, a := range []string{addr, "127.0.0.1:7946", "127.0.0.1:7947", "127.0.0.1:7948"} {
+		if ln, err := net.Listen("tcp", a); err != nil {
+			t.Fatalf("this test runs ratelimitd with no flags, on its default ports (HTTP 8080, gossip 7946, peer 7947, raft 7948), "+
+				"but %s is taken by another process (which one is unknown to the test): free it and run again: %v", a, err)
+		} else {
+			ln.Close()
+		}
 	}
 	p := startServe(t, nil, nil)
 	if p.Addr != addr {
 		t.Fatalf("listening on %s, want the default %s", p.Addr, addr)
+	}
+	if log := p.log.String(); !strings.Contains(log, "gossip=127.0.0.1:7946 peer=127.0.0.1:7947 raft=127.0.0.1:7948") {
+		t.Errorf("the listening line lacks the default cluster addresses; log:\n%s", log)
 	}
 	for i := 1; i <= 11; i++ {
 		status, h, body := postCheck(t, p.URL, "auth", "ip:203.0.113.7")
@@ -67,9 +73,9 @@ func TestProcessDefaults(t *testing.T) {
 		}
 		ra, err := strconv.Atoi(h.Get("Retry-After"))
 		// 10 checks per 15 min: the first slot's hits leave the counted
-		// window 15 min × 9/8 after they were counted at most.
-		if err != nil || ra < 1 || ra > 15*60*9/8 {
-			t.Errorf("Retry-After %q, want whole seconds in [1, %d]", h.Get("Retry-After"), 15*60*9/8)
+		// window 15 min × 9/8 after they were counted at most, rounded up.
+		if err != nil || ra < 1 || ra > (15*60*9+7)/8 {
+			t.Errorf("Retry-After %q, want whole seconds in [1, %d]", h.Get("Retry-After"), (15*60*9+7)/8)
 		}
 	}
 	p.stop()

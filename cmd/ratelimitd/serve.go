@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -163,7 +165,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		ccfg.PeerAdvertise = cfg.PeerAdv
 		ccfg.RaftAddr = cfg.RaftAddr
 		ccfg.RaftAdvertise = cfg.RaftAdv
-		ccfg.Seeds = cfg.Join
+		ccfg.Seeds = seeds(cfg, log)
 		ccfg.SecretKey = cfg.GossipKey
 		ccfg.PeerTLS = peerTLS
 		ccfg.ForwardTimeout = cfg.ForwardTimeout
@@ -261,6 +263,49 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// seeds returns the gossip seeds to give the node. The first --join
+// address names the node that starts the cluster: when it is this node
+// (its gossip address, or its hostname, bare or qualified, at the gossip
+// port) and --data-dir holds no raft state yet, the node is given itself
+// alone, which makes it bootstrap a new cluster; otherwise it is given the
+// other addresses, so that a restart rejoins the cluster. Every other node
+// joins through all of them.
+func seeds(cfg serveConfig, log *slog.Logger) []string {
+	if len(cfg.Join) == 0 {
+		return nil
+	}
+	host, _ := os.Hostname()
+	var others []string
+	for _, s := range cfg.Join {
+		if !isSelf(s, cfg.GossipAddr, cfg.GossipAdv, host) {
+			others = append(others, s)
+		}
+	}
+	if !isSelf(cfg.Join[0], cfg.GossipAddr, cfg.GossipAdv, host) {
+		return others
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, "raft.db")); cfg.DataDir == "" || err != nil {
+		log.Info("first of the --join addresses and no raft state: starting a new cluster", "seed", cfg.Join[0])
+		return []string{cfg.GossipAddr}
+	}
+	return others
+}
+
+// isSelf reports whether the seed addr names this node: its gossip or
+// advertised address, or its hostname (bare or with a domain) at the
+// gossip port.
+func isSelf(addr, gossip, advertise, hostname string) bool {
+	if addr == gossip || (advertise != "" && addr == advertise) {
+		return true
+	}
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil || hostname == "" {
+		return false
+	}
+	_, gp, _ := net.SplitHostPort(gossip)
+	return p == gp && (h == hostname || strings.HasPrefix(h, hostname+"."))
 }
 
 // defaultNodeName is the hostname and the gossip port (web-1-7946): unique
