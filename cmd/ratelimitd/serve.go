@@ -165,6 +165,17 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		ccfg.PeerAdvertise = cfg.PeerAdv
 		ccfg.RaftAddr = cfg.RaftAddr
 		ccfg.RaftAdvertise = cfg.RaftAdv
+		if ccfg.RaftAdvertise == "" {
+			adv, err := raftAdvertise(cfg.RaftAddr, cfg.GossipAdv)
+			if err != nil {
+				ln.Close()
+				if closeStore != nil {
+					closeStore()
+				}
+				return &configError{err}
+			}
+			ccfg.RaftAdvertise = adv
+		}
 		ccfg.Seeds = seeds(cfg, log)
 		ccfg.SecretKey = cfg.GossipKey
 		ccfg.PeerTLS = peerTLS
@@ -306,6 +317,50 @@ func isSelf(addr, gossip, advertise, hostname string) bool {
 	}
 	_, gp, _ := net.SplitHostPort(gossip)
 	return p == gp && (h == hostname || strings.HasPrefix(h, hostname+"."))
+}
+
+// raftAdvertise returns the address raft peers dial when --raft-addr
+// listens on every interface (0.0.0.0 or ::), which raft cannot advertise:
+// the host of --gossip-advertise, else a private address of this host, at
+// the raft port. It returns "" (raft advertises its bind address) when the
+// host is a specific one.
+func raftAdvertise(bind, gossipAdv string) (string, error) {
+	host, port, err := net.SplitHostPort(bind)
+	if err != nil {
+		return "", fmt.Errorf("--raft-addr %q: %w", bind, err)
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return "", nil
+	}
+	if port == "0" {
+		return "", fmt.Errorf("--raft-addr %s: a node listening on every interface needs a fixed raft port, or --raft-advertise", bind)
+	}
+	if gossipAdv != "" {
+		if h, _, err := net.SplitHostPort(gossipAdv); err == nil {
+			return net.JoinHostPort(h, port), nil
+		}
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", fmt.Errorf("--raft-addr %s: listing this host's addresses: %w", bind, err)
+	}
+	var public net.IP
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok || n.IP.IsLoopback() || n.IP.To4() == nil || !n.IP.IsGlobalUnicast() {
+			continue
+		}
+		if n.IP.IsPrivate() {
+			return net.JoinHostPort(n.IP.String(), port), nil
+		}
+		if public == nil {
+			public = n.IP
+		}
+	}
+	if public != nil {
+		return net.JoinHostPort(public.String(), port), nil
+	}
+	return "", fmt.Errorf("--raft-addr %s: no address of this host to advertise; set --raft-advertise", bind)
 }
 
 // defaultNodeName is the hostname and the gossip port (web-1-7946): unique
