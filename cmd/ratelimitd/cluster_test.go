@@ -558,24 +558,24 @@ func TestSeeds(t *testing.T) {
 	}
 }
 
-// TestRaftAdvertise: raft cannot advertise 0.0.0.0, so serve advertises
-// the gossip advertise host or an address of this host instead.
-func TestRaftAdvertise(t *testing.T) {
-	if got, err := raftAdvertise("127.0.0.1:7948", ""); got != "" || err != nil {
+// TestAdvertiseAddr: peers cannot dial 0.0.0.0, so serve advertises the
+// gossip advertise host or an address of this host instead.
+func TestAdvertiseAddr(t *testing.T) {
+	if got, err := advertiseAddr("127.0.0.1:7948", "", "raft"); got != "" || err != nil {
 		t.Errorf("a specific host: %q, %v; want raft's own", got, err)
 	}
-	if got, err := raftAdvertise("0.0.0.0:7948", "10.1.2.3:7946"); got != "10.1.2.3:7948" || err != nil {
+	if got, err := advertiseAddr("0.0.0.0:7948", "10.1.2.3:7946", "raft"); got != "10.1.2.3:7948" || err != nil {
 		t.Errorf("with --gossip-advertise: %q, %v; want 10.1.2.3:7948", got, err)
 	}
-	if _, err := raftAdvertise("0.0.0.0:0", ""); err == nil || !strings.Contains(err.Error(), "--raft-advertise") {
+	if _, err := advertiseAddr("0.0.0.0:0", "", "raft"); err == nil || !strings.Contains(err.Error(), "--raft-advertise") {
 		t.Errorf("every interface, port 0: %v; want an error naming --raft-advertise", err)
 	}
-	got, err := raftAdvertise(":7948", "")
+	got, err := advertiseAddr(":7947", "", "peer")
 	if err != nil {
 		t.Skipf("no address to advertise on this host: %v", err)
 	}
 	host, port, _ := net.SplitHostPort(got)
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() || ip.IsLoopback() || port != "7948" {
-		t.Errorf("every interface: %q, want an address of this host at 7948", got)
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() || ip.IsLoopback() || port != "7947" {
+		t.Errorf("every interface: %q, want an address of this host at 7947", got)
 	}
 }

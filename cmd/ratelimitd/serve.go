@@ -165,8 +165,14 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		ccfg.PeerAdvertise = cfg.PeerAdv
 		ccfg.RaftAddr = cfg.RaftAddr
 		ccfg.RaftAdvertise = cfg.RaftAdv
-		if ccfg.RaftAdvertise == "" {
-			adv, err := raftAdvertise(cfg.RaftAddr, cfg.GossipAdv)
+		for _, a := range []struct {
+			adv        *string
+			bind, flag string
+		}{{&ccfg.PeerAdvertise, cfg.PeerAddr, "peer"}, {&ccfg.RaftAdvertise, cfg.RaftAddr, "raft"}} {
+			if *a.adv != "" {
+				continue
+			}
+			adv, err := advertiseAddr(a.bind, cfg.GossipAdv, a.flag)
 			if err != nil {
 				ln.Close()
 				if closeStore != nil {
@@ -174,7 +180,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 				}
 				return &configError{err}
 			}
-			ccfg.RaftAdvertise = adv
+			*a.adv = adv
 		}
 		ccfg.Seeds = seeds(cfg, log)
 		ccfg.SecretKey = cfg.GossipKey
@@ -319,21 +325,21 @@ func isSelf(addr, gossip, advertise, hostname string) bool {
 	return p == gp && (h == hostname || strings.HasPrefix(h, hostname+"."))
 }
 
-// raftAdvertise returns the address raft peers dial when --raft-addr
-// listens on every interface (0.0.0.0 or ::), which raft cannot advertise:
-// the host of --gossip-advertise, else a private address of this host, at
-// the raft port. It returns "" (raft advertises its bind address) when the
-// host is a specific one.
-func raftAdvertise(bind, gossipAdv string) (string, error) {
+// advertiseAddr returns the address peers dial when the --peer-addr or
+// --raft-addr (which says) listens on every interface (0.0.0.0 or ::),
+// which peers cannot dial: the host of --gossip-advertise, else a private
+// address of this host, at the same port. It returns "" (the listener's
+// own address is advertised) when the host is a specific one.
+func advertiseAddr(bind, gossipAdv, which string) (string, error) {
 	host, port, err := net.SplitHostPort(bind)
 	if err != nil {
-		return "", fmt.Errorf("--raft-addr %q: %w", bind, err)
+		return "", fmt.Errorf("--%s-addr %q: %w", which, bind, err)
 	}
 	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
 		return "", nil
 	}
 	if port == "0" {
-		return "", fmt.Errorf("--raft-addr %s: a node listening on every interface needs a fixed raft port, or --raft-advertise", bind)
+		return "", fmt.Errorf("--%s-addr %s: a node listening on every interface needs a fixed %s port, or --%s-advertise", which, bind, which, which)
 	}
 	if gossipAdv != "" {
 		if h, _, err := net.SplitHostPort(gossipAdv); err == nil {
@@ -342,7 +348,7 @@ func raftAdvertise(bind, gossipAdv string) (string, error) {
 	}
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
-		return "", fmt.Errorf("--raft-addr %s: listing this host's addresses: %w", bind, err)
+		return "", fmt.Errorf("--%s-addr %s: listing this host's addresses: %w", which, bind, err)
 	}
 	var public net.IP
 	for _, a := range addrs {
@@ -360,7 +366,7 @@ func raftAdvertise(bind, gossipAdv string) (string, error) {
 	if public != nil {
 		return net.JoinHostPort(public.String(), port), nil
 	}
-	return "", fmt.Errorf("--raft-addr %s: no address of this host to advertise; set --raft-advertise", bind)
+	return "", fmt.Errorf("--%s-addr %s: no address of this host to advertise; set --%s-advertise", which, bind, which)
 }
 
 // defaultNodeName is the hostname and the gossip port (web-1-7946): unique
