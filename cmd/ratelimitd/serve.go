@@ -303,7 +303,11 @@ func seeds(cfg serveConfig, log *slog.Logger) []string {
 	if !isSelf(cfg.Join[0], cfg.GossipAddr, cfg.GossipAdv, host) {
 		return others
 	}
-	if _, err := os.Stat(filepath.Join(cfg.DataDir, "raft.db")); cfg.DataDir == "" || err != nil {
+	if cfg.DataDir == "" {
+		log.Warn("first of the --join addresses without --data-dir: starting a new cluster, as this node will after every restart, apart from the other nodes; give it --data-dir", "seed", cfg.Join[0])
+		return []string{cfg.GossipAddr}
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, "raft.db")); err != nil {
 		log.Info("first of the --join addresses and no raft state: starting a new cluster", "seed", cfg.Join[0])
 		return []string{cfg.GossipAddr}
 	}
