@@ -392,3 +392,23 @@ func TestStartFailsCleanly(t *testing.T) {
 		t.Fatalf("error %q does not name the address %s", err, taken)
 	}
 }
+
+func TestMembersShowACrash(t *testing.T) {
+	c := testcluster.Start(t, 3, testcluster.Options{})
+	dead := c.Node(2).Name()
+	c.Kill(2)
+	c.WaitConverged()
+	for _, m := range c.Node(0).Members() {
+		if m.Name == dead && m.State != "dead" {
+			t.Fatalf("a crashed member is listed as %q", m.State)
+		}
+	}
+	left := c.Node(1).Name()
+	c.Leave(1)
+	c.WaitConverged()
+	for _, m := range c.Node(0).Members() {
+		if m.Name == left && m.State != "left" {
+			t.Fatalf("a member that left is listed as %q", m.State)
+		}
+	}
+}

@@ -73,8 +73,7 @@ type Config struct {
 	// the host of GossipAddr with a free port.
 	PeerAddr string
 	// PeerAdvertise is the address peers dial to reach PeerAddr. Default:
-	// PeerAddr, with the gossip advertise host when PeerAddr's host is
-	// 0.0.0.0.
+	// PeerAddr as bound; set it when PeerAddr's host is 0.0.0.0.
 	PeerAdvertise string
 	// HTTPAddr is this node's HTTP API address, advertised to peers so that
 	// any node can list where the others serve. Optional.
@@ -106,7 +105,7 @@ type Config struct {
 	// table. Default: the host of GossipAddr with a free port.
 	RaftAddr string
 	// RaftAdvertise is the address peers dial to reach RaftAddr. Default:
-	// RaftAddr.
+	// RaftAddr; it must be set when RaftAddr's host is 0.0.0.0.
 	RaftAdvertise string
 	// DataDir holds the raft log, stable store and snapshots, so that
 	// policy changes survive restarts. Empty keeps them in memory: a

@@ -40,6 +40,9 @@ type nodeMeta struct {
 	PeerAddr string `msgpack:"p"`
 	HTTPAddr string `msgpack:"h,omitempty"`
 	RaftAddr string `msgpack:"r,omitempty"`
+	// Leaving is set by a node about to leave gracefully, so that peers
+	// drop it from their rings (and raft) at once, as departed.
+	Leaving bool `msgpack:"l,omitempty"`
 }
 
 // viewEntry is a member as last heard of, and when.
@@ -213,10 +216,29 @@ func (g *gossip) isJoined() bool {
 
 // NodeMeta implements memberlist.Delegate.
 func (g *gossip) NodeMeta(limit int) []byte {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	if len(g.meta) > limit {
 		return nil
 	}
 	return g.meta
+}
+
+// announceLeave tells peers, through the node's metadata, that it is about
+// to leave.
+func (g *gossip) announceLeave(timeout time.Duration) error {
+	var meta nodeMeta
+	g.mu.Lock()
+	err := msgpack.Unmarshal(g.meta, &meta)
+	if err == nil {
+		meta.Leaving = true
+		g.meta, err = msgpack.Marshal(meta)
+	}
+	g.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return g.ml.UpdateNode(timeout)
 }
 
 // NotifyMsg implements memberlist.Delegate; the node sends no user messages.
@@ -248,9 +270,22 @@ func (g *gossip) update(m *memberlist.Node, alive bool) {
 			alive = false
 		}
 	}
-	state := stateName(m.State)
-	if alive {
+	// A leave event may carry the state memberlist had before it: a
+	// departed member is "left" when it said goodbye (announced in its
+	// metadata, or in the event), else "dead".
+	leaving := meta.Leaving
+	if alive && leaving {
+		alive = false
+	}
+	g.mu.Lock()
+	leaving = leaving || g.left[m.Name]
+	g.mu.Unlock()
+	state := "dead"
+	switch {
+	case alive:
 		state = "alive"
+	case leaving || m.State == memberlist.StateLeft:
+		state = "left"
 	}
 	g.mu.Lock()
 	v := g.view[m.Name]
@@ -265,7 +300,7 @@ func (g *gossip) update(m *memberlist.Node, alive bool) {
 		delete(g.left, m.Name)
 	} else {
 		delete(g.alive, m.Name)
-		if m.State == memberlist.StateLeft {
+		if state == "left" {
 			g.left[m.Name] = true
 		}
 	}

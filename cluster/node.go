@@ -408,7 +408,10 @@ func (n *Node) Leave(ctx context.Context) error {
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	if err := n.gossip.ml.Leave(max(timeout, time.Millisecond)); err != nil {
+	if err := n.gossip.announceLeave(max(timeout/2, time.Millisecond)); err != nil {
+		n.log.Warn("announcing the leave failed; leaving anyway", "err", err)
+	}
+	if err := n.gossip.ml.Leave(max(timeout/2, time.Millisecond)); err != nil {
 		return fmt.Errorf("cluster: leave: %w", err)
 	}
 	n.log.Info("left the cluster", "counters_handed_off", sent)

@@ -457,6 +457,9 @@ func (rn *raftNode) close() {
 			rn.n.log.Warn("raft shutdown", "err", err)
 		}
 	}
+	// Close the pooled connections too, so that peers' connection
+	// handlers end now rather than on their next read.
+	rn.trans.CloseStreams()
 	rn.trans.Close()
 	if rn.store != nil {
 		rn.store.Close()
