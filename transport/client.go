@@ -103,7 +103,14 @@ type peer struct {
 }
 
 // peer returns the peer of addr, creating it (and its flusher) on first use.
+// The lookup of a known peer takes no lock (t.peerIndex mirrors t.peers): every
+// Check makes one, and a shared mutex there was contended. A peer found
+// while the transport closes is closed itself before Close returns, and
+// refuses requests from then on.
 func (t *TCP) peer(addr string) (*peer, error) {
+	if v, ok := t.peerIndex.Load(addr); ok {
+		return v.(*peer), nil
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -122,6 +129,7 @@ func (t *TCP) peer(addr string) (*peer, error) {
 		dialing: make([]chan struct{}, n),
 	}
 	t.peers[addr] = p
+	t.peerIndex.Store(addr, p)
 	t.wg.Add(1)
 	go p.flusher()
 	return p, nil
@@ -166,13 +174,19 @@ func (t *TCP) Check(ctx context.Context, addr string, item CheckItem) (CheckResu
 		c.send(r)
 	}
 
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		if s.state.CompareAndSwap(stWaiting, stAbandoned) {
-			return CheckResult{}, ctxError(ctx, addr)
-		}
+	if done := ctx.Done(); done == nil {
+		// A ctx that cannot end: a plain receive is much cheaper than a
+		// select, for the caller and for the reader that wakes it.
 		<-s.done
+	} else {
+		select {
+		case <-s.done:
+		case <-done:
+			if s.state.CompareAndSwap(stWaiting, stAbandoned) {
+				return CheckResult{}, ctxError(ctx, addr)
+			}
+			<-s.done
+		}
 	}
 	res, err := s.res, s.err
 	t.putSlot(s)
@@ -698,6 +712,7 @@ func (p *peer) maybeRetire(now int64) {
 	p.retired = true
 	close(p.done)
 	delete(t.peers, p.addr)
+	t.peerIndex.Delete(p.addr)
 }
 
 // close fails everything queued and in flight with ErrClosed.

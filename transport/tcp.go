@@ -154,11 +154,12 @@ type TCP struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	closed  bool
-	serving bool
-	peers   map[string]*peer
-	conns   map[io.Closer]struct{} // incoming connections
+	mu        sync.Mutex
+	closed    bool
+	serving   bool
+	peers     map[string]*peer
+	peerIndex sync.Map               // addr -> *peer: t.peers, readable without t.mu
+	conns     map[io.Closer]struct{} // incoming connections
 
 	slots sync.Pool // *slot
 	reqs  sync.Pool // *request
