@@ -120,7 +120,50 @@ func Spawn(ctx context.Context, cfg SpawnConfig) (*Spawned, error) {
 			return nil, err
 		}
 	}
+	if cfg.Cluster && cfg.Nodes > 1 {
+		if err := s.waitRing(ctx, cfg.Nodes); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// waitRing waits until every node's ownership ring holds n members, so
+// that all of them agree on the owner of every key before the load starts
+// (a node is ready once joined, which can come before its peers' rings
+// include it).
+func (s *Spawned) waitRing(ctx context.Context, n int) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReadyTimeout)
+	defer cancel()
+	// No kept-alive connection outlives the wait: a node stopped later
+	// should not find one open.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for _, base := range s.URLs() {
+		for {
+			var st struct {
+				RingMembers int `json:"ring_members"`
+			}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/cluster", nil)
+			if resp, err := client.Do(req); err == nil {
+				if resp.StatusCode == http.StatusNotFound {
+					resp.Body.Close()
+					break // a server without /v1/cluster: nothing to wait for
+				}
+				err = json.NewDecoder(resp.Body).Decode(&st)
+				resp.Body.Close()
+				if err == nil && st.RingMembers == n {
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%w: %s: ring of %d members, want %d: %w", ErrSpawn, base, st.RingMembers, n, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 // Add starts one more node, joined to the others, waits until it is ready,

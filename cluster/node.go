@@ -326,13 +326,16 @@ type Status struct {
 	Node    string      `json:"node"`
 	Members []Member    `json:"members"`
 	Raft    *RaftStatus `json:"raft,omitempty"`
+	// RingMembers is the number of nodes in this node's ownership ring:
+	// when every node reports the cluster's size, they agree on owners.
+	RingMembers int `json:"ring_members"`
 	// PolicyVersion counts the changes applied to the policy table.
 	PolicyVersion uint64 `json:"policy_version"`
 }
 
 // Status returns the node's view of its cluster.
 func (n *Node) Status() Status {
-	st := Status{Node: n.cfg.NodeName, Members: n.Members()}
+	st := Status{Node: n.cfg.NodeName, Members: n.Members(), RingMembers: n.Stats().RingMembers}
 	if n.raft != nil && !n.closed.Load() {
 		st.Raft = n.raft.status()
 	}
