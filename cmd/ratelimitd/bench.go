@@ -264,7 +264,10 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 			nodes, err := bench.Spawn(ctx, bench.SpawnConfig{
 				Binary: c.Binary, Nodes: c.Spawn, Policies: policies,
 				Cluster: c.Spawn > 1 || c.Scenario == bench.ScenarioScaleOut,
-				Args:    []string{"--log-level", "warn"},
+				// A generator sharing the machine's cores can hold a
+				// forwarded check past the 250 ms default, and the failure
+				// mode would then count as over- or under-admission.
+				Args: []string{"--log-level", "warn", "--forward-timeout", "2s"},
 			})
 			if err != nil {
 				return nil, err

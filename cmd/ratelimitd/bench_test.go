@@ -139,7 +139,7 @@ func TestBenchSpawnCluster(t *testing.T) {
 
 	rolled := filepath.Join(dir, "rolled.json")
 	code, out, errOut = runBenchCmd(t, "--spawn", "2", "--binary", bin, "--scenario", "rolling-restart", "--rate", "500",
-		"--keys", "50", "--duration", "6s", "--policy-spec", spec, "--progress", "none", "--json", rolled)
+		"--keys", "50", "--duration", "12s", "--policy-spec", spec, "--progress", "none", "--json", rolled)
 	if code != 0 {
 		t.Fatalf("exit %d: %s %s", code, out, errOut)
 	}
