@@ -39,16 +39,9 @@ func (n *Node) AllowBatch(ctx context.Context, checks []Check, out []Result) err
 	var local []int
 	remote := map[string][]int{} // peer address → check indexes
 	for i, c := range checks {
-		p := table[c.Policy]
-		switch {
-		case p == nil:
-			out[i] = Result{Err: fmt.Errorf("%w: %q", ErrUnknownPolicy, c.Policy)}
-			continue
-		case len(c.Key) == 0 || len(c.Key) > n.cfg.MaxKeyLen:
-			out[i] = Result{Err: fmt.Errorf("%w: length %d, want 1 to %d bytes", ErrInvalidKey, len(c.Key), n.cfg.MaxKeyLen)}
-			continue
-		case c.Hits < 0 || c.Hits > n.cfg.MaxHits:
-			out[i] = Result{Err: fmt.Errorf("%w: %d, want 0 to %d", ErrInvalidHits, c.Hits, n.cfg.MaxHits)}
+		p, err := n.checkInput(table, c.Policy, c.Key, c.Hits)
+		if err != nil {
+			out[i] = Result{Err: err}
 			continue
 		}
 		entries[i] = p

@@ -216,20 +216,13 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 	if err := ctx.Err(); err != nil {
 		return Decision{}, err
 	}
-	p := (*n.policies.Load())[policy]
-	if p == nil {
-		return Decision{}, fmt.Errorf("%w: %q", ErrUnknownPolicy, policy)
-	}
-	if len(key) == 0 || len(key) > n.cfg.MaxKeyLen {
-		return Decision{}, fmt.Errorf("%w: length %d, want 1 to %d bytes", ErrInvalidKey, len(key), n.cfg.MaxKeyLen)
-	}
-	if hits < 0 || hits > n.cfg.MaxHits {
-		return Decision{}, fmt.Errorf("%w: %d, want 0 to %d", ErrInvalidHits, hits, n.cfg.MaxHits)
+	p, err := n.checkInput(*n.policies.Load(), policy, key, hits)
+	if err != nil {
+		return Decision{}, err
 	}
 	now := n.clock.Now()
 	k := bucket.Key{Policy: policy, ID: key}
 	var d Decision
-	var err error
 	if rt := n.route.Load(); rt != nil && n.partitioned && (rt.ring.Len() > 1 || n.leaving.Load()) {
 		if owner, addr := rt.owner(k); owner != rt.self && owner != "" {
 			d, err = n.forward(ctx, p, key, hits, addr, now, rt.ring.Len())
@@ -245,6 +238,21 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 		d, err = n.fallback(ctx, p, key, hits, now, n.liveNodes(), err)
 	}
 	return n.finish(p, key, hits, d, now, err)
+}
+
+// checkInput finds the policy of a check in table and checks its key and
+// hits.
+func (n *Node) checkInput(table policyTable, policy, key string, hits int64) (*policyEntry, error) {
+	p := table[policy]
+	switch {
+	case p == nil:
+		return nil, fmt.Errorf("%w: %q", ErrUnknownPolicy, policy)
+	case len(key) == 0 || len(key) > n.cfg.MaxKeyLen:
+		return nil, fmt.Errorf("%w: length %d, want 1 to %d bytes", ErrInvalidKey, len(key), n.cfg.MaxKeyLen)
+	case hits < 0 || hits > n.cfg.MaxHits:
+		return nil, fmt.Errorf("%w: %d, want 0 to %d", ErrInvalidHits, hits, n.cfg.MaxHits)
+	}
+	return p, nil
 }
 
 // finish applies shadow mode, counts and logs a decision.
