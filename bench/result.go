@@ -61,6 +61,16 @@ type Result struct {
 	Generator Generator `json:"generator"`
 	// ErrorTicks counts errors per 100 ms, for the recovery times.
 	ErrorTicks []int64 `json:"error_ticks,omitempty"`
+	// Warmup is what the unmeasured warm-up before the run did, if any.
+	Warmup *Warmup `json:"warmup,omitempty"`
+}
+
+// Warmup sums up a run's warm-up: the same load on keys of its own, before
+// the measured run, whose latencies and decisions are not in the result.
+type Warmup struct {
+	Duration Seconds `json:"duration_s"`
+	Checks   int64   `json:"checks"`
+	Errors   int64   `json:"errors"`
 }
 
 // Params describe a run as it was asked for.
@@ -82,6 +92,7 @@ type Params struct {
 	Concurrency int            `json:"concurrency"`
 	Rate        float64        `json:"rate,omitempty"`
 	Duration    Seconds        `json:"duration_s"`
+	Warmup      Seconds        `json:"warmup_s,omitempty"`
 	Requests    int64          `json:"requests,omitempty"`
 	Seed        uint64         `json:"seed"`
 	// Command is the command line, when run from one.
@@ -182,19 +193,25 @@ func (s *Seconds) UnmarshalJSON(b []byte) error {
 // D returns s as a time.Duration.
 func (s Seconds) D() time.Duration { return time.Duration(s) }
 
-func (r *runner) result(finished time.Time, interrupted bool) *Result {
-	cfg := r.cfg
+// describe returns cfg.Params with the workload fields of cfg (defaults
+// applied) filled in.
+func (cfg Config) describe() Params {
 	p := cfg.Params
 	p.Policy, p.PolicySpec, p.Hits, p.Keys, p.Dist = cfg.Policy, cfg.PolicySpec, cfg.Hits, cfg.Keys, cfg.Dist
 	p.ZipfS, p.KeyPrefix, p.Batch, p.Concurrency = cfg.ZipfS, cfg.KeyPrefix, cfg.Batch, cfg.Concurrency
 	p.Rate, p.Duration, p.Requests, p.Seed = cfg.Rate, Seconds(cfg.Duration), cfg.Requests, cfg.Seed
+	p.Warmup = Seconds(cfg.Warmup)
 	if p.Dist == Zipf && p.ZipfS <= 1 {
 		p.ZipfS = DefaultZipfS
 	}
+	return p
+}
+
+func (r *runner) result(finished time.Time, interrupted bool) *Result {
 	elapsed := finished.Sub(r.start)
 	res := &Result{
 		Version:     ResultVersion,
-		Params:      p,
+		Params:      r.cfg.describe(),
 		Machine:     DescribeMachine(),
 		Start:       r.start.UTC(),
 		Elapsed:     Seconds(elapsed),
@@ -396,6 +413,9 @@ func (r *Result) WriteSummary(w io.Writer) error {
 	fmt.Fprintf(&b, "elapsed      %.2fs", r.Elapsed.D().Seconds())
 	if r.Interrupted {
 		b.WriteString(" (interrupted)")
+	}
+	if w := r.Warmup; w != nil {
+		fmt.Fprintf(&b, ", after a warm-up of %.2fs (%d checks, %d errors, not measured)", w.Duration.D().Seconds(), w.Checks, w.Errors)
 	}
 	b.WriteString("\n")
 	fmt.Fprintf(&b, "throughput   %s decisions/s, %s calls/s\n", human(r.DecisionsPerSec), human(r.CallsPerSec))

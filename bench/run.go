@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -71,6 +72,11 @@ type Config struct {
 	// Requests bounds the run's number of checks (not calls); zero: no
 	// bound but Duration.
 	Requests int64
+	// Warmup, when positive, runs the same load for this long before the
+	// measured run, on keys of their own, and discards its results: the
+	// target's connections, goroutines and heap are set up before the
+	// clock starts, as in steady use. The result reports only its counts.
+	Warmup time.Duration
 	// Grace is how long calls still in flight at the end may take before
 	// they are cancelled. Default: 5 s.
 	Grace time.Duration
@@ -189,6 +195,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: rate %v", ErrConfig, c.Rate)
 	case c.Requests < 0:
 		return c, fmt.Errorf("%w: requests %d is negative", ErrConfig, c.Requests)
+	case c.Warmup < 0:
+		return c, fmt.Errorf("%w: warm-up %v is negative", ErrConfig, c.Warmup)
 	case c.Dist > Hot:
 		return c, fmt.Errorf("%w: unknown distribution %d", ErrConfig, c.Dist)
 	}
@@ -235,6 +243,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	var warm *Warmup
+	if cfg.Warmup > 0 {
+		if warm, err = warmup(ctx, cfg); err != nil {
+			return nil, err
+		}
+		if ctx.Err() != nil {
+			return &Result{Params: cfg.describe(), Machine: DescribeMachine(), Interrupted: true, Warmup: warm}, nil
+		}
+	}
 	r := &runner{
 		cfg:     cfg,
 		keys:    keyNames(cfg.KeyPrefix, cfg.Keys),
@@ -256,8 +273,35 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	callCtx, cancelCalls := context.WithCancel(ctx)
 	defer cancelCalls()
 	r.ctx = callCtx
+
+	// The callers, with their histograms, are made before the clock starts
+	// and wait for it: the generator's own set-up is not the target's
+	// latency. A collection first, as testing.B does, so that the garbage of
+	// what ran before (a warm-up) is not collected during the run.
+	var workers sync.WaitGroup
+	var jobs chan time.Time
+	if cfg.Rate > 0 {
+		jobs = make(chan time.Time, cfg.Concurrency)
+	}
+	begin := make(chan struct{})
+	for i := range cfg.Concurrency {
+		w := r.newWorker(i)
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			<-begin
+			if jobs != nil {
+				w.openLoop(jobs)
+			} else {
+				w.closedLoop()
+			}
+			w.flush()
+		}()
+	}
+	runtime.GC()
 	r.start = cfg.clock.Now()
 	r.end = r.start.Add(cfg.Duration)
+	close(begin)
 
 	// The time bound: stop issuing at the end, cancel stragglers after the
 	// grace period.
@@ -294,24 +338,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		go func() { defer progressWG.Done(); r.progressLoop(progressDone) }()
 	}
 
-	var workers sync.WaitGroup
-	var jobs chan time.Time
-	if cfg.Rate > 0 {
-		jobs = make(chan time.Time, cfg.Concurrency)
-	}
-	for i := range cfg.Concurrency {
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			w := r.newWorker(i)
-			if jobs != nil {
-				w.openLoop(jobs)
-			} else {
-				w.closedLoop()
-			}
-			w.flush()
-		}()
-	}
 	if jobs != nil {
 		r.dispatch(ctx, jobs)
 		close(jobs)
@@ -337,10 +363,26 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	progressWG.Wait()
 
 	res := r.result(finished, ctx.Err() != nil)
+	res.Warmup = warm
 	if scenarioErr != nil && !errors.Is(scenarioErr, context.Canceled) {
 		return res, fmt.Errorf("bench: scenario: %w", scenarioErr)
 	}
 	return res, nil
+}
+
+// warmup runs cfg's load for cfg.Warmup on keys of its own, without its
+// bounds of count, scenario or progress, and sums up what it did.
+func warmup(ctx context.Context, cfg Config) (*Warmup, error) {
+	w := cfg
+	w.Warmup, w.Duration, w.Requests = 0, cfg.Warmup, 0
+	w.Scenario, w.Progress, w.PolicySpec = nil, nil, nil
+	w.KeyPrefix = cfg.KeyPrefix + "warmup:"
+	w.Params = Params{}
+	res, err := Run(ctx, w)
+	if err != nil {
+		return nil, fmt.Errorf("bench: warm-up: %w", err)
+	}
+	return &Warmup{Duration: Seconds(cfg.Warmup), Checks: res.Checks, Errors: res.Errors}, nil
 }
 
 // afterFunc returns a channel closed at t (by clk), unless done closes or

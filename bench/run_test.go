@@ -401,11 +401,55 @@ func hasRow(lines []string, name, ratio string) bool {
 	return false
 }
 
+// The warm-up loads keys of its own and leaves the measured run's counts,
+// latencies and accuracy as if it had not happened.
+func TestWarmupIsNotMeasured(t *testing.T) {
+	target := newCountingTarget(5, 0)
+	res, err := Run(context.Background(), Config{
+		Target: target, Policy: "t", PolicySpec: hourPolicy(5), KeyPrefix: "k:",
+		Keys: 20, Requests: 500, Concurrency: 4, Seed: 2, Duration: 30 * time.Second,
+		Warmup: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := res.Warmup
+	if w == nil || w.Checks == 0 || w.Errors != 0 || w.Duration.D() != 200*time.Millisecond {
+		t.Fatalf("warm-up %+v, want 200ms of checks without errors", w)
+	}
+	if res.Checks != 500 || res.Latency.Count != 500 || res.Allowed != 5*20 {
+		t.Errorf("measured %d checks (%d latencies), %d allowed; want 500, 500, 100", res.Checks, res.Latency.Count, res.Allowed)
+	}
+	if a := res.Accuracy; a.OverAdmitted != 0 || a.UnderAdmitted != 0 {
+		t.Errorf("accuracy over %d under %d after a warm-up, want 0 and 0", a.OverAdmitted, a.UnderAdmitted)
+	}
+	target.mu.Lock()
+	defer target.mu.Unlock()
+	if target.calls != int(w.Checks)+500 {
+		t.Errorf("target saw %d checks, want warm-up %d + 500", target.calls, w.Checks)
+	}
+	warmKeys := 0
+	for k := range target.used {
+		if strings.HasPrefix(k, "k:warmup:") {
+			warmKeys++
+		} else if !strings.HasPrefix(k, "k:") {
+			t.Errorf("key %q has neither prefix", k)
+		}
+	}
+	if warmKeys == 0 || warmKeys == len(target.used) {
+		t.Errorf("%d of %d keys are the warm-up's, want some but not all", warmKeys, len(target.used))
+	}
+	if res.Params.Warmup.D() != 200*time.Millisecond {
+		t.Errorf("params record warm-up %v", res.Params.Warmup.D())
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	for _, c := range []Config{
 		{},
 		{Target: slowTarget{}, Rate: -1},
 		{Target: slowTarget{}, Requests: -1},
+		{Target: slowTarget{}, Warmup: -time.Second},
 		{Target: slowTarget{}, Policy: "a", PolicySpec: hourPolicy(1)},
 	} {
 		if _, err := Run(context.Background(), c); err == nil {

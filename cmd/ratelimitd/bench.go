@@ -28,6 +28,7 @@ type benchConfig struct {
 	Binary      string
 	Scenario    string
 	Duration    time.Duration
+	Warmup      time.Duration
 	Requests    int64
 	Concurrency int
 	Rate        float64
@@ -59,6 +60,7 @@ func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
 	fs.StringVar(&c.Binary, "binary", "", "The ratelimitd binary --spawn starts. Default: this executable.")
 	fs.StringVar(&c.Scenario, "scenario", "none", "Churn during the run, with --spawn: none, rolling-restart, kill or scale-out.")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "Time bound of the run.")
+	fs.DurationVar(&c.Warmup, "warmup", 0, "Run the same load this long first, on keys of its own, unmeasured: connections and the target's memory are set up before the measured run. 0: none.")
 	fs.Int64Var(&c.Requests, "requests", 0, "Count bound of the run, in checks; 0: the duration alone bounds it.")
 	fs.IntVar(&c.Concurrency, "concurrency", 64, "Concurrent callers (closed loop), or most calls in flight (open loop); also the connections per node.")
 	fs.Float64Var(&c.Rate, "rate", 0, "Open loop: checks per second on a fixed schedule, latency measured from the scheduled time. 0: closed loop.")
@@ -316,7 +318,7 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 	cfg := bench.Config{
 		Target: target, Policy: c.Policy, PolicySpec: spec, Hits: c.Hits, Keys: c.Keys, Dist: dist, ZipfS: c.ZipfS,
 		KeyPrefix: c.KeyPrefix, Batch: c.Batch, Concurrency: c.Concurrency, Rate: c.Rate,
-		Duration: c.Duration, Requests: c.Requests, Seed: c.Seed, Scenario: scenario, Params: params,
+		Duration: c.Duration, Warmup: c.Warmup, Requests: c.Requests, Seed: c.Seed, Scenario: scenario, Params: params,
 	}
 	if spec != nil && spec.Name != c.Policy {
 		cfg.PolicySpec = nil
