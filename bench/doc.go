@@ -24,6 +24,9 @@
 // percentiles (no coordinated omission); when every caller is busy the
 // generator records that it fell behind. Every run is bounded by Duration
 // and by Requests (checks), whichever comes first, and stops by itself.
+// The callers are set up before the clock starts; Warmup runs the same load
+// first, on keys of its own and unmeasured, so that a run measures steady
+// use rather than connections being dialled.
 // Key choice is seeded (Config.Seed), so a run can be repeated.
 //
 // # Measures
