@@ -93,13 +93,19 @@ func TestBenchSpawnHTTP(t *testing.T) {
 	js := filepath.Join(dir, "r.json")
 	spec := `{"name":"bench","limit":50,"window_ms":3600000}`
 	code, out, errOut := runBenchCmd(t, "--spawn", "1", "--binary", bin, "--requests", "3000", "--batch", "10",
-		"--keys", "20", "--concurrency", "8", "--policy-spec", spec, "--progress", "none", "--json", js, "--duration", "30s")
+		"--keys", "20", "--concurrency", "8", "--policy-spec", spec, "--progress", "none", "--json", js, "--duration", "30s",
+		"--warmup", "300ms")
 	if code != 0 {
 		t.Fatalf("exit %d: %s %s", code, out, errOut)
 	}
 	r := readResultFile(t, js)
 	if r.Errors != 0 || r.Checks != 3000 || r.Calls != 300 {
 		t.Errorf("checks %d calls %d errors %d %v", r.Checks, r.Calls, r.Errors, r.ErrorKinds)
+	}
+	// The warm-up ran on keys of its own: the measured run's accuracy below
+	// is still exact.
+	if w := r.Warmup; w == nil || w.Checks == 0 || !strings.Contains(out, "after a warm-up of 0.30s") {
+		t.Errorf("warm-up %+v, summary:\n%s", w, out)
 	}
 	a := r.Accuracy
 	if a.Mode != bench.AccuracyRun || a.OverAdmitted != 0 || a.UnderAdmitted != 0 || a.AllowedHits != 50*20 {
