@@ -88,8 +88,8 @@ type Config struct {
 	// SecretKey, when set (16, 24 or 32 bytes), encrypts and authenticates
 	// gossip with AES-GCM; every node needs the same key.
 	SecretKey []byte
-	// PeerTLS, when set, makes peer connections TLS; set ClientAuth and
-	// ClientCAs for mutual authentication.
+	// PeerTLS, when set, makes peer connections and raft's TLS; set
+	// ClientAuth and ClientCAs for mutual authentication.
 	PeerTLS *tls.Config
 	// Transport carries checks between nodes; the node serves on it and
 	// closes it on Close. Default: TCP on PeerAddr. Tests may pass a

@@ -77,7 +77,16 @@ func (n *Node) startRaft() error {
 		Level:  hclog.Warn,
 		Output: slogWriter{n.log.With("component", "raft")},
 	})
-	trans, err := raft.NewTCPTransportWithLogger(bind, adv, 3, 5*time.Second, hlog)
+	var trans *raft.NetworkTransport
+	var err error
+	if cfg.PeerTLS != nil {
+		var stream *tlsStream
+		if stream, err = newTLSStream(bind, adv, cfg.PeerTLS); err == nil {
+			trans = raft.NewNetworkTransportWithLogger(stream, 3, 5*time.Second, hlog)
+		}
+	} else {
+		trans, err = raft.NewTCPTransportWithLogger(bind, adv, 3, 5*time.Second, hlog)
+	}
 	if err != nil {
 		return fmt.Errorf("cluster: raft transport on %s: %w", bind, err)
 	}

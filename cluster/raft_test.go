@@ -2,16 +2,21 @@ package cluster_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster"
 	"github.com/vibewell/ratelimit/internal/testcluster"
+	"github.com/vibewell/ratelimit/internal/testpki"
 )
 
 // waitFor polls cond until it holds, failing the test after 15 s.
@@ -261,4 +266,55 @@ func TestRaftVoters(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestRaftOverTLS: with PeerTLS, raft runs over mutual TLS: a follower's
+// write reaches every node, while a plain raft peer, a TLS client that
+// does not trust the cluster's CA, and one without a certificate of it
+// are all refused at the raft port.
+func TestRaftOverTLS(t *testing.T) {
+	ca := testpki.NewCA(t)
+	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly, Configure: func(i int, cfg *cluster.Config) {
+		cfg.PeerTLS = ca.Mutual(t, cfg.NodeName)
+	}})
+	waitFor(t, "seeding", func() bool { return seeded(c) })
+	p := bucket.Policy{Name: "tls", Limit: 7, Window: time.Hour}
+	for _, i := range c.Live() {
+		if st := c.Node(i).Status(); st.Raft != nil && st.Raft.State != "leader" {
+			if err := c.Node(i).SetPolicy(context.Background(), p); err != nil {
+				t.Fatalf("SetPolicy on follower %d: %v", i, err)
+			}
+			break
+		}
+	}
+	waitFor(t, "the policy on every node", func() bool { return hasPolicy(c, p) })
+
+	addr := c.Node(0).RaftAddr()
+	plain, err := raft.NewTCPTransport("127.0.0.1:0", nil, 1, time.Second, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	var resp raft.RequestVoteResponse
+	req := raft.RequestVoteRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("intruder"), Addr: []byte(plain.LocalAddr())}, Term: 1 << 40}
+	if err := plain.RequestVote("x", raft.ServerAddress(addr), &req, &resp); err == nil {
+		t.Errorf("a plain raft peer vote request was answered: %+v", resp)
+	}
+
+	other := testpki.NewCA(t).Mutual(t, "intruder")
+	if conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: other.RootCAs, Certificates: other.Certificates, ServerName: "127.0.0.1"}); err == nil {
+		conn.Close()
+		t.Error("a client trusting another CA completed a handshake with the raft port")
+	}
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13})
+	if err == nil {
+		// TLS 1.3: the server checks the client's certificate after the
+		// client's handshake ends; the refusal comes on the first read.
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = conn.Write([]byte{0})
+		if _, err = conn.Read(make([]byte, 1)); err == nil {
+			t.Error("a client without a certificate read from the raft port")
+		}
+		conn.Close()
+	}
 }

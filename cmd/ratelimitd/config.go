@@ -138,7 +138,7 @@ func serveSettings(c *serveConfig) []setting {
 		durationOpt(&c.ForwardTimeout, time.Millisecond, "forward-timeout", "250ms",
 			"How long a check forwarded to its key's owner may take; past it the policy's failure mode decides."),
 		stringOpt(&c.PeerTLSCert, "peer-tls-cert", "",
-			"PEM certificate of this node for mutual TLS between peers; needs --peer-tls-key and --peer-tls-ca.").defaultDoc("none: peers in the clear"),
+			"PEM certificate of this node for mutual TLS between peers (checks forwarded and raft); needs --peer-tls-key and --peer-tls-ca.").defaultDoc("none: peers in the clear"),
 		stringOpt(&c.PeerTLSKey, "peer-tls-key", "",
 			"PEM private key of --peer-tls-cert.").defaultDoc("none"),
 		stringOpt(&c.PeerTLSCA, "peer-tls-ca", "",

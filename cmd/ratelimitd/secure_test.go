@@ -16,7 +16,8 @@ import (
 
 // TestClusterSecure: two nodes with the same gossip key and mutual TLS
 // between peers join and hold one limit exactly (every check of the
-// non-owner crosses the TLS transport); unreadable TLS files stop
+// non-owner crosses the TLS transport) and replicate a policy written on
+// the second (raft over the same TLS); unreadable TLS files stop
 // start-up with exit code 2.
 func TestClusterSecure(t *testing.T) {
 	dir := t.TempDir()
@@ -44,6 +45,17 @@ func TestClusterSecure(t *testing.T) {
 	if allowed != 10 {
 		t.Errorf("allowed %d of 30 over two nodes, want exactly 10", allowed)
 	}
+	// A policy written through the second node reaches both: raft runs
+	// over the same mutual TLS.
+	resp, err := adminDo("PUT", n2.URL+"/v1/policies/auth", []byte(`{"name":"auth","limit":4,"window_ms":900000}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("PUT /v1/policies/auth through the second node: %d", resp.StatusCode)
+	}
+	waitLimit(t, []*node{n1, n2}, "auth", 4)
 	for _, n := range []*node{n1, n2} {
 		if log := n.log.String(); strings.Contains(log, "failure mode decides") {
 			t.Errorf("%s fell back to its failure mode: a forward failed over TLS; log:\n%s", n.Name, log)
