@@ -10,7 +10,7 @@ const Slots = 8
 const ring = Slots + 1
 
 // State is the counter of one key, shared in layout by all algorithms
-// (48 bytes). The zero value is a fresh counter.
+// (56 bytes). The zero value is a fresh counter.
 type State struct {
 	// T is a time in Unix microseconds: the start of the newest slot
 	// (SlidingWindow), the start of the window (FixedWindow), or the
@@ -22,6 +22,11 @@ type State struct {
 	// Idle is the Unix second from which the state equals a fresh one, so a
 	// store may drop it.
 	Idle uint32
+	// Span is the window in milliseconds (mod 2^32) that a sliding or fixed
+	// window state was last written under, 0 for the other algorithms: a
+	// policy edit that changes the window is noticed however the old and
+	// new slots line up, and the counted hits are kept.
+	Span uint32
 }
 
 // IdleAt reports whether the state equals a fresh one at now.
@@ -44,11 +49,17 @@ func Take(p Policy, s *State, hits int64, now time.Time) Decision {
 	case TokenBucket:
 		return takeRated(s, t, w/p.Limit, p.Limit+p.Burst, hits)
 	case FixedWindow:
-		return takeFixed(s, t, w, p.Limit, hits)
+		return takeFixed(s, t, w, spanOf(p.Window), p.Limit, hits)
 	default:
-		return takeSliding(s, t, w, p.Limit, hits)
+		return takeSliding(s, t, w, spanOf(p.Window), p.Limit, hits)
 	}
 }
+
+// spanOf is the State.Span of a window.
+func spanOf(window time.Duration) uint32 { return uint32(window.Milliseconds()) }
+
+// idleAt reports whether s equals a fresh state at t (Unix µs).
+func idleAt(s *State, t int64) bool { return floorDiv(t, 1_000_000) >= int64(s.Idle) }
 
 // takeRated is GCRA in its virtual-scheduling form: s.T is the theoretical
 // arrival time (TAT). A fresh counter admits capacity hits at once, then one
@@ -65,7 +76,9 @@ func takeRated(s *State, t, interval, capacity, hits int64) Decision {
 		d.Allowed = true
 		if hits > 0 {
 			tat += hits * interval
-			s.T = tat
+			// A rated state is its TAT alone: counts and span of a window
+			// it was before (a policy edit) are gone.
+			s.T, s.Count, s.Span = tat, [ring]uint32{}, 0
 		}
 	default:
 		d.RetryAfter = us(tat + need*interval - t - span)
@@ -83,14 +96,13 @@ func takeRated(s *State, t, interval, capacity, hits int64) Decision {
 // window (t-window, t]. The counted set contains that window and lies within
 // (t-window-slot, t], so the limit holds in every rolling window and a hit is
 // counted for at most window + window/Slots.
-func takeSliding(s *State, t, window, limit, hits int64) Decision {
+func takeSliding(s *State, t, window int64, span uint32, limit, hits int64) Decision {
 	width := window / Slots
 	cur := floorDiv(t, width)
-	newest := floorDiv(s.T, width)
-	if s.T%width != 0 {
-		// The window changed size: keep every counted hit, in the newest slot.
-		collapse(s, newest, width)
+	if s.Span != span || s.T%width != 0 {
+		resizeSliding(s, t, cur, width, span)
 	}
+	newest := floorDiv(s.T, width)
 	switch {
 	case cur >= newest+ring:
 		s.Count = [ring]uint32{}
@@ -141,21 +153,46 @@ func takeSliding(s *State, t, window, limit, hits int64) Decision {
 	return d
 }
 
-// collapse moves all counted hits into the slot numbered newest.
-func collapse(s *State, newest, width int64) {
+// resizeSliding takes a state that is fresh, of another algorithm, or was
+// written under another window size (a policy edit) to the slots of width.
+// An idle one starts afresh; otherwise all its counted hits go into the
+// current slot (or its own newest, if the clock went back). Every one of
+// those hits happened by now, so none is forgotten before the new window
+// has passed over it; the price is that one may be counted up to a new
+// window longer than a sliding log would, once, after an edit.
+func resizeSliding(s *State, t, cur, width int64, span uint32) {
+	if idleAt(s, t) {
+		*s = State{Span: span}
+		return
+	}
+	n := max(cur, floorDiv(s.T, width))
 	var sum uint64
 	for _, c := range s.Count {
 		sum += uint64(c)
 	}
 	s.Count = [ring]uint32{}
-	s.Count[slot(newest)] = uint32(min(sum, MaxCount))
-	s.T = newest * width
+	s.Count[slot(n)] = uint32(min(sum, MaxCount))
+	s.T, s.Span = n*width, span
 }
 
 // takeFixed counts hits per epoch-aligned window.
-func takeFixed(s *State, t, window, limit, hits int64) Decision {
+func takeFixed(s *State, t, window int64, span uint32, limit, hits int64) Decision {
 	start := floorDiv(t, window) * window
-	if start > s.T || s.T%window != 0 {
+	switch {
+	case s.Span != span || s.T%window != 0:
+		// Fresh, of another algorithm, or written under another window size:
+		// unless idle, its hits happened by now and may lie in the current
+		// window, so they are kept, in it (or in its own, if the clock went
+		// back).
+		var sum uint64
+		if !idleAt(s, t) {
+			for _, c := range s.Count {
+				sum += uint64(c)
+			}
+		}
+		s.Count = [ring]uint32{uint32(min(sum, MaxCount))}
+		s.T, s.Span = max(start, floorDiv(s.T, window)*window), span
+	case start > s.T:
 		s.T, s.Count[0] = start, 0
 	}
 	count := int64(s.Count[0])
@@ -195,20 +232,23 @@ func Merge(p Policy, a, b State) State {
 		}
 		return a
 	case FixedWindow:
+		if span := spanOf(p.Window); a.Span != span || b.Span != span {
+			return fuller(a, b)
+		}
 		if b.T > a.T || (b.T == a.T && b.Count[0] > a.Count[0]) {
 			return b
 		}
 		return a
 	}
+	width := p.Window.Microseconds() / Slots
+	if span := spanOf(p.Window); a.Span != span || b.Span != span || a.T%width != 0 || b.T%width != 0 {
+		return fuller(a, b)
+	}
 	if a.T < b.T {
 		a, b = b, a
 	}
 	// Advance b to a's newest slot, then keep the larger count per slot.
-	width := p.Window.Microseconds() / Slots
 	cur := floorDiv(a.T, width)
-	if a.T%width != 0 || b.T%width != 0 {
-		return a
-	}
 	nb := floorDiv(b.T, width)
 	for k := nb + 1; k <= min(cur, nb+ring); k++ {
 		b.Count[slot(k)] = 0
@@ -218,6 +258,22 @@ func Merge(p Policy, a, b State) State {
 	}
 	for i := range a.Count {
 		a.Count[i] = max(a.Count[i], b.Count[i])
+	}
+	a.Idle = max(a.Idle, b.Idle)
+	return a
+}
+
+// fuller returns the one of two window states written under different
+// window sizes that counts more hits (a on a tie), idle when both are: one
+// under another size is resized on its next take.
+func fuller(a, b State) State {
+	var na, nb uint64
+	for i := range a.Count {
+		na += uint64(a.Count[i])
+		nb += uint64(b.Count[i])
+	}
+	if nb > na {
+		a, b = b, a
 	}
 	a.Idle = max(a.Idle, b.Idle)
 	return a

@@ -184,6 +184,23 @@ func TestWindowChangeKeepsHits(t *testing.T) {
 	}
 }
 
+// A state written under another window than the policy's (a node that had
+// not yet applied an edit hands it over) merges as the fuller of the two,
+// and its hits are counted, not lost, on the next take.
+func TestMergeAcrossWindowChange(t *testing.T) {
+	old := bucket.Policy{Name: "p", Limit: 10, Window: time.Minute}
+	cur := old
+	cur.Window = 30 * time.Second
+	var a, b bucket.State
+	bucket.Take(old, &a, 6, buckettest.Epoch.Add(20*time.Second))
+	bucket.Take(cur, &b, 2, buckettest.Epoch.Add(21*time.Second))
+	for _, m := range []bucket.State{bucket.Merge(cur, a, b), bucket.Merge(cur, b, a)} {
+		if d := bucket.Take(cur, &m, 5, buckettest.Epoch.Add(22*time.Second)); d.Allowed || d.Remaining != 4 {
+			t.Fatalf("after merging 6 hits of the old window with 2 of the new: %+v, want denied with 4 remaining", d)
+		}
+	}
+}
+
 func TestClockGoingBack(t *testing.T) {
 	for _, p := range buckettest.SeedPolicies() {
 		var s bucket.State

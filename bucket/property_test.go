@@ -242,3 +242,70 @@ func TestPropertyRemainingNeverRisesAtFixedNow(t *testing.T) {
 		}
 	})
 }
+
+// TestPropertyWindowChangeForgetsNothing: when a sliding or fixed window's
+// size changes mid-run (a policy edit), the hits its state counted at the
+// change keep counting: with the new size, from the first check after the
+// change that takes hits (t1), they count for a whole new window (sliding) or in the new
+// window holding t1 (fixed), beside every hit admitted after the change.
+// Every hit held happened by t1, so a sliding log would count none of them
+// longer. Only a state that is idle at t1 (its hits all past the old
+// window) starts afresh. The new size is drawn among multiples and
+// fractions of the old, where slot boundaries line up.
+func TestPropertyWindowChangeForgetsNothing(t *testing.T) {
+	for _, alg := range []bucket.Algorithm{bucket.SlidingWindow, bucket.FixedWindow} {
+		t.Run(alg.String(), func(t *testing.T) {
+			rapid.Check(t, func(t *rapid.T) {
+				limit := rapid.Int64Range(1, 30).Draw(t, "limit")
+				w1 := time.Duration(rapid.Int64Range(1, 500).Draw(t, "window_ms")) * 8 * time.Millisecond
+				factor := rapid.SampledFrom([][2]int64{{1, 2}, {2, 1}, {1, 3}, {3, 1}, {3, 2}, {2, 3}, {1, 8}, {9, 1}, {5, 7}}).Draw(t, "factor")
+				w2 := w1 * time.Duration(factor[0]) / time.Duration(factor[1])
+				p := bucket.Policy{Name: "p", Algorithm: alg, Limit: limit, Window: w1}
+				at := buckettest.Epoch.Add(time.Duration(rapid.Int64Range(0, 100_000).Draw(t, "offset_ms")) * time.Millisecond)
+				var s bucket.State
+				var after []event // admitted after the change
+				var held, t1 int64
+				n := rapid.IntRange(2, 120).Draw(t, "n")
+				change := rapid.IntRange(1, n-1).Draw(t, "change_at")
+				maxStep := int64(max(w1, w2)) / limit * 2
+				for i := range n {
+					if i == change {
+						for _, c := range s.Count {
+							held += int64(c)
+						}
+						p.Window = w2
+					}
+					at = at.Add(time.Duration(rapid.Int64Range(0, maxStep).Draw(t, "step")))
+					hits := rapid.Int64Range(0, min(limit, 4)).Draw(t, "hits")
+					if i >= change && hits > 0 && t1 == 0 {
+						// The first check that writes the state (a peek
+						// leaves it as it is).
+						t1 = at.UnixMicro()
+						if s.IdleAt(at) {
+							held = 0
+						}
+					}
+					if d := bucket.Take(p, &s, hits, at); d.Allowed && hits > 0 && i >= change {
+						after = append(after, event{at.UnixMicro(), hits})
+					}
+				}
+				W2 := w2.Microseconds()
+				for _, e := range after {
+					from, still := e.at-W2, e.at <= t1+W2 // sliding: (e.at-W2, e.at]
+					if alg == bucket.FixedWindow {
+						start := floorDiv(e.at, W2) * W2
+						from, still = start-1, start == floorDiv(t1, W2)*W2
+					}
+					got := sumIn(after, from, e.at)
+					if still {
+						got += held
+					}
+					if got > limit {
+						t.Fatalf("after %v → %v (%d held at the change): %d hits in the window ending %dµs after the first check after it, limit %d",
+							w1, w2, held, got, e.at-t1, limit)
+					}
+				}
+			})
+		})
+	}
+}

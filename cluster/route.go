@@ -179,6 +179,7 @@ type handoffItem struct {
 	T      int64                    `msgpack:"t"`
 	Count  [bucket.Slots + 1]uint32 `msgpack:"c"`
 	Idle   uint32                   `msgpack:"e"`
+	Span   uint32                   `msgpack:"s,omitempty"`
 }
 
 // handoffChunk bounds the counters of one hand-off call, and
@@ -199,7 +200,7 @@ func (n *Node) handOff(ctx context.Context, rt *routeTable, drop bool) int {
 	groups := map[string][]handoffItem{}
 	hs.Range(n.clock.Now(), func(k bucket.Key, st bucket.State) bool {
 		if owner, _ := rt.owner(k); owner != rt.self && owner != "" {
-			groups[owner] = append(groups[owner], handoffItem{Policy: k.Policy, Key: k.ID, T: st.T, Count: st.Count, Idle: st.Idle})
+			groups[owner] = append(groups[owner], handoffItem{Policy: k.Policy, Key: k.ID, T: st.T, Count: st.Count, Idle: st.Idle, Span: st.Span})
 		}
 		return true
 	})
@@ -249,7 +250,7 @@ func (n *Node) receiveHandoff(body []byte) error {
 		if p == nil {
 			continue
 		}
-		hs.Merge(bucket.Key{Policy: it.Policy, ID: it.Key}, p.Policy, bucket.State{T: it.T, Count: it.Count, Idle: it.Idle}, now)
+		hs.Merge(bucket.Key{Policy: it.Policy, ID: it.Key}, p.Policy, bucket.State{T: it.T, Count: it.Count, Idle: it.Idle, Span: it.Span}, now)
 	}
 	n.metrics.receivedHandoff.Add(float64(len(msg.Items)))
 	return nil

@@ -14,7 +14,7 @@
 //
 // with the prefix "ratelimit:" by default: the braces are a Redis Cluster
 // hash tag, so the slot of a counter depends on its policy and ID alone.
-// The value is a short packed string (8 to 44 bytes), and the key expires
+// The value is a short packed string (8 to 52 bytes), and the key expires
 // when the counter is back to a fresh one, so idle counters vanish by
 // themselves.
 //

@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
@@ -39,8 +40,8 @@ func TestKeyLayoutAndExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatalf("counter not stored under %q: %v", s.KeyFor(k), err)
 	}
-	if len(v) != 44 {
-		t.Fatalf("sliding-window state is %d bytes, want 44", len(v))
+	if len(v) != 52 {
+		t.Fatalf("sliding-window state is %d bytes, want 52", len(v))
 	}
 	// The hit stays counted for at most window + one slot: the key must
 	// expire then, and not much earlier.
@@ -70,6 +71,56 @@ func TestKeyLayoutAndExpiry(t *testing.T) {
 	if n := rc.Exists(ctx, s.KeyFor(pk)).Val(); n != 0 {
 		t.Fatal("a peek stored a counter")
 	}
+}
+
+// A counter stored in the layouts without idle second and span (44 and 12
+// bytes) is read as one written under another window: its hits are kept,
+// in the current slot or window, and it is rewritten in the new layout.
+func TestOlderLayoutsKeepTheirHits(t *testing.T) {
+	url := testURL(t)
+	s := newTestStore(t, url)
+	rc := redis.NewClient(&redis.Options{Addr: strings.TrimSuffix(strings.TrimPrefix(url, "redis://"), "/0"), DisableIdentity: true})
+	defer rc.Close()
+	ctx := context.Background()
+	now := buckettest.Epoch.Add(90 * time.Second)
+	for _, tc := range []struct {
+		alg  bucket.Algorithm
+		size int
+		old  []byte
+	}{
+		// 6 hits in the slot or window that holds now.
+		{bucket.SlidingWindow, 52, packLE(now.Truncate(time.Minute/bucket.Slots).UnixMicro(), 0, 0, 0, 0, 0, 0, 0, 0, 6)},
+		{bucket.FixedWindow, 20, packLE(now.Truncate(time.Minute).UnixMicro(), 6)},
+	} {
+		k := bucket.Key{Policy: "p", ID: tc.alg.String()}
+		if len(tc.old) != tc.size-8 {
+			t.Fatalf("%s: older layout is %d bytes", tc.alg, len(tc.old))
+		}
+		if err := rc.Set(ctx, s.KeyFor(k), tc.old, time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		p := bucket.Policy{Name: "p", Algorithm: tc.alg, Limit: 10, Window: time.Minute}
+		d, err := s.Take(ctx, k, p, 5, now)
+		if err != nil || d.Allowed || d.Remaining != 4 {
+			t.Errorf("%s: 5 hits on 6 of 10 stored in the older layout: %+v %v, want denied with 4 remaining", tc.alg, d, err)
+		}
+		if d, _ := s.Take(ctx, k, p, 4, now); !d.Allowed {
+			t.Errorf("%s: the last 4 of 10: %+v, want allowed", tc.alg, d)
+		}
+		if v, err := rc.Get(ctx, s.KeyFor(k)).Result(); err != nil || len(v) != tc.size {
+			t.Errorf("%s: rewritten as %d bytes (%v), want %d", tc.alg, len(v), err, tc.size)
+		}
+	}
+}
+
+// packLE packs an int64 and uint32s little-endian, as the script's
+// struct.pack('<i8I4...') does.
+func packLE(t int64, counts ...uint32) []byte {
+	b := binary.LittleEndian.AppendUint64(nil, uint64(t))
+	for _, c := range counts {
+		b = binary.LittleEndian.AppendUint32(b, c)
+	}
+	return b
 }
 
 func TestInvalidPolicy(t *testing.T) {

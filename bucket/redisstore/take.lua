@@ -13,11 +13,15 @@
 --
 -- Returns {allowed (0 or 1), remaining, reset_after µs, retry_after µs}.
 --
--- The state is one string: a sliding window packs its newest slot start and
--- its nine slot counts (44 bytes), a fixed window its start and count (12
--- bytes), a rated algorithm its theoretical arrival time (8 bytes) relative
--- to 2^52 µs, so that it stays exact however far ahead of now it runs. The
--- key expires when the state equals a fresh one (plus the grace).
+-- The state is one string: a sliding window packs its newest slot start,
+-- its nine slot counts, its idle second and its span (52 bytes), a fixed
+-- window its start, count, idle second and span (20 bytes), a rated
+-- algorithm its theoretical arrival time (8 bytes) relative to 2^52 µs, so
+-- that it stays exact however far ahead of now it runs. Idle and span are
+-- bucket.State's: the span notices a policy edit that changed the window.
+-- The older layouts without them (44 and 12 bytes) are read as written under
+-- another window and never idle. The key expires when the state equals a
+-- fresh one (plus the grace).
 
 local key = KEYS[1]
 local alg = tonumber(ARGV[1])
@@ -40,11 +44,21 @@ local over = hits < 0
 local need = hits
 if need < 1 then need = 1 end
 
--- The stored state, in the terms of bucket.State: T in absolute µs, and the
--- slot counts c[0..8]. A state written by another algorithm (the policy
--- changed) is read in the same terms as the Go store reads it.
+-- bucket's ceilSecond: the Unix second at or after us, within uint32.
+local function ceilsec(us)
+	local sec = floor((us + 999999) / 1000000)
+	if sec < 0 then return 0 end
+	if sec > 4294967295 then return 4294967295 end
+	return sec
+end
+
+-- The stored state, in the terms of bucket.State: T in absolute µs, the
+-- slot counts c[0..8], the idle second (nil: not known) and the span (-1:
+-- not known). A state written by another algorithm (the policy changed) is
+-- read in the same terms as the Go store reads it.
 local T = 0
 local c = {[0] = 0, 0, 0, 0, 0, 0, 0, 0, 0}
+local sidle, span = 0, 0
 local rel = nil -- a rated state's relative TAT, exact
 local v = redis.call('GET', key)
 if v then
@@ -52,11 +66,24 @@ if v then
 	if n == 8 then
 		rel = struct.unpack('<i8', v)
 		T = rel + E
+		sidle = ceilsec(T)
+	elseif n == 20 then
+		T, c[0], sidle, span = struct.unpack('<i8I4I4I4', v)
+	elseif n == 52 then
+		T, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], sidle, span = struct.unpack('<i8I4I4I4I4I4I4I4I4I4I4I4', v)
 	elseif n == 12 then
 		T, c[0] = struct.unpack('<i8I4', v)
+		sidle, span = nil, -1
 	elseif n == 44 then
 		T, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8] = struct.unpack('<i8I4I4I4I4I4I4I4I4I4', v)
+		sidle, span = nil, -1
 	end
+end
+local sidle0, span0 = sidle, span
+
+-- Whether the stored state equals a fresh one at now.
+local function idle_now()
+	return sidle ~= nil and floor(t / 1000000) >= sidle
 end
 
 local function expire(state, idle)
@@ -104,7 +131,20 @@ if alg == 3 then
 	local T0, c0 = T, c[0]
 	local count = c0
 	local start = floor(t / window) * window
-	if start > T or T % window ~= 0 then
+	local want = floor(window / 1000) % 4294967296
+	if span ~= want or T % window ~= 0 then
+		-- Fresh, of another algorithm, or written under another window size:
+		-- unless idle, its hits are kept, in the current window.
+		count = 0
+		if not idle_now() then
+			for i = 0, 8 do count = count + c[i] end
+			if count > 4294967295 then count = 4294967295 end
+		end
+		local own = floor(T / window) * window
+		T = start
+		if own > T then T = own end
+		span = want
+	elseif start > T then
 		T, count = start, 0
 	end
 	local finish = T + window
@@ -123,8 +163,9 @@ if alg == 3 then
 		reset, idle = finish - t, finish
 	end
 	if over then retry = reset end
-	if not peek and (T ~= T0 or count ~= c0 or not v or #v ~= 12) then
-		expire(struct.pack('<i8I4', T, count), idle)
+	sidle = ceilsec(idle)
+	if not peek and (T ~= T0 or count ~= c0 or not v or #v ~= 20 or span ~= span0 or sidle ~= sidle0) then
+		expire(struct.pack('<i8I4I4I4', T, count, sidle, span), idle)
 	end
 	return {allowed, remaining, reset, retry}
 end
@@ -133,18 +174,29 @@ end
 local width, limit = a, b
 local T0 = T
 local cur = floor(t / width)
-local newest = floor(T / width)
-if T % width ~= 0 then
-	-- The window changed size: keep every counted hit, in the newest slot.
-	local sum = 0
-	for i = 0, 8 do
-		sum = sum + c[i]
-		c[i] = 0
+local want = floor(width * 8 / 1000) % 4294967296
+if span ~= want or T % width ~= 0 then
+	-- Fresh, of another algorithm, or written under another window size:
+	-- an idle state starts afresh; otherwise all its counted hits go into
+	-- the current slot (or its own newest, if the clock went back).
+	if idle_now() then
+		T = 0
+		for i = 0, 8 do c[i] = 0 end
+	else
+		local n = floor(T / width)
+		if cur > n then n = cur end
+		local sum = 0
+		for i = 0, 8 do
+			sum = sum + c[i]
+			c[i] = 0
+		end
+		if sum > 4294967295 then sum = 4294967295 end
+		c[n % 9] = sum
+		T = n * width
 	end
-	if sum > 4294967295 then sum = 4294967295 end
-	c[newest % 9] = sum
-	T = newest * width
+	span = want
 end
+local newest = floor(T / width)
 if cur >= newest + 9 then
 	for i = 0, 8 do c[i] = 0 end
 elseif cur > newest then
@@ -188,7 +240,8 @@ for k = cur, cur - 8, -1 do
 	end
 end
 if over then retry = reset end
-if not peek and (added or T ~= T0 or not v or #v ~= 44) then
-	expire(struct.pack('<i8I4I4I4I4I4I4I4I4I4', T, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]), idle)
+sidle = ceilsec(idle)
+if not peek and (added or T ~= T0 or not v or #v ~= 52 or span ~= span0 or sidle ~= sidle0) then
+	expire(struct.pack('<i8I4I4I4I4I4I4I4I4I4I4I4', T, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], sidle, span), idle)
 end
 return {allowed, remaining, reset, retry}
