@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,6 +34,9 @@ type HTTPConfig struct {
 	// HTTP/1.1 connections (which https URLs always use). It costs the load
 	// generator about twice the CPU a check.
 	StdClient bool
+	// TLS is the client configuration of https URLs, e.g. the RootCAs of a
+	// private CA. Default: the system's roots.
+	TLS *tls.Config
 	// Transport replaces the tuned transport of StdClient (tests). Default:
 	// an http.Transport with Conns idle connections per host, no
 	// compression, HTTP/1.1.
@@ -82,6 +86,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 			ResponseHeaderTimeout: cfg.Timeout,
 			DisableCompression:    true,
 			ForceAttemptHTTP2:     false,
+			TLSClientConfig:       cfg.TLS,
 		}
 	}
 	h := &HTTP{

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"runtime/pprof"
 	"strings"
@@ -49,6 +48,7 @@ type benchConfig struct {
 	CPUProfile  string
 	Progress    string
 	HTTPClient  string
+	CACert      string
 }
 
 func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
@@ -79,6 +79,7 @@ func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
 	fs.StringVar(&c.JSON, "json", "", "Write the result as JSON to this file.")
 	fs.StringVar(&c.HTML, "html", "", "Write a self-contained HTML report to this file.")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "Write a CPU profile of this process (the load generator, and embedded nodes) to this file.")
+	fs.StringVar(&c.CACert, "ca-cert", "", "PEM CA certificates that https --urls' certificates may chain to, beside the system's.")
 	fs.StringVar(&c.HTTPClient, "http-client", "raw", "HTTP client of the http target: raw (the bench's own HTTP/1.1 connections, cheapest) or std (net/http).")
 	fs.StringVar(&c.Progress, "progress", "auto", "Progress output: auto (a live line on a terminal, plain lines otherwise), plain, or none.")
 	return fs
@@ -292,7 +293,11 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 			if len(urls) == 0 {
 				return nil, errors.New("the http target needs --urls or --spawn")
 			}
-			h, err := bench.NewHTTP(bench.HTTPConfig{URLs: urls, Conns: c.Concurrency, Timeout: c.Timeout, StdClient: c.HTTPClient == "std"})
+			tc, err := nodeTLS(c.CACert, s.readFile)
+			if err != nil {
+				return nil, err
+			}
+			h, err := bench.NewHTTP(bench.HTTPConfig{URLs: urls, Conns: c.Concurrency, Timeout: c.Timeout, StdClient: c.HTTPClient == "std", TLS: tc})
 			if err != nil {
 				return nil, err
 			}
@@ -301,7 +306,11 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 		params.URLs = urls
 		params.Nodes = len(urls)
 		if spec == nil {
-			p, err := bench.FetchPolicy(ctx, &http.Client{Timeout: c.Timeout}, urls[0], c.Policy)
+			hc, err := nodeClient(c.Timeout, c.CACert, s.readFile)
+			if err != nil {
+				return nil, err
+			}
+			p, err := bench.FetchPolicy(ctx, hc, urls[0], c.Policy)
 			if err != nil {
 				fmt.Fprintf(s.stderr, "ratelimitd bench: accuracy not accounted: %v\n", err)
 			}

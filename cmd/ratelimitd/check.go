@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/http"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -17,6 +16,7 @@ import (
 // checkConfig is the configuration of `ratelimitd check`.
 type checkConfig struct {
 	Addr    string
+	CACert  string
 	Hits    int64
 	Timeout time.Duration
 }
@@ -24,6 +24,7 @@ type checkConfig struct {
 func checkSettings(c *checkConfig) []setting {
 	return []setting{
 		stringOpt(&c.Addr, "addr", "http://127.0.0.1:8080", "Base URL of a ratelimitd node; host:port means http://host:port.").noFile(),
+		caCertSetting(&c.CACert),
 		intOpt(&c.Hits, 0, math.MaxInt64, "hits", "1", "Hits to take; 0 peeks without consuming.").noFile(),
 		durationOpt(&c.Timeout, time.Millisecond, "timeout", "5s", "How long to wait for the answer.").noFile(),
 	}
@@ -53,16 +54,13 @@ func runCheck(ctx context.Context, s sys, args []string) int {
 		return fail(s, "check", fmt.Errorf("want POLICY KEY, got %d arguments (see --help)", len(res.Args)))
 	}
 	policy, key := res.Args[0], res.Args[1]
+	hc, err := nodeClient(c.Timeout, c.CACert, s.readFile)
+	if err != nil {
+		return fail(s, "check", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
-	base := strings.TrimRight(c.Addr, "/")
-	if !strings.Contains(base, "://") {
-		base = "http://" + base // host:port, as --http-addr takes it
-	}
-	client := httpapi.Client{
-		BaseURL:    base,
-		HTTPClient: &http.Client{Timeout: c.Timeout},
-	}
+	client := httpapi.Client{BaseURL: nodeURL(c.Addr), HTTPClient: hc}
 	d, err := client.Check(ctx, policy, key, c.Hits)
 	if err != nil {
 		fmt.Fprintf(s.stderr, "ratelimitd check: %v\n", err)

@@ -24,6 +24,8 @@ import (
 // serveConfig is the resolved configuration of `ratelimitd serve`.
 type serveConfig struct {
 	HTTPAddr        string
+	TLSCert         string
+	TLSKey          string
 	NodeName        string
 	DataDir         string
 	ConfigFile      string
@@ -86,6 +88,10 @@ func serveSettings(c *serveConfig) []setting {
 	table := []setting{
 		stringOpt(&c.HTTPAddr, "http-addr", "127.0.0.1:8080",
 			"Address the HTTP API listens on, host:port. Port 0 picks a free port (the `listening` log line gives it)."),
+		stringOpt(&c.TLSCert, "tls-cert", "",
+			"PEM certificate (chain) of the HTTP API; with --tls-key, the API is served over HTTPS only.").defaultDoc("none: plain HTTP"),
+		stringOpt(&c.TLSKey, "tls-key", "",
+			"PEM private key of --tls-cert.").defaultDoc("none"),
 		stringOpt(&c.NodeName, "node-name", "",
 			"Name of this node, unique in a cluster and the same across its restarts (raft knows a node by it).").defaultDoc("the hostname and the gossip port, e.g. web-1-7946; with gossip port 0 or --standalone, the hostname, the pid and a counter"),
 		stringOpt(&c.DataDir, "data-dir", "",
@@ -246,6 +252,9 @@ func loadServeConfig(in resolveInput) (serveConfig, error) {
 	}
 	if len(res.Args) > 0 {
 		return c, fmt.Errorf("serve takes no arguments, got %q", res.Args[0])
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return c, errors.New("--tls-cert and --tls-key go together: set both or neither")
 	}
 	if err := c.checkCluster(res); err != nil {
 		return c, err
@@ -417,7 +426,7 @@ func (c *serveConfig) checkCluster(res resolved) error {
 	if err := derive(&c.RaftAddr, "raft-addr", 2); err != nil {
 		return err
 	}
-	tls := []string{c.PeerTLSCert, c.PeerTLSKey, c.PeerTLSCA}
+	tls :=  []string{c.PeerTLSCert, c.PeerTLSKey, c.PeerTLSCA}
 	if n := len(slices.DeleteFunc(tls, func(s string) bool { return s == "" })); n != 0 && n != 3 {
 		return errors.New("--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together: set all three or none")
 	}

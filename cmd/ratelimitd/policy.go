@@ -26,6 +26,7 @@ const exitRefused = 1
 // policyConfig is the configuration of `ratelimitd policy ...`.
 type policyConfig struct {
 	Addr    string
+	CACert  string
 	Token   string
 	Timeout time.Duration
 	JSON    bool
@@ -48,6 +49,7 @@ func policyConnSettings(c *policyConfig) []setting {
 	token.Env = []envVar{{Name: "RATELIMIT_ADMIN_TOKEN"}}
 	return []setting{
 		stringOpt(&c.Addr, "addr", "http://127.0.0.1:8080", "Base URL of a ratelimitd node; host:port means http://host:port.").noFile(),
+		caCertSetting(&c.CACert),
 		token.defaultDoc("none"),
 		durationOpt(&c.Timeout, time.Millisecond, "timeout", "15s",
 			"How long to wait for the answer; a node gives a write up to 10s to commit.").noFile(),
@@ -206,13 +208,13 @@ func (pc policyCmd) run(ctx context.Context, s sys, name string, args []string) 
 	if n != pc.nargs {
 		return fail(s, name, fmt.Errorf("got %d arguments; usage: ratelimitd policy %s", n, pc.synopsis))
 	}
+	hc, err := nodeClient(c.Timeout, c.CACert, s.readFile)
+	if err != nil {
+		return fail(s, name, err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
-	base := strings.TrimRight(c.Addr, "/")
-	if !strings.Contains(base, "://") {
-		base = "http://" + base // host:port, as --http-addr takes it
-	}
-	client := &httpapi.Client{BaseURL: base, Token: c.Token, HTTPClient: &http.Client{Timeout: c.Timeout}}
+	client := &httpapi.Client{BaseURL: nodeURL(c.Addr), Token: c.Token, HTTPClient: hc}
 	err = pc.do(ctx, &policyRun{s: s, c: &c, res: res, client: client})
 	if err == nil {
 		return exitOK

@@ -6,6 +6,7 @@ package main
 import (
 	"encoding/base64"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -74,5 +75,73 @@ func TestClusterSecure(t *testing.T) {
 	code, _, stderr = runToEnd(t, 30*time.Second, nil, "serve", "--http-addr", "127.0.0.1:0", "--gossip-key", "c2hvcnQ=")
 	if code != exitUsage || !strings.Contains(stderr, "--gossip-key: 5 bytes") || strings.Contains(stderr, "c2hvcnQ=") {
 		t.Errorf("a short gossip key: exit %d, stderr:\n%s", code, stderr)
+	}
+}
+
+// TestServeHTTPS: with --tls-cert and --tls-key the API answers over HTTPS
+// only; check, policy and bench reach it with --ca-cert, and refuse a
+// certificate of an unknown CA without it; a plain HTTP request is
+// refused; half a key pair or an unreadable file stops start-up with exit
+// code 2.
+func TestServeHTTPS(t *testing.T) {
+	dir := t.TempDir()
+	ca, cert, key := testpki.NewCA(t).WriteFiles(t, dir, "api")
+	p := startServe(t, []string{"--http-addr", "127.0.0.1:0", "--standalone", "--tls-cert", cert, "--tls-key", key}, nil)
+	if !strings.Contains(p.log.String(), "tls=true") {
+		t.Errorf("the listening line does not say tls=true:\n%s", p.log)
+	}
+	https := "https://" + p.Addr
+
+	code, out, stderr := runToEnd(t, 30*time.Second, nil, "check", "--addr", https, "--ca-cert", ca, "auth", "ip:1")
+	if code != exitOK || !strings.HasPrefix(out, "allowed") {
+		t.Errorf("check over https with --ca-cert: exit %d, %s %s", code, out, stderr)
+	}
+	code, _, stderr = runToEnd(t, 30*time.Second, nil, "check", "--addr", https, "auth", "ip:1")
+	if code != exitUsage || !strings.Contains(stderr, "certificate") {
+		t.Errorf("check of a private CA's node without --ca-cert: exit %d, stderr %s", code, stderr)
+	}
+	code, _, stderr = runToEnd(t, 30*time.Second, nil, "check", "--addr", "http://"+p.Addr, "auth", "ip:1")
+	if code != exitUsage {
+		t.Errorf("plain http to the https API: exit %d, stderr %s", code, stderr)
+	}
+	code, out, stderr = runToEnd(t, 30*time.Second, nil, "policy", "list", "--addr", https, "--ca-cert", ca)
+	if code != exitOK || !strings.Contains(out, "auth") {
+		t.Errorf("policy list over https: exit %d, %s %s", code, out, stderr)
+	}
+
+	hc, err := nodeClient(5*time.Second, ca, os.ReadFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Get(https + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.TLS == nil {
+		t.Errorf("/healthz over https: %d, tls %v", resp.StatusCode, resp.TLS != nil)
+	}
+
+	js := filepath.Join(dir, "b.json")
+	code, out, stderr = runBenchCmd(t, "--urls", https, "--ca-cert", ca, "--requests", "300", "--concurrency", "4",
+		"--policy", "auth", "--keys", "10", "--progress", "none", "--json", js)
+	if code != exitOK {
+		t.Fatalf("bench over https: exit %d, %s %s", code, out, stderr)
+	}
+	// The policy was read over https too: the accounting knows auth's
+	// limit of 10 a key.
+	if r := readResultFile(t, js); r.Checks != 300 || r.Errors != 0 || r.Allowed != 100 || r.Accuracy.OverAdmitted != 0 || r.Accuracy.Keys != 10 {
+		t.Errorf("bench over https: %d checks, %d errors %v, %d allowed, accuracy %+v", r.Checks, r.Errors, r.ErrorKinds, r.Allowed, r.Accuracy)
+	}
+	p.stop()
+
+	code, _, stderr = runToEnd(t, 30*time.Second, nil, "serve", "--http-addr", "127.0.0.1:0", "--standalone", "--tls-cert", cert)
+	if code != exitUsage || !strings.Contains(stderr, "go together") {
+		t.Errorf("--tls-cert alone: exit %d, stderr:\n%s", code, stderr)
+	}
+	code, _, stderr = runToEnd(t, 30*time.Second, nil, "serve", "--http-addr", "127.0.0.1:0", "--standalone",
+		"--tls-cert", filepath.Join(dir, "nope.pem"), "--tls-key", key)
+	if code != exitUsage || !strings.Contains(stderr, "--tls-cert") {
+		t.Errorf("a missing certificate: exit %d, stderr:\n%s", code, stderr)
 	}
 }

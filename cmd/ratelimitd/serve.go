@@ -111,6 +111,10 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return &configError{err}
 	}
+	apiTLS, err := loadAPITLS(cfg)
+	if err != nil {
+		return &configError{err}
+	}
 	var store bucket.Store // nil: the node's memory store
 	var closeStore func()
 	if cfg.Store == "redis" {
@@ -239,10 +243,17 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSConfig:         apiTLS,
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	attrs := []any{"addr", ln.Addr().String(), "node", node.Name(), "policies", len(cfg.Policies), "shadow", cfg.Shadow, "store", cfg.Store}
+	go func() {
+		if apiTLS != nil {
+			served <- srv.ServeTLS(ln, "", "") // the certificate is in TLSConfig
+		} else {
+			served <- srv.Serve(ln)
+		}
+	}()
+	attrs := []any{"addr", ln.Addr().String(), "tls", apiTLS != nil, "node", node.Name(), "policies", len(cfg.Policies), "shadow", cfg.Shadow, "store", cfg.Store}
 	if !cfg.Standalone {
 		attrs = append(attrs, "gossip", node.GossipAddr(), "peer", node.PeerAddr(), "raft", node.RaftAddr())
 	}
@@ -387,6 +398,20 @@ func defaultNodeName(gossipAddr string) string {
 		host = "node"
 	}
 	return host + "-" + port
+}
+
+// loadAPITLS loads the HTTP API's certificate, or returns nil when none is
+// set. Loading it before anything listens turns a bad file into a clear
+// start-up error rather than a server that fails on its first connection.
+func loadAPITLS(cfg serveConfig) (*tls.Config, error) {
+	if cfg.TLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // loadPeerTLS builds the mutual TLS configuration of the peer transport,
