@@ -426,7 +426,7 @@ func (c *serveConfig) checkCluster(res resolved) error {
 	if err := derive(&c.RaftAddr, "raft-addr", 2); err != nil {
 		return err
 	}
-	tls :=  []string{c.PeerTLSCert, c.PeerTLSKey, c.PeerTLSCA}
+	tls := []string{c.PeerTLSCert, c.PeerTLSKey, c.PeerTLSCA}
 	if n := len(slices.DeleteFunc(tls, func(s string) bool { return s == "" })); n != 0 && n != 3 {
 		return errors.New("--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together: set all three or none")
 	}
