@@ -22,7 +22,7 @@ const ResultVersion = 1
 
 // Result is what a run measured: the JSON of `ratelimitd bench --json`.
 type Result struct {
-	Version int `json:"version"`
+	Version int `json:"version"` // ResultVersion when written
 	// Params are the run's exact parameters; Machine where it ran.
 	Params  Params  `json:"params"`
 	Machine Machine `json:"machine"`
@@ -68,9 +68,9 @@ type Result struct {
 // Warmup sums up a run's warm-up: the same load on keys of its own, before
 // the measured run, whose latencies and decisions are not in the result.
 type Warmup struct {
-	Duration Seconds `json:"duration_s"`
-	Checks   int64   `json:"checks"`
-	Errors   int64   `json:"errors"`
+	Duration Seconds `json:"duration_s"` // how long it ran
+	Checks   int64   `json:"checks"`     // checks it sent, decided or failed
+	Errors   int64   `json:"errors"`     // checks of those that failed
 }
 
 // Params describe a run as it was asked for.
@@ -112,13 +112,13 @@ type Machine struct {
 
 // Latency summarises call latencies, in microseconds.
 type Latency struct {
-	Count int64   `json:"count"` // calls measured
-	Mean  float64 `json:"mean_us"`
-	P50   float64 `json:"p50_us"`
-	P90   float64 `json:"p90_us"`
-	P99   float64 `json:"p99_us"`
-	P999  float64 `json:"p99_9_us"`
-	Max   float64 `json:"max_us"`
+	Count int64   `json:"count"`    // calls measured
+	Mean  float64 `json:"mean_us"`  // the mean
+	P50   float64 `json:"p50_us"`   // the median
+	P90   float64 `json:"p90_us"`   // the 90th percentile
+	P99   float64 `json:"p99_us"`   // the 99th percentile
+	P999  float64 `json:"p99_9_us"` // the 99.9th percentile
+	Max   float64 `json:"max_us"`   // the slowest call
 }
 
 // Bucket is one bar of the latency histogram: Count calls took up to UpTo

@@ -44,7 +44,7 @@ func (d *Dist) UnmarshalText(b []byte) error {
 	return fmt.Errorf("%w: unknown distribution %q (uniform, zipf or hot)", ErrConfig, b)
 }
 
-// DefaultZipfS is the Zipf exponent used when Workload.ZipfS is zero.
+// DefaultZipfS is the Zipf exponent used when Config.ZipfS is not above 1.
 const DefaultZipfS = 1.1
 
 // keyGen picks key indexes in [0, keys). It is not safe for concurrent use:

@@ -8,9 +8,9 @@ import (
 // Check is one check of a batch: hits against the counter of Key under
 // Policy (whose Limit is the policy's own; stores resolve overrides).
 type Check struct {
-	Key    Key
-	Policy Policy
-	Hits   int64
+	Key    Key    // the counter
+	Policy Policy // the policy, with its own Limit
+	Hits   int64  // hits to take; 0 peeks
 }
 
 // BatchStore is a Store that decides many checks in one round trip to its
@@ -27,14 +27,14 @@ type BatchStore interface {
 // Request is one check of a node-level batch: hits against the key under
 // the named policy.
 type Request struct {
-	Policy string
-	Key    string
-	Hits   int64
+	Policy string // the policy's name
+	Key    string // the key checked under it
+	Hits   int64  // hits to take; 0 peeks
 }
 
 // Result is the answer to one Request: a decision, or the error a single
 // check would have returned.
 type Result struct {
-	Decision
-	Err error
+	Decision       // the decision, when Err is nil
+	Err      error // why the check was not decided, as Allow would return it
 }

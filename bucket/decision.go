@@ -86,7 +86,7 @@ var ErrBackend = errors.New("bucket: store backend failure")
 
 // Clock tells the time. Inject one to control time in tests.
 type Clock interface {
-	Now() time.Time
+	Now() time.Time // the current time
 }
 
 // SystemClock is the Clock of the operating system.

@@ -159,9 +159,10 @@ var ErrUnknownOverride = errors.New("unknown override")
 type FieldError struct {
 	Policy string // the policy's name, possibly empty
 	Field  string // the JSON name of the field, e.g. "window_ms"
-	Reason string
+	Reason string // what is wrong with it
 }
 
+// Error says which policy and field, and why.
 func (e *FieldError) Error() string {
 	if e.Policy == "" {
 		return fmt.Sprintf("policy: %s: %s", e.Field, e.Reason)

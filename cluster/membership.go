@@ -23,10 +23,10 @@ import (
 
 // Member is a node of the cluster as this node sees it.
 type Member struct {
-	Name       string `json:"name"`
-	GossipAddr string `json:"gossip_addr"`
-	PeerAddr   string `json:"peer_addr"`
-	HTTPAddr   string `json:"http_addr,omitempty"`
+	Name       string `json:"name"`                // the node's name, unique in the cluster
+	GossipAddr string `json:"gossip_addr"`         // where it gossips
+	PeerAddr   string `json:"peer_addr"`           // where it takes forwarded checks
+	HTTPAddr   string `json:"http_addr,omitempty"` // its HTTP API, if it advertised one
 	// State is "alive", "suspect", "left" or "dead".
 	State string `json:"state"`
 	// Self marks the node that answered.

@@ -331,9 +331,9 @@ func (n *Node) Stats() Stats {
 // Status is what a node knows of its cluster: its members and, in a
 // cluster, raft's view.
 type Status struct {
-	Node    string      `json:"node"`
-	Members []Member    `json:"members"`
-	Raft    *RaftStatus `json:"raft,omitempty"`
+	Node    string      `json:"node"`           // this node's name
+	Members []Member    `json:"members"`        // every member it knows, itself included
+	Raft    *RaftStatus `json:"raft,omitempty"` // nil on a node without raft
 	// RingMembers is the number of nodes in this node's ownership ring:
 	// when every node reports the cluster's size, they agree on owners.
 	RingMembers int `json:"ring_members"`

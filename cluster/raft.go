@@ -30,12 +30,12 @@ var ErrNoLeader = errors.New("cluster: no raft leader to commit the change")
 
 // RaftStatus is the raft side of a node, as it sees it.
 type RaftStatus struct {
-	State         string   `json:"state"` // leader, follower, candidate, shutdown
-	Leader        string   `json:"leader"`
-	Voters        []string `json:"voters"`
-	NonVoters     []string `json:"non_voters"`
-	AppliedIndex  uint64   `json:"applied_index"`
-	PolicyVersion uint64   `json:"policy_version"`
+	State         string   `json:"state"`          // leader, follower, candidate, shutdown
+	Leader        string   `json:"leader"`         // the leader's name, empty when there is none
+	Voters        []string `json:"voters"`         // names of the voting members
+	NonVoters     []string `json:"non_voters"`     // names of the members that only receive the log
+	AppliedIndex  uint64   `json:"applied_index"`  // the last log index applied here
+	PolicyVersion uint64   `json:"policy_version"` // the version of the policy table applied here
 }
 
 // raftNode replicates the policy table with hashicorp/raft.

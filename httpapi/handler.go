@@ -367,6 +367,8 @@ func (h *handler) batch(w http.ResponseWriter, r *http.Request) {
 // fewer round trips (*cluster.Node is one). The batch endpoint uses it when
 // the Checker has it.
 type BatchChecker interface {
+	// AllowBatch decides reqs[i] into out[i]; an error fails the whole
+	// batch (see cluster.Node.AllowBatch).
 	AllowBatch(ctx context.Context, reqs []bucket.Request, out []bucket.Result) error
 }
 

@@ -56,7 +56,7 @@ func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
 	fs.StringVar(&c.Target, "target", "", "What to load: embedded (in-process nodes), http (--urls or --spawn), or redis (the Redis store). Default: http with --urls or --spawn, else embedded.")
 	fs.IntVar(&c.Nodes, "nodes", 1, "Number of in-process nodes of the embedded target.")
 	fs.StringVar(&c.URLs, "urls", "", "Comma-separated base URLs of running nodes for the http target, e.g. http://127.0.0.1:8080.")
-	fs.IntVar(&c.Spawn, "spawn", 0, "Start this many `ratelimitd serve` processes on free loopback ports, joined into a cluster, and stop them at the end.")
+	fs.IntVar(&c.Spawn, "spawn", 0, "Start this many nodes (ratelimitd serve processes) on free loopback ports, joined into a cluster, and stop them at the end.")
 	fs.StringVar(&c.Binary, "binary", "", "The ratelimitd binary --spawn starts. Default: this executable.")
 	fs.StringVar(&c.Scenario, "scenario", "none", "Churn during the run, with --spawn: none, rolling-restart, kill or scale-out.")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "Time bound of the run.")

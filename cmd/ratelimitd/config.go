@@ -150,7 +150,7 @@ func serveSettings(c *serveConfig) []setting {
 		stringOpt(&c.PeerTLSCA, "peer-tls-ca", "",
 			"PEM CA certificates that peers' certificates must chain to.").defaultDoc("none"),
 		stringOpt(&c.AdminToken, "admin-token", "",
-			"Bearer token of the admin API: policy writes and /v1/cluster need it, and policy reads too once it is set. Without one, policy writes answer 403.").defaultDoc("none: admin API off"),
+			"Bearer token of the admin API: policy writes need it, and once it is set policy reads and /v1/cluster too. Without one, policy writes answer 403 and reads are public.").defaultDoc("none: admin API off"),
 
 		choiceOpt(&c.Store, "store", "memory",
 			"Where counters live: memory (in the nodes, the Redis-free cluster) or redis (a shared Redis, see REDIS_URL).", "memory", "redis"),
