@@ -20,6 +20,13 @@ type MemoryConfig struct {
 	// else the one that would be idle soonest: the counter whose loss
 	// forgives the fewest hits. Default: 4,194,304.
 	MaxKeys int
+	// TrackChanges makes the store list the counters that moved since the
+	// last call of Changed, so that a cluster node can copy them to a
+	// replica: a counter is listed once the hits it admitted since it was
+	// last listed reach 1/16 of its capacity (at least one hit), and at
+	// once by a Merge. So a copy lags its counter by less than 1/16 of the
+	// capacity plus what was admitted since the last Changed. Default: off.
+	TrackChanges bool
 }
 
 // evictSample is the number of counters an eviction looks at.
@@ -32,13 +39,41 @@ type MemoryStore struct {
 	mask      uint64
 	perShard  int
 	seed      maphash.Seed
+	track     bool
 	evictions atomic.Int64
 }
 
 type memShard struct {
-	mu sync.Mutex
-	m  map[string]*State
-	_  [40]byte // keep shards on separate cache lines
+	mu      sync.Mutex
+	m       map[string]*entry
+	changed []changedRef // with TrackChanges: the counters changed since Changed
+	_       [24]byte     // keep shards on separate cache lines
+}
+
+// entry is a counter of the map: its state, the hits it admitted since it
+// was last listed, and whether it is on its shard's changed list. (61
+// bytes: the allocator's 64-byte class, as the state alone.)
+type entry struct {
+	State
+	pending uint32
+	listed  bool
+}
+
+// changeStep is the share of a counter's capacity that its admitted hits
+// reach before TrackChanges lists it.
+const changeStep = 16
+
+// admitted counts hits that e admitted under capacity, and reports whether
+// e should now be listed as changed.
+func (e *entry) admitted(hits, capacity int64) bool {
+	e.pending = uint32(min(int64(e.pending)+hits, MaxCount))
+	return !e.listed && int64(e.pending) >= max(1, capacity/changeStep)
+}
+
+// changedRef is a counter on a shard's changed list.
+type changedRef struct {
+	key string // the encoded key
+	e   *entry
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -57,9 +92,10 @@ func NewMemoryStore(cfg MemoryConfig) *MemoryStore {
 		mask:     uint64(n - 1),
 		perShard: max(1, cfg.MaxKeys/n),
 		seed:     maphash.MakeSeed(),
+		track:    cfg.TrackChanges,
 	}
 	for i := range s.shards {
-		s.shards[i].m = make(map[string]*State)
+		s.shards[i].m = make(map[string]*entry)
 	}
 	return s
 }
@@ -71,24 +107,63 @@ func (s *MemoryStore) Take(_ context.Context, k Key, p Policy, hits int64, now t
 	sh := &s.shards[maphash.Bytes(s.seed, enc)&s.mask]
 	p.Limit = p.LimitFor(k.ID)
 	sh.mu.Lock()
-	st := sh.m[string(enc)]
-	if st == nil {
-		var fresh State
-		d := Take(p, &fresh, hits, now)
-		if fresh != (State{}) {
-			s.insert(sh, string(enc), &fresh, now)
+	e := sh.m[string(enc)]
+	if e == nil {
+		fresh := &entry{}
+		d := Take(p, &fresh.State, hits, now)
+		if fresh.State != (State{}) {
+			key := string(enc)
+			s.insert(sh, key, fresh, now)
+			if s.track && d.Allowed && hits > 0 && fresh.admitted(hits, d.Limit) {
+				sh.markChanged(key, fresh)
+			}
 		}
 		sh.mu.Unlock()
 		return d, nil
 	}
-	d := Take(p, st, hits, now)
+	d := Take(p, &e.State, hits, now)
+	if s.track && d.Allowed && hits > 0 && e.admitted(hits, d.Limit) {
+		sh.markChanged(string(enc), e)
+	}
 	sh.mu.Unlock()
 	return d, nil
 }
 
+// markChanged puts e, under key, on the shard's changed list; the lock is
+// held.
+func (sh *memShard) markChanged(key string, e *entry) {
+	e.listed = true
+	sh.changed = append(sh.changed, changedRef{key, e})
+}
+
+// Tracking reports whether the store tracks changed counters
+// (MemoryConfig.TrackChanges).
+func (s *MemoryStore) Tracking() bool { return s.track }
+
+// Changed calls fn with each counter listed as changed since the last call
+// (see MemoryConfig.TrackChanges), once each and as it is now, one shard
+// at a time, and forgets them. fn must not call the store. Without
+// TrackChanges there are none.
+func (s *MemoryStore) Changed(fn func(k Key, st State)) {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		list := sh.changed
+		for _, c := range list {
+			c.e.listed, c.e.pending = false, 0
+			if k, ok := decodeKey(c.key); ok {
+				fn(k, c.e.State)
+			}
+		}
+		clear(list)
+		sh.changed = list[:0]
+		sh.mu.Unlock()
+	}
+}
+
 // insert adds a counter to a shard whose lock is held, evicting one if the
 // shard is full.
-func (s *MemoryStore) insert(sh *memShard, key string, st *State, now time.Time) {
+func (s *MemoryStore) insert(sh *memShard, key string, st *entry, now time.Time) {
 	if len(sh.m) >= s.perShard {
 		var victim string
 		var soonest uint32
@@ -154,7 +229,7 @@ func (s *MemoryStore) Range(now time.Time, fn func(k Key, st State) bool) {
 				continue
 			}
 			k, ok := decodeKey(ks)
-			if ok && !fn(k, *v) {
+			if ok && !fn(k, v.State) {
 				sh.mu.Unlock()
 				return
 			}
@@ -172,13 +247,20 @@ func (s *MemoryStore) Merge(k Key, p Policy, st State, now time.Time) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if cur := sh.m[string(enc)]; cur != nil {
-		*cur = Merge(p, *cur, st)
+		cur.State = Merge(p, cur.State, st)
+		if s.track && !cur.listed {
+			sh.markChanged(string(enc), cur)
+		}
 		return
 	}
 	if st.IdleAt(now) {
 		return
 	}
-	s.insert(sh, string(enc), &st, now)
+	key, e := string(enc), &entry{State: st}
+	s.insert(sh, key, e, now)
+	if s.track {
+		sh.markChanged(key, e)
+	}
 }
 
 // Delete drops the counter of k, if any.

@@ -29,6 +29,7 @@ import (
 var clusterBenchPolicies = []bucket.Policy{
 	{Name: "p", Limit: 1 << 31, Window: time.Hour, FailureMode: bucket.FailClosed},
 	{Name: "churn", Limit: 100, Window: time.Minute},
+	{Name: "sixteen", Limit: 16, Window: time.Hour, FailureMode: bucket.FailClosed},
 }
 
 // benchCluster is a test cluster with the peer transports of its nodes,
@@ -53,7 +54,7 @@ func (c *benchCluster) sent() (checks, frames uint64) {
 // loaded machine would see false failures) and the default peer
 // transport, made here to read its counters, and waits until raft has
 // seeded the policy table on every node and the leader has its 3 voters.
-func startBenchCluster(b *testing.B, persist bool) *benchCluster {
+func startBenchCluster(b *testing.B, persist bool, mod ...func(*cluster.Config)) *benchCluster {
 	b.Helper()
 	bc := &benchCluster{}
 	bc.Cluster = testcluster.Start(b, 3, testcluster.Options{
@@ -68,6 +69,9 @@ func startBenchCluster(b *testing.B, persist bool) *benchCluster {
 			}
 			cfg.Transport = tr // the node closes it
 			bc.tr = append(bc.tr, tr)
+			for _, f := range mod {
+				f(cfg)
+			}
 		},
 	})
 	c := bc.Cluster
@@ -283,32 +287,6 @@ func BenchmarkClusterThroughput(b *testing.B) {
 		remoteKeys[i] = keysOwned(c, i, false, perNode)
 	}
 	uniform := [3][]string{all, all, all}
-	// run checks from par×GOMAXPROCS goroutines, goroutine g on node g%3
-	// with keys[g%3], b.N checks in all, and returns decisions/s and the
-	// denials.
-	run := func(b *testing.B, par int, keys [3][]string) (float64, int64) {
-		var denied atomic.Int64
-		var gid, next atomic.Uint64
-		b.SetParallelism(par)
-		b.RunParallel(func(pb *testing.PB) {
-			ctx := context.Background()
-			g := gid.Add(1)
-			n, ks := nodes[g%3], keys[g%3]
-			i := next.Add(104729)
-			for pb.Next() {
-				i = i*6364136223846793005 + 1442695040888963407
-				d, err := n.Allow(ctx, "p", ks[(i>>33)%uint64(len(ks))], 1)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				if !d.Allowed {
-					denied.Add(1)
-				}
-			}
-		})
-		return float64(b.N) / b.Elapsed().Seconds(), denied.Load()
-	}
 	for _, par := range []int{8, 32, 128, 256} {
 		for _, mix := range []struct {
 			name string
@@ -320,7 +298,7 @@ func BenchmarkClusterThroughput(b *testing.B) {
 				base := localRate(nodes, localKeys, par*runtime.GOMAXPROCS(0), 200_000)
 				checks0, frames0 := c.sent()
 				b.ResetTimer()
-				rate, denied := run(b, par, mix.keys)
+				rate, denied := parallelChecks(b, nodes, "p", par, mix.keys)
 				b.StopTimer()
 				checks1, frames1 := c.sent()
 				checkRing(b, c)
@@ -332,6 +310,81 @@ func BenchmarkClusterThroughput(b *testing.B) {
 			})
 		}
 	}
+}
+
+// parallelChecks runs checks from par×GOMAXPROCS goroutines, goroutine g
+// on node g%3 with keys[g%3], b.N checks in all, and returns decisions/s
+// and the denials.
+func parallelChecks(b *testing.B, nodes []*cluster.Node, policy string, par int, keys [3][]string) (float64, int64) {
+	var denied atomic.Int64
+	var gid, next atomic.Uint64
+	b.SetParallelism(par)
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		g := gid.Add(1)
+		n, ks := nodes[g%3], keys[g%3]
+		i := next.Add(104729)
+		for pb.Next() {
+			i = i*6364136223846793005 + 1442695040888963407
+			d, err := n.Allow(ctx, policy, ks[(i>>33)%uint64(len(ks))], 1)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if !d.Allowed {
+				denied.Add(1)
+			}
+		}
+	})
+	return float64(b.N) / b.Elapsed().Seconds(), denied.Load()
+}
+
+// BenchmarkClusterReplicaCost is what the counter copies cost: two 3-node
+// clusters, one copying changed counters every 100 ms (the default) and
+// one without copies, each deciding checks of keys drawn uniformly from
+// 30,000 fresh keys (about 2/3 remote) from 128×GOMAXPROCS goroutines.
+// Policy "p" (limit 2^31) moves a counter by 1/16 of its capacity almost
+// never, so it is rarely copied; "sixteen" (16 an hour) is copied on every
+// admitted hit, the worst case (about half its checks are denied, which
+// copies nothing). Sub-benchmarks alternate; compare decisions/s, and
+// copies/check.
+func BenchmarkClusterReplicaCost(b *testing.B) {
+	on := startBenchCluster(b, false)
+	off := startBenchCluster(b, false, func(cfg *cluster.Config) { cfg.ReplicaInterval = -1 })
+	for round := range 3 {
+		for _, policy := range []string{"p", "sixteen"} {
+			for _, tc := range []struct {
+				name string
+				c    *benchCluster
+			}{{"copies=100ms", on}, {"copies=off", off}} {
+				name := policy + "/" + tc.name + "/round=" + strconv.Itoa(round)
+				b.Run(name, func(b *testing.B) {
+					keys := make([]string, 30_000)
+					for i := range keys {
+						keys[i] = name + ":" + strconv.Itoa(i)
+					}
+					nodes := []*cluster.Node{tc.c.Node(0), tc.c.Node(1), tc.c.Node(2)}
+					copies0 := replicaSent(tc.c)
+					b.ResetTimer()
+					rate, denied := parallelChecks(b, nodes, policy, 128, [3][]string{keys, keys, keys})
+					b.StopTimer()
+					checkRing(b, tc.c)
+					b.ReportMetric(rate, "decisions/s")
+					b.ReportMetric(float64(replicaSent(tc.c)-copies0)/float64(b.N), "copies/check")
+					b.ReportMetric(float64(denied)/float64(b.N), "denied/check")
+				})
+			}
+		}
+	}
+}
+
+// replicaSent sums the counter copies the nodes sent.
+func replicaSent(c *benchCluster) uint64 {
+	var n uint64
+	for _, i := range c.Live() {
+		n += c.Node(i).Stats().ReplicasSent
+	}
+	return n
 }
 
 // localRate is the decisions/s of goroutines spread over the nodes, each

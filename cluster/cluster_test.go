@@ -412,3 +412,62 @@ func TestMembersShowACrash(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterReplicasSurviveCrash: the owner of 40 keys crashes after
+// their limits are used up. Once the ring drops it, the node that took
+// over each key still denies it: the copies it kept became its counters.
+// With copies off, the same crash resets every key (the control).
+func TestClusterReplicasSurviveCrash(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		interval time.Duration
+	}{{"copies", 20 * time.Millisecond}, {"no copies", -1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly, Configure: func(i int, cfg *cluster.Config) {
+				cfg.ReplicaInterval = tc.interval
+			}})
+			ctx := context.Background()
+			const victim, via, keys, limit = 0, 1, 40, 50
+			var mine []string
+			for i := 0; len(mine) < keys; i++ {
+				if k := "k" + strconv.Itoa(i); c.Owner("small", k) == victim {
+					mine = append(mine, k)
+				}
+			}
+			for _, k := range mine {
+				if d, err := c.Node(via).Allow(ctx, "small", k, limit); err != nil || !d.Allowed {
+					t.Fatalf("using up %s: %+v %v", k, d, err)
+				}
+			}
+			copies := func() int {
+				n := 0
+				for _, i := range c.Live() {
+					if i != victim {
+						n += c.Node(i).Status().ReplicaCounters
+					}
+				}
+				return n
+			}
+			if tc.interval > 0 {
+				waitFor(t, "the copies", func() bool { return copies() >= keys })
+			} else if n := copies(); n != 0 {
+				t.Fatalf("%d copies with copies off", n)
+			}
+			c.Kill(victim)
+			c.WaitConverged()
+			allowed := 0
+			for _, k := range mine {
+				if d, _ := c.Node(via).Allow(ctx, "small", k, 1); d.Allowed {
+					allowed++
+				}
+			}
+			want := 0
+			if tc.interval < 0 {
+				want = keys
+			}
+			if allowed != want {
+				t.Errorf("after the owner's crash, %d of %d used-up keys allowed a hit, want %d", allowed, keys, want)
+			}
+		})
+	}
+}

@@ -60,6 +60,12 @@ type Config struct {
 	MaxHits int64
 	// SweepInterval is how often idle counters are dropped. Default: 1 minute.
 	SweepInterval time.Duration
+	// ReplicaInterval is how often a node copies the counters that checks
+	// changed to the node that would own each key if this one failed, so
+	// that a crash loses the hits of the last interval rather than the
+	// dead node's counters. Default: 100ms. Negative: no copies. It needs
+	// the default store; a MemoryStore of your own needs TrackChanges.
+	ReplicaInterval time.Duration
 
 	// GossipAddr is the host:port where the node gossips membership (UDP and
 	// TCP). Empty runs a standalone node: no peers, every key local. Port 0
@@ -158,6 +164,7 @@ const (
 	DefaultDenialLogRate   = 10
 	DefaultClockResolution = time.Millisecond
 	DefaultForwardTimeout  = 250 * time.Millisecond
+	DefaultReplicaInterval = 100 * time.Millisecond
 )
 
 var nameSeq atomic.Uint64
@@ -174,8 +181,11 @@ func (c Config) withDefaults() Config {
 	if c.Policies == nil {
 		c.Policies = DefaultPolicies()
 	}
+	if c.ReplicaInterval == 0 {
+		c.ReplicaInterval = DefaultReplicaInterval
+	}
 	if c.Store == nil {
-		c.Store = bucket.NewMemoryStore(bucket.MemoryConfig{})
+		c.Store = bucket.NewMemoryStore(bucket.MemoryConfig{TrackChanges: c.GossipAddr != "" && c.ReplicaInterval > 0})
 	}
 	if c.ClockResolution == 0 {
 		c.ClockResolution = DefaultClockResolution

@@ -57,6 +57,9 @@ type routeTable struct {
 	ring  *ring.Ring
 	self  string
 	addrs map[string]string // member name → peer address
+	// succ is the ring without this node: the owners its keys would have
+	// if it failed. Nil when the node keeps no counter copies.
+	succ *ring.Ring
 }
 
 // owner returns the member that owns k, and its peer address.
@@ -334,7 +337,12 @@ func (g *gossip) routes() *routeTable {
 		names = append(names, name)
 		addrs[name] = m.PeerAddr
 	}
-	return &routeTable{ring: ring.New(names, g.n.cfg.Ring), self: self, addrs: addrs}
+	rt := &routeTable{ring: ring.New(names, g.n.cfg.Ring), self: self, addrs: addrs}
+	if g.n.replicas != nil {
+		others := slices.DeleteFunc(slices.Clone(names), func(name string) bool { return name == self })
+		rt.succ = ring.New(others, g.n.cfg.Ring)
+	}
+	return rt
 }
 
 // rebuildLoop publishes a new route table after membership changes and
@@ -348,15 +356,20 @@ func (g *gossip) rebuildLoop() {
 		case <-g.change:
 		}
 		rt := g.routes()
-		old := g.n.route.Swap(rt)
-		if old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) {
+		if old := g.n.route.Load(); old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) {
+			g.n.route.Store(rt)
 			continue
 		}
+		// The copies of the keys this node takes over from a failed one
+		// become its counters before their checks arrive here.
+		g.n.promoteReplicas(rt)
+		g.n.route.Store(rt)
 		g.n.log.Info("ring rebuilt", "members", rt.ring.Len())
 		g.n.metrics.members.Set(float64(rt.ring.Len()))
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		g.n.handOff(ctx, rt, true)
 		cancel()
+		g.n.replicateAll()
 	}
 }
 

@@ -16,6 +16,10 @@ type metrics struct {
 	members         prometheus.Gauge
 	handedOff       prometheus.Counter
 	receivedHandoff prometheus.Counter
+	replicaSent     prometheus.Counter
+	replicaErrors   prometheus.Counter
+	replicaReceived prometheus.Counter
+	replicaPromoted prometheus.Counter
 	cols            []prometheus.Collector
 }
 
@@ -52,11 +56,27 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "ratelimit", Name: "handoff_received_total",
 			Help: "Counters received from their previous owner and merged.",
 		}),
+		replicaSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ratelimit", Name: "replica_sent_total",
+			Help: "Counter copies sent to the node that would own their key if this one failed.",
+		}),
+		replicaErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ratelimit", Name: "replica_send_errors_total",
+			Help: "Counter copies that could not be sent to their successor.",
+		}),
+		replicaReceived: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ratelimit", Name: "replica_received_total",
+			Help: "Counter copies received from the owner of their key.",
+		}),
+		replicaPromoted: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ratelimit", Name: "replica_promoted_total",
+			Help: "Counter copies folded into this node's counters when it took over their keys from a failed node.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.errors, m.fallbacks, m.members, m.handedOff, m.receivedHandoff} {
+	for _, c := range []prometheus.Collector{m.decisions, m.errors, m.fallbacks, m.members, m.handedOff, m.receivedHandoff, m.replicaSent, m.replicaErrors, m.replicaReceived, m.replicaPromoted} {
 		if err := reg.Register(c); err != nil {
 			m.unregister()
 			return nil, err

@@ -40,12 +40,15 @@ type Node struct {
 	log      *slog.Logger
 	store    bucket.Store
 	local    *bucket.MemoryStore // counters of the local failure mode
-	clock    bucket.Clock
-	coarse   *coarseClock // the default clock, stopped on Close; or nil
-	policies atomic.Pointer[policyTable]
-	metrics  *metrics
-	denials  *capLog
-	warnings *capLog
+	replicas *bucket.MemoryStore // copies of the counters of the keys whose successor this node is; or nil
+	// replicasSent counts the copies sent (Stats).
+	replicasSent atomic.Uint64
+	clock        bucket.Clock
+	coarse       *coarseClock // the default clock, stopped on Close; or nil
+	policies     atomic.Pointer[policyTable]
+	metrics      *metrics
+	denials      *capLog
+	warnings     *capLog
 
 	// Cluster side; tr and gossip are nil for a standalone node.
 	tr     transport.Transport
@@ -136,6 +139,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 // startCluster opens the peer transport and joins the gossip.
 func (n *Node) startCluster(ctx context.Context) error {
 	cfg := n.cfg
+	if ct, ok := n.store.(changeTracker); ok && ct.Tracking() && cfg.ReplicaInterval > 0 {
+		n.replicas = bucket.NewMemoryStore(bucket.MemoryConfig{})
+	} else if n.partitioned && cfg.ReplicaInterval > 0 {
+		n.log.Warn("counter copies off: the store does not track changed counters (bucket.MemoryConfig.TrackChanges); a crash of this node resets its counters")
+	}
 	n.tr = cfg.Transport
 	if n.tr == nil {
 		addr := cfg.PeerAddr
@@ -170,6 +178,10 @@ func (n *Node) startCluster(ctx context.Context) error {
 	}
 	n.wg.Add(1)
 	go n.raft.leaderLoop()
+	if ct, ok := n.store.(changeTracker); ok && n.replicas != nil {
+		n.wg.Add(1)
+		go n.replicaLoop(ct)
+	}
 	return nil
 }
 
@@ -314,11 +326,14 @@ type Stats struct {
 	RingMembers int
 	// Joined is true once the node has joined its cluster.
 	Joined bool
+	// ReplicasSent counts the counter copies this node has sent to
+	// successors.
+	ReplicasSent uint64
 }
 
 // Stats returns a snapshot of the node's state.
 func (n *Node) Stats() Stats {
-	s := Stats{RingMembers: 1, Joined: true}
+	s := Stats{RingMembers: 1, Joined: true, ReplicasSent: n.replicasSent.Load()}
 	if rt := n.route.Load(); rt != nil {
 		s.RingMembers = rt.ring.Len()
 	}
@@ -339,6 +354,9 @@ type Status struct {
 	RingMembers int `json:"ring_members"`
 	// PolicyVersion counts the changes applied to the policy table.
 	PolicyVersion uint64 `json:"policy_version"`
+	// ReplicaCounters is the number of counter copies this node keeps for
+	// the keys it would take over if their owner failed.
+	ReplicaCounters int `json:"replica_counters"`
 }
 
 // Status returns the node's view of its cluster.
@@ -350,6 +368,9 @@ func (n *Node) Status() Status {
 	n.stateMu.Lock()
 	st.PolicyVersion = n.state.Version
 	n.stateMu.Unlock()
+	if n.replicas != nil {
+		st.ReplicaCounters = n.replicas.Len()
+	}
 	return st
 }
 
@@ -376,6 +397,9 @@ func (n *Node) Ready() bool {
 func (n *Node) Sweep() int {
 	now := n.clock.Now()
 	n.local.Sweep(now)
+	if n.replicas != nil {
+		n.replicas.Sweep(now)
+	}
 	return n.store.Sweep(now)
 }
 

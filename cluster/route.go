@@ -149,6 +149,8 @@ func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte)
 	switch method {
 	case methodHandoff:
 		return nil, h.n.receiveHandoff(body)
+	case methodReplica:
+		return nil, h.n.receiveReplica(body)
 	case methodPolicyApply:
 		if h.n.raft == nil {
 			return nil, errors.New("cluster: this node keeps no replicated policy table")
