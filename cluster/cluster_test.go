@@ -201,7 +201,9 @@ func TestClusterJoinAndLeaveUnderLoad(t *testing.T) {
 // policy's failure mode until the ring drops it, then the key lives on a
 // new owner. The test reports the allowed total it measured against the
 // bound: the limit before the crash, the limit/N share of each live node
-// during detection, and one fresh limit at the new owner.
+// during detection, and one fresh limit at the new owner (the crash comes
+// right after the hits, before a copy of the counter could be made; see
+// TestClusterReplicasSurviveCrash for the copies).
 func TestClusterKillOwner(t *testing.T) {
 	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly})
 	ctx := context.Background()
