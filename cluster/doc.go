@@ -16,4 +16,14 @@
 //
 // Over the limit is a Decision with Allowed == false and a nil error. Errors
 // are the sentinel values below, tested with errors.Is.
+//
+// # A cluster
+//
+// With a GossipAddr and Seeds, nodes find each other (memberlist), agree on
+// the owner of each (policy, key) by consistent hashing, and forward each
+// check to its owner, batched; the policy table is replicated by raft. When
+// owners change, counters move with their keys (a graceful Leave hands them
+// over), and every ReplicaInterval each node copies the counters that moved
+// to the node that would take over their keys, so that a crash forgives
+// little. When an owner cannot answer, the policy's FailureMode decides.
 package cluster
