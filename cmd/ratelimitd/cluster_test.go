@@ -113,6 +113,7 @@ type clusterView struct {
 		Voters        []string `json:"voters"`
 		PolicyVersion uint64   `json:"policy_version"`
 	} `json:"raft"`
+	ReplicaCounters int `json:"replica_counters"`
 }
 
 func (v clusterView) alive() []string {
@@ -577,5 +578,62 @@ func TestAdvertiseAddr(t *testing.T) {
 	host, port, _ := net.SplitHostPort(got)
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() || ip.IsLoopback() || port != "7947" {
 		t.Errorf("every interface: %q, want an address of this host at 7947", got)
+	}
+}
+
+// TestClusterCopiesSurviveKill: ten keys of one node are used up; once the
+// other two hold copies of their counters, the node is killed with
+// SIGKILL. After the survivors rebuild their rings, every key is still
+// denied: the new owners started from the copies, not from zero.
+func TestClusterCopiesSurviveKill(t *testing.T) {
+	const limit = 20
+	env := map[string]string{"RATE_LIMIT_DEFAULT_MAX": strconv.Itoa(limit), "RATE_LIMIT_DEFAULT_WINDOW_MS": "3600000"}
+	nodes := startCluster(t, 3, env, func(int) []string { return nil })
+	var keys []string
+	for i := 0; len(keys) < 10; i++ {
+		if k := "copied-" + strconv.Itoa(i); owner("default", k, "n1", "n2", "n3") == "n3" {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		if r := check(nodes[0].URL, "default", k, limit); r.Err != nil || !r.Allowed {
+			t.Fatalf("using up %s: %+v", k, r)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		copies := 0
+		for _, n := range nodes[:2] {
+			if v, err := getCluster(n.URL); err == nil {
+				copies += v.ReplicaCounters
+			}
+		}
+		if copies >= len(keys) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the survivors hold %d copies of %d counters after 20 s", copies, len(keys))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mark := []int{len(nodes[0].log.String()), len(nodes[1].log.String())}
+	nodes[2].signal(syscall.SIGKILL)
+	for i, n := range nodes[:2] {
+		for !ringRebuilt.MatchString(n.log.String()[mark[i]:]) {
+			if time.Now().After(deadline.Add(20 * time.Second)) {
+				t.Fatalf("%s did not rebuild its ring without n3; log:\n%s", n.Name, n.log)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for _, k := range keys {
+		for _, n := range nodes[:2] {
+			if r := check(n.URL, "default", k, 1); r.Err != nil || r.Allowed {
+				t.Errorf("%s through %s after its owner was killed: %+v, want denied", k, n.Name, r)
+			}
+		}
+	}
+	if !strings.Contains(nodes[0].log.String()+nodes[1].log.String(), "took over counter copies") {
+		t.Errorf("no survivor logged taking over the copies")
 	}
 }
