@@ -4,6 +4,7 @@ package main
 // peers (--peer-tls-*), with certificates made by the test.
 
 import (
+	"crypto/tls"
 	"encoding/base64"
 	"net/http"
 	"os"
@@ -85,7 +86,8 @@ func TestClusterSecure(t *testing.T) {
 // code 2.
 func TestServeHTTPS(t *testing.T) {
 	dir := t.TempDir()
-	ca, cert, key := testpki.NewCA(t).WriteFiles(t, dir, "api")
+	pki := testpki.NewCA(t)
+	ca, cert, key := pki.WriteFiles(t, dir, "api")
 	p := startServe(t, []string{"--http-addr", "127.0.0.1:0", "--standalone", "--tls-cert", cert, "--tls-key", key}, nil)
 	if !strings.Contains(p.log.String(), "tls=true") {
 		t.Errorf("the listening line does not say tls=true:\n%s", p.log)
@@ -132,6 +134,29 @@ func TestServeHTTPS(t *testing.T) {
 	// limit of 10 a key.
 	if r := readResultFile(t, js); r.Checks != 300 || r.Errors != 0 || r.Allowed != 100 || r.Accuracy.OverAdmitted != 0 || r.Accuracy.Keys != 10 {
 		t.Errorf("bench over https: %d checks, %d errors %v, %d allowed, accuracy %+v", r.Checks, r.Errors, r.ErrorKinds, r.Allowed, r.Accuracy)
+	}
+
+	// A renewed certificate in the same files is served from the next
+	// handshake after the node's once-a-second look, with no restart.
+	served := func() string {
+		conn, err := tls.Dial("tcp", p.Addr, &tls.Config{RootCAs: pki.Pool, ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before := served()
+	pki.WriteFiles(t, dir, "api")
+	deadline := time.Now().Add(10 * time.Second)
+	for served() == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("the renewed certificate was not served within 10 s; log:\n%s", p.log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(p.log.String(), "certificate reloaded") {
+		t.Errorf("no reload logged:\n%s", p.log)
 	}
 	p.stop()
 

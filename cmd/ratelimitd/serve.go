@@ -107,11 +107,11 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 
-	peerTLS, err := loadPeerTLS(cfg)
+	peerTLS, err := loadPeerTLS(cfg, log)
 	if err != nil {
 		return &configError{err}
 	}
-	apiTLS, err := loadAPITLS(cfg)
+	apiTLS, err := loadAPITLS(cfg, log)
 	if err != nil {
 		return &configError{err}
 	}
@@ -406,25 +406,26 @@ func defaultNodeName(gossipAddr string) string {
 
 // loadAPITLS loads the HTTP API's certificate, or returns nil when none is
 // set. Loading it before anything listens turns a bad file into a clear
-// start-up error rather than a server that fails on its first connection.
-func loadAPITLS(cfg serveConfig) (*tls.Config, error) {
+// start-up error rather than a server that fails on its first connection;
+// a renewed certificate is then picked up from the same files.
+func loadAPITLS(cfg serveConfig, log *slog.Logger) (*tls.Config, error) {
 	if cfg.TLSCert == "" {
 		return nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	r, err := newCertReloader(cfg.TLSCert, cfg.TLSKey, log.With("component", "http"))
 	if err != nil {
 		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	return r.serve(&tls.Config{MinVersion: tls.VersionTLS12}), nil
 }
 
 // loadPeerTLS builds the mutual TLS configuration of the peer transport,
 // or returns nil when no TLS file is set.
-func loadPeerTLS(cfg serveConfig) (*tls.Config, error) {
+func loadPeerTLS(cfg serveConfig, log *slog.Logger) (*tls.Config, error) {
 	if cfg.Standalone || cfg.PeerTLSCert == "" {
 		return nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(cfg.PeerTLSCert, cfg.PeerTLSKey)
+	r, err := newCertReloader(cfg.PeerTLSCert, cfg.PeerTLSKey, log.With("component", "peer"))
 	if err != nil {
 		return nil, fmt.Errorf("--peer-tls-cert/--peer-tls-key: %w", err)
 	}
@@ -436,13 +437,12 @@ func loadPeerTLS(cfg serveConfig) (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("--peer-tls-ca: %s holds no PEM certificate", cfg.PeerTLSCA)
 	}
-	return &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		RootCAs:      pool,
-		ClientCAs:    pool,
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		MinVersion:   tls.VersionTLS12,
-	}, nil
+	return r.serve(&tls.Config{
+		RootCAs:    pool,
+		ClientCAs:  pool,
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		MinVersion: tls.VersionTLS12,
+	}), nil
 }
 
 // redactURL returns a Redis URL without its password, for logs.
