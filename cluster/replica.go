@@ -10,13 +10,15 @@ import (
 	"github.com/vibewell/ratelimit/bucket"
 )
 
-// Replicas: every ReplicaInterval a node sends the counters that admitted
-// hits changed to the node that would own each key if this one failed (its
-// successor: the owner in the ring without this node), which keeps them
-// apart from its own counters. When the ring drops a crashed node, each
-// successor folds the copies of the keys it now owns into its counters
-// before it takes their checks. A crash so loses the hits of the last
-// interval instead of every counter of the dead node.
+// Counter copies: every ReplicaInterval a node sends the counters that
+// moved (by 1/16 of their capacity; see bucket.MemoryConfig.TrackChanges)
+// to the node that would own each key if this one failed (its successor:
+// the owner in the ring without this node), which keeps them apart from its
+// own counters. When the ring drops a crashed node, each successor folds
+// the copies of the keys it now owns into its counters before it takes
+// their checks. A crash so forgives, per key, less than 1/16 of the
+// capacity plus the hits of the last interval, instead of the whole
+// counter.
 
 // methodReplica carries counter copies to a successor.
 const methodReplica = "replica"
