@@ -11,8 +11,9 @@ run:
 build:
 	$(GO) build -o bin/ratelimitd ./cmd/ratelimitd
 
-# test installs redis-server when missing, starts a private instance on a free
-# loopback port, runs vet and the race-enabled tests, and stops it.
+# test installs redis-server and nginx-light when missing, starts a private
+# Redis on a free loopback port, runs vet and the race-enabled tests, and
+# stops it.
 test:
 	./scripts/test.sh
 
