@@ -546,6 +546,16 @@ func (snapshot) Release() {}
 // slogWriter passes hclog's lines to slog.
 type slogWriter struct{ log *slog.Logger }
 
+// routineRaftWarnings are raft warnings that every healthy node logs in its
+// life: no heartbeat yet after a start (the first election, or a new node
+// not yet in the configuration), and a one-node cluster's shutdown, which
+// has no peer to hand the leadership to. They are logged at info, so that
+// a warning means something to look at.
+var routineRaftWarnings = []string{
+	"heartbeat timeout reached",
+	"cannot find peer",
+}
+
 func (w slogWriter) Write(p []byte) (int, error) {
 	line := strings.TrimSpace(string(p))
 	level := slog.LevelInfo
@@ -554,6 +564,11 @@ func (w slogWriter) Write(p []byte) (int, error) {
 		level = slog.LevelError
 	case strings.Contains(line, "[WARN]"):
 		level = slog.LevelWarn
+		for _, s := range routineRaftWarnings {
+			if strings.Contains(line, s) {
+				level = slog.LevelInfo
+			}
+		}
 	}
 	w.log.Log(context.Background(), level, line)
 	return len(p), nil
