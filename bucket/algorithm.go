@@ -55,6 +55,11 @@ func Take(p Policy, s *State, hits int64, now time.Time) Decision {
 	}
 }
 
+// maxAhead is the furthest a TAT is taken to run ahead of now: 2^53 µs
+// (285 years), up to which every integer is exact in a double. Validate
+// keeps every span within it.
+const maxAhead = 1 << 53
+
 // spanOf is the State.Span of a window.
 func spanOf(window time.Duration) uint32 { return uint32(window.Milliseconds()) }
 
@@ -65,7 +70,11 @@ func idleAt(s *State, t int64) bool { return floorDiv(t, 1_000_000) >= int64(s.I
 // arrival time (TAT). A fresh counter admits capacity hits at once, then one
 // per interval. A token bucket of C tokens is the same with capacity C.
 func takeRated(s *State, t, interval, capacity, hits int64) Decision {
-	tat := max(s.T, t)
+	// A TAT is taken as at most maxAhead ahead of now. No policy's span
+	// goes further (Validate), so this changes nothing but a state that a
+	// run of policy edits left further ahead, which is denied either way;
+	// it keeps every figure exact in the Redis script's doubles too.
+	tat := min(max(s.T, t), t+maxAhead)
 	span := capacity * interval // the most the TAT may run ahead of now
 	need := max(hits, 1)
 	d := Decision{Limit: capacity}

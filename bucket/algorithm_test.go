@@ -233,3 +233,16 @@ func TestMerge(t *testing.T) {
 		})
 	}
 }
+
+// A TAT that a run of policy edits left more than 2^53 µs ahead of now is
+// taken as 2^53 µs ahead, where the Redis script's doubles are still
+// exact; the check is denied either way.
+func TestRatedStateFarAhead(t *testing.T) {
+	p := bucket.Policy{Name: "p", Algorithm: bucket.GCRA, Limit: 20, Window: 15 * time.Minute, Burst: 5}
+	now := buckettest.Epoch
+	s := bucket.State{T: now.UnixMicro() + 1<<53 + 7}
+	d := bucket.Take(p, &s, 1, now)
+	if d.Allowed || d.ResetAfter != (1<<53)*time.Microsecond || d.Remaining != 0 {
+		t.Fatalf("a TAT 2^53+7 µs ahead: %+v, want denied, reset after 2^53 µs", d)
+	}
+}

@@ -227,8 +227,6 @@ type decoder struct {
 	bad bool
 }
 
-func (d *decoder) ok() bool { return !d.bad }
-
 func (d *decoder) fail() { d.bad, d.off = true, len(d.b) }
 
 // need returns the next n bytes, or nil (and fails) when fewer remain.

@@ -108,7 +108,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 
 // startError describes a failed start-up.
 func (s *Store) startError(err error) error {
-	kind, _ := classify(err)
+	_, kind := classify(err)
 	switch kind {
 	case ErrAuth:
 		return &backendError{kind: ErrAuth, err: err,
@@ -375,7 +375,7 @@ func (s *Store) Ping(ctx context.Context) error {
 	tctx, cancel := s.withTimeout(ctx)
 	defer cancel()
 	if err := s.client.Ping(tctx).Err(); err != nil {
-		kind, _ := classify(err)
+		_, kind := classify(err)
 		return &backendError{kind: kind, err: err, msg: "redisstore: ping: " + err.Error()}
 	}
 	return nil
@@ -435,7 +435,7 @@ func invalidPolicy(p *bucket.Policy) error {
 // it, and tells the breaker. ctx is the caller's: a check that the caller
 // canceled says nothing about Redis.
 func (s *Store) failed(ctx context.Context, err error, probe bool) error {
-	kind, reason := classify(err)
+	reason, kind := classify(err)
 	if reason == reasonTimeout && ctx.Err() == nil {
 		err = fmt.Errorf("no answer within %v: %w", s.opts.Timeout, err)
 	}
@@ -488,10 +488,10 @@ func (s *Store) breakerChanged(open bool) {
 	s.logger.Info("redisstore: circuit breaker closed: redis answers again", "url", s.url)
 }
 
-// classify sorts an error of go-redis into the kind it wraps and the reason
-// it is counted under. kind is nil for an error reply about this check
+// classify sorts an error of go-redis into the reason it is counted under
+// and the kind it wraps. kind is nil for an error reply about this check
 // alone, which says Redis is up.
-func classify(err error) (kind error, reason string) {
+func classify(err error) (reason string, kind error) {
 	var (
 		rerr redis.Error
 		cve  *tls.CertificateVerificationError
@@ -501,25 +501,25 @@ func classify(err error) (kind error, reason string) {
 	)
 	switch {
 	case errors.As(err, &cve), errors.As(err, &uae), errors.As(err, &he), errors.As(err, &cie):
-		return ErrConfig, reasonUnavailable
+		return reasonUnavailable, ErrConfig
 	case errors.Is(err, errBadReply):
-		return nil, reasonReply
+		return reasonReply, nil
 	case errors.Is(err, redis.ErrClosed):
-		return ErrClosed, reasonUnavailable
+		return reasonUnavailable, ErrClosed
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
 		errors.Is(err, redis.ErrPoolTimeout), isNetTimeout(err):
-		return ErrUnavailable, reasonTimeout
+		return reasonTimeout, ErrUnavailable
 	case redis.IsAuthError(err), strings.Contains(err.Error(), "without any password configured"):
-		return ErrAuth, reasonReply
+		return reasonReply, ErrAuth
 	case errors.As(err, &rerr):
 		if redis.IsLoadingError(err) || redis.IsReadOnlyError(err) || redis.IsClusterDownError(err) ||
 			redis.IsTryAgainError(err) || redis.IsMasterDownError(err) || redis.IsMaxClientsError(err) ||
 			redis.HasErrorPrefix(err, "BUSY") || redis.IsOOMError(err) {
-			return ErrUnavailable, reasonReply
+			return reasonReply, ErrUnavailable
 		}
-		return nil, reasonReply
+		return reasonReply, nil
 	}
-	return ErrUnavailable, reasonUnavailable
+	return reasonUnavailable, ErrUnavailable
 }
 
 func isNetTimeout(err error) bool {

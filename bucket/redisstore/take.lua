@@ -106,7 +106,13 @@ if alg == 1 or alg == 2 then
 	if rel > tat then tat = rel end
 	local span = capacity * interval
 	local allowed, retry = 0, 0
-	local d = tat - tr -- tat - t, exact
+	local d = tat - tr -- tat - t, exact up to 2^53
+	if d > 9007199254740992 then
+		-- As bucket.Take: a TAT is taken as at most 2^53 µs ahead of now
+		-- (only a run of policy edits leaves one further; it is denied).
+		d = 9007199254740992
+		tat = tr + d
+	end
 	if over then
 		-- can never pass
 	elseif d + need * interval <= span then
