@@ -25,7 +25,9 @@ type MemoryConfig struct {
 	// replica: a counter is listed once the hits it admitted since it was
 	// last listed reach 1/16 of its capacity (at least one hit), and at
 	// once by a Merge. So a copy lags its counter by less than 1/16 of the
-	// capacity plus what was admitted since the last Changed. Default: off.
+	// capacity plus what was admitted since the last Changed. The list
+	// holds each such counter until Changed runs, so call it regularly (a
+	// cluster node does, every ReplicaInterval). Default: off.
 	TrackChanges bool
 }
 
