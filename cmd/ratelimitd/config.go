@@ -41,23 +41,23 @@ type serveConfig struct {
 	ShutdownTimeout time.Duration
 
 	// The cluster.
-	Join           []string
-	Standalone     bool
-	GossipAddr     string
-	GossipAdv      string
-	GossipProfile  string
-	GossipKey      []byte
-	PeerAddr       string
-	PeerAdv        string
-	RaftAddr       string
-	RaftAdv        string
-	Voters         int64
-	ForwardTimeout time.Duration
-	ReplicaEvery   time.Duration
-	PeerTLSCert    string
-	PeerTLSKey     string
-	PeerTLSCA      string
-	AdminToken     string
+	Join            []string
+	Standalone      bool
+	GossipAddr      string
+	GossipAdv       string
+	GossipProfile   string
+	GossipKey       []byte
+	PeerAddr        string
+	PeerAdv         string
+	RaftAddr        string
+	RaftAdv         string
+	Voters          int64
+	ForwardTimeout  time.Duration
+	ReplicaInterval time.Duration
+	PeerTLSCert     string
+	PeerTLSKey      string
+	PeerTLSCA       string
+	AdminToken      string
 
 	// The store.
 	Store         string
@@ -144,7 +144,7 @@ func serveSettings(c *serveConfig) []setting {
 			"Number of raft voters; the other nodes receive the policy table without voting."),
 		durationOpt(&c.ForwardTimeout, time.Millisecond, "forward-timeout", "250ms",
 			"How long a check forwarded to its key's owner may take; past it the policy's failure mode decides."),
-		durationOpt(&c.ReplicaEvery, 0, "replica-interval", "100ms",
+		durationOpt(&c.ReplicaInterval, 0, "replica-interval", "100ms",
 			"How often a node copies the counters that checks changed to the node that would take over their keys if it crashed, so that a crash loses only the hits of the last interval. 0 turns the copies off."),
 		stringOpt(&c.PeerTLSCert, "peer-tls-cert", "",
 			"PEM certificate of this node for mutual TLS between peers (checks forwarded and raft); needs --peer-tls-key and --peer-tls-ca.").defaultDoc("none: peers in the clear"),
