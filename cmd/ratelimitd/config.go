@@ -145,7 +145,7 @@ func serveSettings(c *serveConfig) []setting {
 		durationOpt(&c.ForwardTimeout, time.Millisecond, "forward-timeout", "250ms",
 			"How long a check forwarded to its key's owner may take; past it the policy's failure mode decides."),
 		durationOpt(&c.ReplicaInterval, 0, "replica-interval", "100ms",
-			"How often a node copies the counters that checks changed to the node that would take over their keys if it crashed, so that a crash loses only the hits of the last interval. 0 turns the copies off."),
+			"How often a node copies its counters that moved (by 1/16 of their limit) to the node that would take over their keys if it crashed, so that a crash forgives less than that plus the last interval's hits. 0 turns the copies off."),
 		stringOpt(&c.PeerTLSCert, "peer-tls-cert", "",
 			"PEM certificate of this node for mutual TLS between peers (checks forwarded and raft); needs --peer-tls-key and --peer-tls-ca.").defaultDoc("none: peers in the clear"),
 		stringOpt(&c.PeerTLSKey, "peer-tls-key", "",
