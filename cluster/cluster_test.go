@@ -13,6 +13,7 @@ import (
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster"
+	"github.com/vibewell/ratelimit/cluster/ring"
 	"github.com/vibewell/ratelimit/internal/testcluster"
 )
 
@@ -471,5 +472,68 @@ func TestClusterReplicasSurviveCrash(t *testing.T) {
 				t.Errorf("after the owner's crash, %d of %d used-up keys allowed a hit, want %d", allowed, keys, want)
 			}
 		})
+	}
+}
+
+// TestClusterSuccessorFallbackUsesCopy: between an owner's crash and its
+// detection, checks of its keys fall back to the `local` failure mode. On
+// the key's successor, the copy of its counter counts too: a used-up key
+// stays denied there, where a fresh local share would admit its limit/N.
+// The other survivor, which has no copy, still admits its share.
+func TestClusterSuccessorFallbackUsesCopy(t *testing.T) {
+	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly, Configure: func(i int, cfg *cluster.Config) {
+		cfg.ReplicaInterval = 20 * time.Millisecond
+	}})
+	ctx := context.Background()
+	const victim, limit = 0, 30 // policy "local": 30 an hour, fails local
+	var others []string
+	for _, i := range c.Live() {
+		if i != victim {
+			others = append(others, c.Node(i).Name())
+		}
+	}
+	succRing := ring.New(others, ring.Config{})
+	var key string
+	for i := 0; key == ""; i++ {
+		if k := "s" + strconv.Itoa(i); c.Owner("local", k) == victim {
+			key = k
+		}
+	}
+	enc, _ := bucket.Key{Policy: "local", ID: key}.AppendBinary(nil)
+	succ, other := -1, -1
+	for _, i := range c.Live() {
+		switch {
+		case i == victim:
+		case c.Node(i).Name() == succRing.Owner(enc):
+			succ = i
+		default:
+			other = i
+		}
+	}
+	if d, err := c.Node(other).Allow(ctx, "local", key, limit); err != nil || !d.Allowed {
+		t.Fatalf("using up the key: %+v %v", d, err)
+	}
+	waitFor(t, "the copy", func() bool { return c.Node(succ).Status().ReplicaCounters >= 1 })
+	c.Kill(victim)
+	allowed := map[int]int{}
+	for range 20 {
+		for _, i := range []int{succ, other} {
+			d, err := c.Node(i).Allow(ctx, "local", key, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Allowed {
+				allowed[i]++
+			}
+		}
+	}
+	if c.Node(succ).Stats().RingMembers != 3 {
+		t.Skip("the crash was detected before the checks; nothing fell back")
+	}
+	if allowed[succ] != 0 {
+		t.Errorf("the successor, holding a used-up copy, allowed %d in the local failure mode, want 0", allowed[succ])
+	}
+	if allowed[other] != limit/3 {
+		t.Errorf("the other survivor allowed %d, want its share %d", allowed[other], limit/3)
 	}
 }

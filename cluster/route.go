@@ -62,7 +62,28 @@ func (n *Node) fallback(ctx context.Context, p *policyEntry, key string, hits in
 	if q.Algorithm == bucket.GCRA || q.Algorithm == bucket.TokenBucket {
 		q.Limit = min(q.Limit, q.Window.Microseconds())
 	}
-	return n.local.Take(ctx, bucket.Key{Policy: p.Name, ID: key}, q, hits, now)
+	k := bucket.Key{Policy: p.Name, ID: key}
+	// On the key's successor, the copy of its counter says what the owner
+	// had already admitted: a check passes only if both the share and the
+	// copy let it, and the copy counts it, so that it is in the counter
+	// this node starts from if the owner turns out to have crashed. Never
+	// more lenient than the share alone.
+	copied := false
+	if n.replicas != nil {
+		if c, _ := n.replicas.Take(ctx, k, p.Policy, 0, now); c.Remaining < c.Limit {
+			if !c.Allowed {
+				return c, nil
+			}
+			copied = true
+		}
+	}
+	d, err := n.local.Take(ctx, k, q, hits, now)
+	if err == nil && d.Allowed && copied && hits > 0 {
+		if c, _ := n.replicas.Take(ctx, k, p.Policy, hits, now); !c.Allowed {
+			return c, nil
+		}
+	}
+	return d, err
 }
 
 func fromWire(r transport.CheckResult) Decision {
