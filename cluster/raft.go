@@ -346,7 +346,20 @@ func (rn *raftNode) applyLocal(ctx context.Context, data []byte) (uint64, error)
 		timeout = max(time.Until(dl), time.Millisecond)
 	}
 	f := rn.r.Apply(data, timeout)
-	if err := f.Error(); err != nil {
+	// raft answers every future, except one whose entry was committed while
+	// raft shut down (its state machine stops without it): so wait for the
+	// answer only as long as the caller and the node do.
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-rn.n.stop:
+		return 0, ErrClosed
+	}
+	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
 			errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrEnqueueTimeout) {
 			return 0, fmt.Errorf("%w: %w", errNotLeader, err)
