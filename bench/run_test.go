@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/internal/leakcheck"
 )
 
 func TestMain(m *testing.M) {
@@ -24,7 +23,7 @@ func TestMain(m *testing.M) {
 		fakeBenchMain()
 		return
 	}
-	goleak.VerifyTestMain(m)
+	os.Exit(leakcheck.Main(m))
 }
 
 func hourPolicy(limit int64) *bucket.Policy {

@@ -19,33 +19,18 @@ import (
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/bucket/buckettest"
 	"github.com/vibewell/ratelimit/cluster"
+	"github.com/vibewell/ratelimit/internal/leakcheck"
 )
 
 // TestMain checks that nodes leave no goroutine behind. Raft's transport
 // lets connection handlers of closed peers end on their next read, so those
 // are not counted; nor is the wait for a policy write's future that raft
 // never answers because it shut down right after committing the entry (a
-// leader killed during writes). memberlist's last probes end on their own
-// timers, up to about a second after a node shut down: the check waits up
-// to 5 s for them.
+// leader killed during writes).
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		opts := []goleak.Option{
-			goleak.IgnoreAnyFunction("github.com/hashicorp/raft.(*NetworkTransport).handleConn"),
-			goleak.IgnoreAnyFunction("github.com/vibewell/ratelimit/cluster.(*raftNode).applyLocal.func1"),
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for err := goleak.Find(opts...); err != nil; err = goleak.Find(opts...) {
-			if time.Now().After(deadline) {
-				fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-				code = 1
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	os.Exit(code)
+	os.Exit(leakcheck.Main(m,
+		goleak.IgnoreAnyFunction("github.com/hashicorp/raft.(*NetworkTransport).handleConn"),
+		goleak.IgnoreAnyFunction("github.com/vibewell/ratelimit/cluster.(*raftNode).applyLocal.func1")))
 }
 
 func start(t *testing.T, cfg cluster.Config) *cluster.Node {

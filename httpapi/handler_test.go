@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -17,15 +18,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vmihailenco/msgpack/v5"
-	"go.uber.org/goleak"
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/bucket/buckettest"
 	"github.com/vibewell/ratelimit/cluster"
 	"github.com/vibewell/ratelimit/httpapi"
+	"github.com/vibewell/ratelimit/internal/leakcheck"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { os.Exit(leakcheck.Main(m)) }
 
 // testPolicies: one of each algorithm, with simple numbers.
 func testPolicies() []bucket.Policy {
