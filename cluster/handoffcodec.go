@@ -94,23 +94,13 @@ func (it *handoffItem) encode(enc *msgpack.Encoder) error {
 // DecodeMsgpack reads the map EncodeMsgpack writes; unknown fields are
 // skipped, so that a newer sender's additions do not break it.
 func (m *handoffMsg) DecodeMsgpack(dec *msgpack.Decoder) error {
-	n, err := dec.DecodeMapLen()
-	if err != nil {
-		return err
-	}
-	for range max(n, 0) {
-		key, err := dec.DecodeString()
-		if err != nil {
-			return err
-		}
+	return decodeMap(dec, func(key string) (err error) {
 		switch key {
 		case "v":
-			if m.Version, err = dec.DecodeUint8(); err != nil {
-				return err
-			}
+			m.Version, err = dec.DecodeUint8()
 		case "i":
-			items, err := dec.DecodeArrayLen()
-			if err != nil {
+			var items int
+			if items, err = dec.DecodeArrayLen(); err != nil {
 				return err
 			}
 			if items > handoffChunk {
@@ -123,24 +113,14 @@ func (m *handoffMsg) DecodeMsgpack(dec *msgpack.Decoder) error {
 				}
 			}
 		default:
-			if err := dec.Skip(); err != nil {
-				return err
-			}
+			err = dec.Skip()
 		}
-	}
-	return nil
+		return err
+	})
 }
 
 func (it *handoffItem) decode(dec *msgpack.Decoder) error {
-	n, err := dec.DecodeMapLen()
-	if err != nil {
-		return err
-	}
-	for range max(n, 0) {
-		key, err := dec.DecodeString()
-		if err != nil {
-			return err
-		}
+	return decodeMap(dec, func(key string) (err error) {
 		switch key {
 		case "p":
 			it.Policy, err = dec.DecodeString()
@@ -163,7 +143,23 @@ func (it *handoffItem) decode(dec *msgpack.Decoder) error {
 		default:
 			err = dec.Skip()
 		}
+		return err
+	})
+}
+
+// decodeMap reads a msgpack map with string keys, calling field to read
+// each key's value.
+func decodeMap(dec *msgpack.Decoder, field func(key string) error) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return err
+	}
+	for range max(n, 0) {
+		key, err := dec.DecodeString()
 		if err != nil {
+			return err
+		}
+		if err := field(key); err != nil {
 			return err
 		}
 	}

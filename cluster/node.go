@@ -404,19 +404,27 @@ func (n *Node) Sweep() int {
 }
 
 func (n *Node) sweepLoop() {
+	n.every(n.cfg.SweepInterval, func() {
+		if dropped := n.Sweep(); dropped > 0 {
+			n.log.Debug("swept idle counters", "dropped", dropped)
+		}
+		n.denials.flush()
+		n.warnings.flush()
+	})
+}
+
+// every runs fn every d until the node stops, then marks its goroutine
+// done (the caller did n.wg.Add).
+func (n *Node) every(d time.Duration, fn func()) {
 	defer n.wg.Done()
-	t := time.NewTicker(n.cfg.SweepInterval)
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-n.stop:
 			return
 		case <-t.C:
-			if dropped := n.Sweep(); dropped > 0 {
-				n.log.Debug("swept idle counters", "dropped", dropped)
-			}
-			n.denials.flush()
-			n.warnings.flush()
+			fn()
 		}
 	}
 }

@@ -36,20 +36,11 @@ const replicaTimeout = 2 * time.Second
 // replicaLoop sends what changed every ReplicaInterval until the node
 // stops.
 func (n *Node) replicaLoop(tr changeTracker) {
-	defer n.wg.Done()
-	t := time.NewTicker(n.cfg.ReplicaInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case <-t.C:
-		}
-		groups := n.successorGroups(func(add func(bucket.Key, bucket.State) bool) {
+	n.every(n.cfg.ReplicaInterval, func() {
+		n.sendReplicas(n.successorGroups(func(add func(bucket.Key, bucket.State) bool) {
 			tr.Changed(func(k bucket.Key, st bucket.State) { add(k, st) })
-		})
-		n.sendReplicas(groups)
-	}
+		}))
+	})
 }
 
 // replicateAll sends every counter this node owns to its successor: after
