@@ -1,0 +1,249 @@
+// Package topk finds the most frequent keys of a stream in bounded memory,
+// with the space-saving algorithm (Metwally, Agrawal and El Abbadi, 2005):
+// a Sketch of m slots counts the keys it holds exactly from the moment
+// they entered; a new key takes the slot of the least counted one and
+// inherits its count as its possible error. So each reported Count is at
+// least the key's true count and at most Error above it, Error is at most
+// N/m for a stream of N, and every key whose true count exceeds N/m is
+// held.
+//
+// Memory is fixed when a Sketch is made: Slots times (MaxKeyLen + 26)
+// bytes. Adding a key never allocates: its bytes are copied into the
+// slot, cut to MaxKeyLen. Recent keeps one Sketch per epoch (a minute, by
+// default) to answer "the top keys of the last W epochs".
+//
+// # Usage
+//
+//	r := topk.NewRecent(topk.Config{}, time.Minute, 15)
+//	r.Add("ip:203.0.113.7", 1, now)       // on each event
+//	top := r.Top(now, 5, 10)              // the 10 top keys of the last 5 minutes
+//
+// The package imports only the standard library.
+package topk
+
+import (
+	"cmp"
+	"hash/maphash"
+	"slices"
+)
+
+// Defaults for Config fields.
+const (
+	DefaultSlots     = 64
+	DefaultMaxKeyLen = 64
+)
+
+// Config sizes a Sketch. Zero fields take the defaults in their comments.
+type Config struct {
+	// Slots is the number of keys a Sketch holds: its error bound is the
+	// stream's length divided by Slots. Default: 64.
+	Slots int
+	// MaxKeyLen is the number of bytes of a key that a slot keeps; longer
+	// keys are cut to it (Entry.Truncated), and keys that share those
+	// bytes count as one. Default: 64; at most 65535.
+	MaxKeyLen int
+}
+
+func (c Config) withDefaults() Config {
+	if c.Slots <= 0 {
+		c.Slots = DefaultSlots
+	}
+	if c.MaxKeyLen <= 0 {
+		c.MaxKeyLen = DefaultMaxKeyLen
+	}
+	c.MaxKeyLen = min(c.MaxKeyLen, 1<<16-1)
+	return c
+}
+
+// Bytes is the memory a Sketch of this Config holds, in bytes (its
+// arrays; a few dozen bytes of headers besides).
+func (c Config) Bytes() int {
+	c = c.withDefaults()
+	return c.Slots * (c.MaxKeyLen + 8 + 8 + 8 + 2)
+}
+
+// Entry is one key of a summary.
+type Entry struct {
+	// Key is the key, cut to Config.MaxKeyLen bytes.
+	Key string `json:"key"`
+	// Count is an upper bound of the key's true count.
+	Count uint64 `json:"count"`
+	// Error bounds the overcount: the true count is at least Count-Error.
+	Error uint64 `json:"error"`
+	// Truncated is true when Key was cut to Config.MaxKeyLen bytes.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// Sketch is a space-saving summary of a stream of keys. It is not safe
+// for concurrent use. The zero Sketch is not usable: use NewSketch.
+type Sketch struct {
+	cfg    Config
+	seed   maphash.Seed
+	used   int
+	hashes []uint64
+	counts []uint64
+	errs   []uint64
+	lens   []uint16
+	full   []bool // the key was cut
+	keys   []byte // slot i holds keys[i*MaxKeyLen:][:lens[i]]
+	total  uint64
+}
+
+// NewSketch returns an empty Sketch sized by cfg.
+func NewSketch(cfg Config) *Sketch {
+	cfg = cfg.withDefaults()
+	return &Sketch{
+		cfg:    cfg,
+		seed:   maphash.MakeSeed(),
+		hashes: make([]uint64, cfg.Slots),
+		counts: make([]uint64, cfg.Slots),
+		errs:   make([]uint64, cfg.Slots),
+		lens:   make([]uint16, cfg.Slots),
+		full:   make([]bool, cfg.Slots),
+		keys:   make([]byte, cfg.Slots*cfg.MaxKeyLen),
+	}
+}
+
+// Add counts n occurrences of key. It does not allocate.
+func (s *Sketch) Add(key string, n uint64) {
+	if n == 0 {
+		return
+	}
+	cut := len(key) > s.cfg.MaxKeyLen
+	if cut {
+		key = key[:s.cfg.MaxKeyLen]
+	}
+	s.total += n
+	h := maphash.String(s.seed, key)
+	for i, sh := range s.hashes[:s.used] {
+		if sh == h && string(s.slotKey(i)) == key { // compared without a copy
+			s.counts[i] += n
+			s.full[i] = s.full[i] || cut
+			return
+		}
+	}
+	i := s.used
+	if s.used < len(s.hashes) {
+		s.used++
+	} else {
+		i = s.minSlot()
+		s.errs[i] = s.counts[i]
+		s.counts[i] += n
+		s.set(i, h, key, cut)
+		return
+	}
+	s.counts[i], s.errs[i] = n, 0
+	s.set(i, h, key, cut)
+}
+
+func (s *Sketch) set(i int, h uint64, key string, cut bool) {
+	s.hashes[i] = h
+	s.lens[i] = uint16(copy(s.keys[i*s.cfg.MaxKeyLen:(i+1)*s.cfg.MaxKeyLen], key))
+	s.full[i] = cut
+}
+
+// slotKey is the bytes of slot i's key.
+func (s *Sketch) slotKey(i int) []byte {
+	off := i * s.cfg.MaxKeyLen
+	return s.keys[off : off+int(s.lens[i])]
+}
+
+// minSlot is the slot of the least counted key.
+func (s *Sketch) minSlot() int {
+	m := 0
+	for i, c := range s.counts[:s.used] {
+		if c < s.counts[m] {
+			m = i
+		}
+	}
+	return m
+}
+
+// Total is the number of occurrences added since the last Reset.
+func (s *Sketch) Total() uint64 { return s.total }
+
+// Reset empties the Sketch, keeping its memory.
+func (s *Sketch) Reset() {
+	s.used = 0
+	s.total = 0
+}
+
+// Summary is what a Sketch (or a merge of several) knows: its entries and
+// the most a key it does not list may have been counted.
+func (s *Sketch) Summary() Summary {
+	sum := Summary{Entries: make([]Entry, s.used), Total: s.total}
+	for i := range s.used {
+		sum.Entries[i] = Entry{Key: string(s.slotKey(i)), Count: s.counts[i], Error: s.errs[i], Truncated: s.full[i]}
+	}
+	if s.used == len(s.hashes) {
+		sum.Floor = s.counts[s.minSlot()]
+	}
+	sortEntries(sum.Entries)
+	return sum
+}
+
+// Summary is a mergeable top-k answer: Entries by Count, highest first.
+type Summary struct {
+	// Entries are the keys counted, by Count, highest first.
+	Entries []Entry `json:"entries"`
+	// Floor bounds the true count of any key not in Entries.
+	Floor uint64 `json:"floor"`
+	// Total is the stream's length.
+	Total uint64 `json:"total"`
+}
+
+// Merge combines summaries of disjoint streams (several epochs, several
+// nodes) into one of at most size entries (no bound if size <= 0). A key
+// missing from a summary may still have been counted up to that summary's
+// Floor there, so its Count includes that Floor and its Error too: the
+// bounds of Entry still hold for the merged stream.
+func Merge(size int, sums ...Summary) Summary {
+	type acc struct {
+		e    Entry
+		seen uint64 // the Floors of the summaries that listed it
+	}
+	var floors uint64
+	out := Summary{}
+	byKey := map[string]*acc{}
+	var order []*acc
+	for _, s := range sums {
+		floors += s.Floor
+		out.Total += s.Total
+		for _, e := range s.Entries {
+			a := byKey[e.Key]
+			if a == nil {
+				a = &acc{e: Entry{Key: e.Key}}
+				byKey[e.Key] = a
+				order = append(order, a)
+			}
+			a.e.Count += e.Count
+			a.e.Error += e.Error
+			a.e.Truncated = a.e.Truncated || e.Truncated
+			a.seen += s.Floor
+		}
+	}
+	out.Entries = make([]Entry, len(order))
+	for i, a := range order {
+		e := a.e
+		e.Count += floors - a.seen
+		e.Error += floors - a.seen
+		out.Entries[i] = e
+	}
+	sortEntries(out.Entries)
+	out.Floor = floors
+	if size > 0 && len(out.Entries) > size {
+		// A dropped key's count bounds every key not listed.
+		out.Floor = max(out.Floor, out.Entries[size].Count)
+		out.Entries = out.Entries[:size]
+	}
+	return out
+}
+
+func sortEntries(es []Entry) {
+	slices.SortFunc(es, func(a, b Entry) int {
+		if c := cmp.Compare(b.Count, a.Count); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Key, b.Key)
+	})
+}
