@@ -170,6 +170,8 @@ func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte)
 	switch method {
 	case methodHandoff:
 		return nil, h.n.receiveHandoff(body)
+	case methodTopDenied:
+		return h.n.serveTopDenied(body)
 	case methodReplica:
 		return nil, h.n.receiveReplica(body)
 	case methodPolicyApply:

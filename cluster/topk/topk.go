@@ -7,7 +7,7 @@
 // N/m for a stream of N, and every key whose true count exceeds N/m is
 // held.
 //
-// Memory is fixed when a Sketch is made: Slots times (MaxKeyLen + 26)
+// Memory is fixed when a Sketch is made: Slots times (MaxKeyLen + 43)
 // bytes. Adding a key never allocates: its bytes are copied into the
 // slot, cut to MaxKeyLen. Recent keeps one Sketch per epoch (a minute, by
 // default) to answer "the top keys of the last W epochs".
@@ -59,7 +59,11 @@ func (c Config) withDefaults() Config {
 // arrays; a few dozen bytes of headers besides).
 func (c Config) Bytes() int {
 	c = c.withDefaults()
-	return c.Slots * (c.MaxKeyLen + 8 + 8 + 8 + 2)
+	index := 1
+	for index < 2*c.Slots {
+		index <<= 1
+	}
+	return c.Slots*(c.MaxKeyLen+8+8+8+2+1+4+4) + index*4
 }
 
 // Entry is one key of a summary.
@@ -76,6 +80,10 @@ type Entry struct {
 
 // Sketch is a space-saving summary of a stream of keys. It is not safe
 // for concurrent use. The zero Sketch is not usable: use NewSketch.
+//
+// A key is found through an open-addressing index of its hash, and the
+// least counted key is the root of a min-heap of the slots, so that Add
+// costs a hash, a probe or two, and a heap step, whatever the slots.
 type Sketch struct {
 	cfg    Config
 	seed   maphash.Seed
@@ -84,14 +92,21 @@ type Sketch struct {
 	counts []uint64
 	errs   []uint64
 	lens   []uint16
-	full   []bool // the key was cut
-	keys   []byte // slot i holds keys[i*MaxKeyLen:][:lens[i]]
+	full   []bool  // the key was cut
+	keys   []byte  // slot i holds keys[i*MaxKeyLen:][:lens[i]]
+	index  []int32 // slot+1 by hash, linear probing; 0 is empty
+	heap   []int32 // slots by count, least first
+	pos    []int32 // slot → its place in heap
 	total  uint64
 }
 
 // NewSketch returns an empty Sketch sized by cfg.
 func NewSketch(cfg Config) *Sketch {
 	cfg = cfg.withDefaults()
+	size := 1
+	for size < 2*cfg.Slots {
+		size <<= 1
+	}
 	return &Sketch{
 		cfg:    cfg,
 		seed:   maphash.MakeSeed(),
@@ -101,6 +116,9 @@ func NewSketch(cfg Config) *Sketch {
 		lens:   make([]uint16, cfg.Slots),
 		full:   make([]bool, cfg.Slots),
 		keys:   make([]byte, cfg.Slots*cfg.MaxKeyLen),
+		index:  make([]int32, size),
+		heap:   make([]int32, 0, cfg.Slots),
+		pos:    make([]int32, cfg.Slots),
 	}
 }
 
@@ -115,25 +133,34 @@ func (s *Sketch) Add(key string, n uint64) {
 	}
 	s.total += n
 	h := maphash.String(s.seed, key)
-	for i, sh := range s.hashes[:s.used] {
-		if sh == h && string(s.slotKey(i)) == key { // compared without a copy
-			s.counts[i] += n
-			s.full[i] = s.full[i] || cut
-			return
-		}
-	}
-	i := s.used
-	if s.used < len(s.hashes) {
-		s.used++
-	} else {
-		i = s.minSlot()
-		s.errs[i] = s.counts[i]
+	p, i := s.find(h, key)
+	if i >= 0 {
 		s.counts[i] += n
-		s.set(i, h, key, cut)
+		s.full[i] = s.full[i] || cut
+		s.down(int(s.pos[i]))
 		return
 	}
-	s.counts[i], s.errs[i] = n, 0
+	if s.used < len(s.hashes) {
+		i = s.used
+		s.used++
+		s.counts[i], s.errs[i] = n, 0
+		s.set(i, h, key, cut)
+		s.index[p] = int32(i + 1)
+		s.pos[i] = int32(len(s.heap))
+		s.heap = append(s.heap, int32(i))
+		s.up(len(s.heap) - 1)
+		return
+	}
+	// Full: the least counted key gives its slot, and its count as the
+	// newcomer's possible error.
+	i = int(s.heap[0])
+	s.unindex(i)
+	s.errs[i] = s.counts[i]
+	s.counts[i] += n
 	s.set(i, h, key, cut)
+	p, _ = s.find(h, key)
+	s.index[p] = int32(i + 1)
+	s.down(0)
 }
 
 func (s *Sketch) set(i int, h uint64, key string, cut bool) {
@@ -148,15 +175,81 @@ func (s *Sketch) slotKey(i int) []byte {
 	return s.keys[off : off+int(s.lens[i])]
 }
 
-// minSlot is the slot of the least counted key.
-func (s *Sketch) minSlot() int {
-	m := 0
-	for i, c := range s.counts[:s.used] {
-		if c < s.counts[m] {
-			m = i
+// find returns the slot of key (or -1) and its place in the index (or
+// the empty place where it would go).
+func (s *Sketch) find(h uint64, key string) (place, slot int) {
+	mask := len(s.index) - 1
+	for p := int(h) & mask; ; p = (p + 1) & mask {
+		e := s.index[p]
+		if e == 0 {
+			return p, -1
+		}
+		if i := int(e - 1); s.hashes[i] == h && string(s.slotKey(i)) == key { // compared without a copy
+			return p, i
 		}
 	}
-	return m
+}
+
+// unindex removes slot i from the index, shifting back the entries that
+// probed past it (no tombstones).
+func (s *Sketch) unindex(i int) {
+	mask := len(s.index) - 1
+	p := int(s.hashes[i]) & mask
+	for s.index[p] != int32(i+1) {
+		p = (p + 1) & mask
+	}
+	for q := p; ; {
+		s.index[p] = 0
+		for {
+			q = (q + 1) & mask
+			e := s.index[q]
+			if e == 0 {
+				return
+			}
+			home := int(s.hashes[e-1]) & mask
+			// The entry at q stays unless its home is outside (p, q].
+			if (p <= q && (home <= p || home > q)) || (p > q && home <= p && home > q) {
+				s.index[p] = e
+				p = q
+				break
+			}
+		}
+	}
+}
+
+// up and down restore the heap order from place k.
+func (s *Sketch) up(k int) {
+	for k > 0 {
+		parent := (k - 1) / 2
+		if s.counts[s.heap[parent]] <= s.counts[s.heap[k]] {
+			return
+		}
+		s.swap(k, parent)
+		k = parent
+	}
+}
+
+func (s *Sketch) down(k int) {
+	for {
+		least, l := k, 2*k+1
+		if l < len(s.heap) && s.counts[s.heap[l]] < s.counts[s.heap[least]] {
+			least = l
+		}
+		if r := l + 1; r < len(s.heap) && s.counts[s.heap[r]] < s.counts[s.heap[least]] {
+			least = r
+		}
+		if least == k {
+			return
+		}
+		s.swap(k, least)
+		k = least
+	}
+}
+
+func (s *Sketch) swap(a, b int) {
+	s.heap[a], s.heap[b] = s.heap[b], s.heap[a]
+	s.pos[s.heap[a]] = int32(a)
+	s.pos[s.heap[b]] = int32(b)
 }
 
 // Total is the number of occurrences added since the last Reset.
@@ -166,6 +259,8 @@ func (s *Sketch) Total() uint64 { return s.total }
 func (s *Sketch) Reset() {
 	s.used = 0
 	s.total = 0
+	s.heap = s.heap[:0]
+	clear(s.index)
 }
 
 // Summary is what a Sketch (or a merge of several) knows: its entries and
@@ -176,7 +271,7 @@ func (s *Sketch) Summary() Summary {
 		sum.Entries[i] = Entry{Key: string(s.slotKey(i)), Count: s.counts[i], Error: s.errs[i], Truncated: s.full[i]}
 	}
 	if s.used == len(s.hashes) {
-		sum.Floor = s.counts[s.minSlot()]
+		sum.Floor = s.counts[s.heap[0]]
 	}
 	sortEntries(sum.Entries)
 	return sum
