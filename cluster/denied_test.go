@@ -76,6 +76,26 @@ func TestTopDeniedAcrossTheCluster(t *testing.T) {
 	if _, err := c.Node(0).Locate(ctx, "auth", ""); !errors.Is(err, cluster.ErrInvalidKey) {
 		t.Fatalf("empty key: %v", err)
 	}
+
+	// The overview sums every member's decisions: 21 checks of auth, 16
+	// denied, whichever node is asked.
+	ov := c.Node(2).Overview(ctx)
+	if len(ov.Members) != 3 || len(ov.Nodes) != 3 || ov.Leader == "" {
+		t.Fatalf("overview: %d members, counts of %v, leader %q", len(ov.Members), ov.Nodes, ov.Leader)
+	}
+	share := 0.0
+	for _, m := range ov.Members {
+		if m.RingShare <= 0 || m.Role == "" {
+			t.Errorf("member %+v: want a ring share and a raft role", m)
+		}
+		share += m.RingShare
+	}
+	if share < 0.999 || share > 1.001 {
+		t.Errorf("ring shares sum to %v", share)
+	}
+	if got := ov.Counts.Policies["auth"]; got.Denied != 16 || got.Allowed != 5 {
+		t.Fatalf("auth counts %+v, want 5 allowed and 16 denied", got)
+	}
 }
 
 // BenchmarkTopDenied is the check path with the denial counting off and

@@ -172,6 +172,8 @@ func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte)
 		return nil, h.n.receiveHandoff(body)
 	case methodTopDenied:
 		return h.n.serveTopDenied(body)
+	case methodCounts:
+		return h.n.serveCounts()
 	case methodReplica:
 		return nil, h.n.receiveReplica(body)
 	case methodPolicyApply:
