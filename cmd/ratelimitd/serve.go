@@ -236,6 +236,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		AdminToken:   cfg.AdminToken,
 		Admin:        node,
 		Status:       func() any { return node.Status() },
+		Operator:     nodeOperator{node},
 	})
 	if err != nil {
 		ln.Close()

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/vibewell/ratelimit/cluster"
+	"github.com/vibewell/ratelimit/httpapi"
+)
+
+// nodeOperator serves the HTTP API's operator endpoints from a node.
+type nodeOperator struct{ n *cluster.Node }
+
+var _ httpapi.Operator = nodeOperator{}
+
+func (o nodeOperator) TopDenied(ctx context.Context, policy string, window time.Duration, limit int) (httpapi.TopDeniedResponse, error) {
+	top, err := o.n.TopDenied(ctx, policy, window, limit)
+	if err != nil {
+		return httpapi.TopDeniedResponse{}, err
+	}
+	resp := httpapi.TopDeniedResponse{
+		Policy: top.Policy, WindowSeconds: int64(top.Window / time.Second), Denied: top.Denied,
+		Keys: make([]httpapi.DeniedKey, len(top.Keys)), Nodes: top.Nodes, Missing: top.Missing,
+	}
+	for i, k := range top.Keys {
+		resp.Keys[i] = httpapi.DeniedKey{Key: k.Key, Count: k.Count, Error: k.Error, Truncated: k.Truncated}
+	}
+	return resp, nil
+}
+
+func (o nodeOperator) Owner(ctx context.Context, policy, key string) (httpapi.OwnerResponse, error) {
+	loc, err := o.n.Locate(ctx, policy, key)
+	if err != nil {
+		return httpapi.OwnerResponse{}, err
+	}
+	resp := httpapi.OwnerResponse{
+		Policy: loc.Policy, Key: loc.Key, Owner: loc.Owner, OwnerHTTPAddr: loc.OwnerHTTPAddr,
+		Successor: loc.Successor, CounterError: loc.CounterError,
+	}
+	if loc.CounterError == "" {
+		c := httpapi.NewCheckResponse(policy, loc.Counter)
+		resp.Counter = &c
+	}
+	return resp, nil
+}
+
+func (o nodeOperator) Overview(ctx context.Context) (httpapi.OverviewResponse, error) {
+	ov := o.n.Overview(ctx)
+	resp := httpapi.OverviewResponse{
+		Node: ov.Node, Leader: ov.Leader, PolicyVersion: ov.PolicyVersion,
+		Policies: map[string]httpapi.PolicyCounts{}, Nodes: ov.Nodes, Missing: ov.Missing,
+		Counters: map[string]uint64{
+			"handoff_sent":     ov.Counts.HandoffSent,
+			"handoff_received": ov.Counts.HandoffReceived,
+			"replica_sent":     ov.Counts.ReplicaSent,
+			"replica_received": ov.Counts.ReplicaReceived,
+			"replica_promoted": ov.Counts.ReplicaPromoted,
+			"store_errors":     ov.Counts.StoreErrors,
+		},
+	}
+	for _, m := range ov.Members {
+		resp.Members = append(resp.Members, httpapi.OverviewMember{
+			Name: m.Name, State: m.State, HTTPAddr: m.HTTPAddr, PeerAddr: m.PeerAddr, GossipAddr: m.GossipAddr,
+			Role: m.Role, RingShare: m.RingShare, Self: m.Self,
+		})
+	}
+	for name, p := range ov.Counts.Policies {
+		resp.Policies[name] = httpapi.PolicyCounts{Allowed: p.Allowed, Denied: p.Denied, Shadowed: p.Shadowed, Fallback: p.Fallback}
+	}
+	return resp, nil
+}
