@@ -131,10 +131,12 @@ type PolicyCounts struct {
 //	GET /v1/top?policy=P&window=5m&n=10   most denied keys (admin API)
 //	GET /v1/owner?policy=P&key=K          a key's owner, successor, counter (admin API)
 //	GET /v1/overview                      members and counters (admin API)
+//	GET /dashboard                        the dashboard page; / redirects to it
 func (h *handler) operatorRoutes() {
 	h.route("GET", "/v1/top", h.read(h.operator(h.top)))
 	h.route("GET", "/v1/owner", h.read(h.operator(h.owner)))
 	h.route("GET", "/v1/overview", h.read(h.operator(h.overview)))
+	h.dashboardRoutes()
 }
 
 // operator answers 404 on a node without an Operator.
