@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vibewell/ratelimit/cluster"
 	"github.com/vibewell/ratelimit/httpapi"
 )
@@ -68,4 +70,52 @@ func (o nodeOperator) Overview(ctx context.Context) (httpapi.OverviewResponse, e
 		resp.Policies[name] = httpapi.PolicyCounts{Allowed: p.Allowed, Denied: p.Denied, Shadowed: p.Shadowed, Fallback: p.Fallback}
 	}
 	return resp, nil
+}
+
+// statusCollector exposes what the node's status knows, for alerts that
+// need no query across nodes: whether raft has a leader, whether this
+// node is it, and the members by state as this node sees them.
+type statusCollector struct {
+	n                         *cluster.Node
+	leader, isLeader, members *prometheus.Desc
+}
+
+func newStatusCollector(n *cluster.Node) *statusCollector {
+	return &statusCollector{
+		n: n,
+		leader: prometheus.NewDesc("ratelimit_raft_leader",
+			"1 when this node knows a raft leader (policy writes can commit), else 0. Absent on a standalone node.", nil, nil),
+		isLeader: prometheus.NewDesc("ratelimit_raft_is_leader",
+			"1 on the raft leader, else 0. Absent on a standalone node.", nil, nil),
+		members: prometheus.NewDesc("ratelimit_gossip_members",
+			"Members as this node's gossip sees them, by state (alive, suspect, dead, left).", []string{"state"}, nil),
+	}
+}
+
+func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.leader
+	ch <- c.isLeader
+	ch <- c.members
+}
+
+func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.n.Status()
+	if st.Raft != nil {
+		ch <- prometheus.MustNewConstMetric(c.leader, prometheus.GaugeValue, boolValue(st.Raft.Leader != ""))
+		ch <- prometheus.MustNewConstMetric(c.isLeader, prometheus.GaugeValue, boolValue(st.Raft.State == "leader"))
+	}
+	byState := map[string]int{"alive": 0, "suspect": 0, "dead": 0, "left": 0}
+	for _, m := range st.Members {
+		byState[m.State]++
+	}
+	for state, n := range byState {
+		ch <- prometheus.MustNewConstMetric(c.members, prometheus.GaugeValue, float64(n), state)
+	}
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

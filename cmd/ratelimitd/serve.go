@@ -224,6 +224,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		}
 	}
 
+	reg.MustRegister(newStatusCollector(node))
 	handler, err := httpapi.NewHandler(httpapi.Options{
 		Checker:      node,
 		Gatherer:     reg,
