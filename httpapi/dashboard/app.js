@@ -10,7 +10,7 @@ const $ = (sel) => document.querySelector(sel);
 
 let token = sessionStorage.getItem(TOKEN_KEY) || "";
 let previous = null; // the last overview and when it came, for rates
-let policies = [];
+let policiesJSON = "";
 
 // api calls the node; it resolves to the decoded body, or throws an Error
 // carrying the API's message and field.
@@ -115,7 +115,9 @@ function renderTop(top) {
 }
 
 function renderPolicies(list) {
-  policies = list;
+  const json = JSON.stringify(list);
+  if (json === policiesJSON) return; // unchanged: keep the rows (and a click in flight)
+  policiesJSON = json;
   $("#policy-table tbody").replaceChildren(...list.map((p) => {
     const ov = Object.entries(p.overrides || {}).map(([k, v]) => k + "=" + v).join(", ");
     const edit = el("button", { type: "button", class: "link", "data-edit": p.name }, "edit");
