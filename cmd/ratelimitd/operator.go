@@ -119,3 +119,12 @@ func boolValue(b bool) float64 {
 	}
 	return 0
 }
+
+// topDeniedSlots maps --top-denied-slots to cluster.Config.TopDeniedSlots,
+// where 0 means the default and a negative number off.
+func topDeniedSlots(n int64) int {
+	if n == 0 {
+		return -1
+	}
+	return int(n)
+}

@@ -162,6 +162,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		MaxHits:    cfg.MaxHits,
 		HTTPAddr:   ln.Addr().String(),
 	}
+	ccfg.TopDeniedSlots = topDeniedSlots(cfg.TopDeniedSlots)
 	if !cfg.Standalone {
 		ccfg.GossipAddr = cfg.GossipAddr
 		ccfg.GossipAdvertise = cfg.GossipAdv
