@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -18,13 +19,15 @@ import (
 )
 
 // Who is being limited: each node counts its denials (and shadow mode's
-// would-be denials) by policy and key in a topk.Recent per policy: one
+// would-be denials) by policy and key in topk.Recent sketches: one
 // space-saving sketch per minute, 16 of them, so that the last 1 to 15
-// minutes can be asked for. Memory per policy that has denied anything:
-// 16 × Config.TopDeniedSlots × (64-byte key + 43) bytes, about 107 KiB at
-// the default 64 slots; keys longer than 64 bytes are cut. Recording a
-// denial takes a mutex, a hash, an index probe and a heap step, and
-// allocates nothing.
+// minutes can be asked for. Keys are split by hash over deniedStripes
+// stripes of Config.TopDeniedSlots/deniedStripes slots, each with its own
+// lock, so that concurrent denials rarely wait for each other. Memory per
+// policy that has denied anything: 16 × Config.TopDeniedSlots × (64-byte
+// key + 43) bytes, about 107 KiB at the default 64 slots; keys longer than
+// 64 bytes are cut. Recording a denial takes a hash, a mutex, an index
+// probe and a heap step, and allocates nothing.
 const (
 	deniedEpoch  = time.Minute
 	deniedEpochs = 16 // 15 whole minutes back, plus the current one
@@ -34,6 +37,8 @@ const (
 	topDeniedTimeout = 2 * time.Second
 	// maxTopDeniedPolicy bounds the policy name of a peer's request.
 	maxTopDeniedPolicy = 256
+	// deniedStripes splits a policy's keys over this many sketches.
+	deniedStripes = 4
 )
 
 // Errors of TopDenied and Locate.
@@ -47,7 +52,36 @@ var (
 // on write, so the check path reads it without a lock.
 type deniedKeys struct {
 	mu       sync.Mutex
-	policies atomic.Pointer[map[string]*topk.Recent]
+	policies atomic.Pointer[map[string]*deniedPolicy]
+}
+
+// deniedPolicy are one policy's sketches, its keys split by hash.
+type deniedPolicy struct {
+	seed    maphash.Seed
+	stripes [deniedStripes]*topk.Recent
+}
+
+func newDeniedPolicy(slots int) *deniedPolicy {
+	if slots == 0 {
+		slots = topk.DefaultSlots
+	}
+	d := &deniedPolicy{seed: maphash.MakeSeed()}
+	for i := range d.stripes {
+		d.stripes[i] = topk.NewRecent(topk.Config{Slots: max(1, slots/deniedStripes)}, deniedEpoch, deniedEpochs)
+	}
+	return d
+}
+
+func (d *deniedPolicy) add(key string, now time.Time) {
+	d.stripes[maphash.String(d.seed, key)%deniedStripes].Add(key, 1, now)
+}
+
+func (d *deniedPolicy) summary(now time.Time, epochs int) topk.Summary {
+	var sums [deniedStripes]topk.Summary
+	for i, r := range d.stripes {
+		sums[i] = r.Summary(now, epochs, 0)
+	}
+	return topk.Union(0, sums[:]...)
 }
 
 // recordDenied counts a denied (or shadow-denied) check of key.
@@ -55,13 +89,13 @@ func (n *Node) recordDenied(policy, key string, d Decision, now time.Time) {
 	if (d.Allowed && !d.Shadowed) || n.cfg.TopDeniedSlots < 0 {
 		return
 	}
-	n.deniedSketch(policy).Add(key, 1, now)
+	n.deniedSketch(policy).add(key, now)
 }
 
 // deniedSketch returns the sketch of policy, making it on the policy's
 // first denial. Sketches of policies gone from the table are dropped
 // then.
-func (n *Node) deniedSketch(policy string) *topk.Recent {
+func (n *Node) deniedSketch(policy string) *deniedPolicy {
 	if m := n.denied.policies.Load(); m != nil {
 		if r := (*m)[policy]; r != nil {
 			return r
@@ -70,7 +104,7 @@ func (n *Node) deniedSketch(policy string) *topk.Recent {
 	dk := &n.denied
 	dk.mu.Lock()
 	defer dk.mu.Unlock()
-	old := map[string]*topk.Recent{}
+	old := map[string]*deniedPolicy{}
 	if m := dk.policies.Load(); m != nil {
 		old = *m
 	}
@@ -78,13 +112,13 @@ func (n *Node) deniedSketch(policy string) *topk.Recent {
 		return r
 	}
 	table := *n.policies.Load()
-	next := make(map[string]*topk.Recent, len(old)+1)
+	next := make(map[string]*deniedPolicy, len(old)+1)
 	for name, r := range old {
 		if table[name] != nil {
 			next[name] = r
 		}
 	}
-	r := topk.NewRecent(topk.Config{Slots: n.cfg.TopDeniedSlots}, deniedEpoch, deniedEpochs)
+	r := newDeniedPolicy(n.cfg.TopDeniedSlots)
 	next[policy] = r
 	dk.policies.Store(&next)
 	return r
@@ -95,7 +129,7 @@ func (n *Node) deniedSketch(policy string) *topk.Recent {
 func (n *Node) localDenied(policy string, epochs int) topk.Summary {
 	if m := n.denied.policies.Load(); m != nil {
 		if r := (*m)[policy]; r != nil {
-			return r.Summary(n.clock.Now(), epochs, 0)
+			return r.summary(n.clock.Now(), epochs)
 		}
 	}
 	return topk.Summary{Entries: []topk.Entry{}}

@@ -79,7 +79,20 @@ func TestTopDeniedAcrossTheCluster(t *testing.T) {
 
 	// The overview sums every member's decisions: 21 checks of auth, 16
 	// denied, whichever node is asked.
+	c.Leader()
 	ov := c.Node(2).Overview(ctx)
+	roles := func(ov cluster.Overview) bool {
+		for _, m := range ov.Members {
+			if m.Role == "" {
+				return false
+			}
+		}
+		return ov.Leader != ""
+	}
+	for deadline := time.Now().Add(15 * time.Second); !roles(ov) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond) // the leader adds the voters; node 2 hears of it
+		ov = c.Node(2).Overview(ctx)
+	}
 	if len(ov.Members) != 3 || len(ov.Nodes) != 3 || ov.Leader == "" {
 		t.Fatalf("overview: %d members, counts of %v, leader %q", len(ov.Members), ov.Nodes, ov.Leader)
 	}
@@ -100,13 +113,15 @@ func TestTopDeniedAcrossTheCluster(t *testing.T) {
 
 // BenchmarkTopDenied is the check path with the denial counting off and
 // on, in the same run: "allowed" checks (the common case, which only test
-// the decision) and "denied" ones (every check counted, keys rotating over
-// 1000, more than the sketch's slots: each count evicts a key).
+// the decision), "denied-hot" (every check denied and counted, 8 keys:
+// each count finds its key) and "denied-spread" (keys rotating over 1000,
+// more than the sketch's slots: each count evicts a key, the worst case).
 func BenchmarkTopDenied(b *testing.B) {
 	for _, path := range []struct {
 		name  string
 		limit int64
-	}{{"allowed", 1 << 31}, {"denied", 1}} {
+		keys  int
+	}{{"allowed", 1 << 31, 1000}, {"denied-hot", 1, 8}, {"denied-spread", 1, 1000}} {
 		for _, c := range []struct {
 			name  string
 			slots int
@@ -120,7 +135,7 @@ func BenchmarkTopDenied(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer n.Close(context.Background())
-				keys := make([]string, 1000)
+				keys := make([]string, path.keys)
 				for i := range keys {
 					keys[i] = "ip:10.1." + strconv.Itoa(i/256) + "." + strconv.Itoa(i%256)
 					n.Allow(context.Background(), "p", keys[i], 1)

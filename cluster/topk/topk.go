@@ -342,3 +342,25 @@ func sortEntries(es []Entry) {
 		return cmp.Compare(a.Key, b.Key)
 	})
 }
+
+// Union combines summaries of streams whose keys are disjoint (the
+// stripes of one stream split by key) into one of at most size entries
+// (no bound if size <= 0). Unlike Merge it adds no Floor to a key's count:
+// a key listed in one summary was never counted in the others.
+func Union(size int, sums ...Summary) Summary {
+	out := Summary{}
+	for _, s := range sums {
+		out.Entries = append(out.Entries, s.Entries...)
+		out.Total += s.Total
+		out.Floor = max(out.Floor, s.Floor)
+	}
+	sortEntries(out.Entries)
+	if size > 0 && len(out.Entries) > size {
+		out.Floor = max(out.Floor, out.Entries[size].Count)
+		out.Entries = out.Entries[:size]
+	}
+	if out.Entries == nil {
+		out.Entries = []Entry{}
+	}
+	return out
+}
