@@ -212,3 +212,35 @@ func TestRecentWindows(t *testing.T) {
 		t.Errorf("after the ring turned: %s", got)
 	}
 }
+
+func TestUnionOfStripes(t *testing.T) {
+	// One stream split by key over 4 sketches of 16 slots: the union
+	// brackets every true count with no Floor added, and finds the top 10.
+	const n = 90_000
+	keys, truth := zipfStream(11, n, 50_000, 1.3)
+	var stripes [4]*Sketch
+	for i := range stripes {
+		stripes[i] = NewSketch(Config{Slots: 16})
+	}
+	for _, k := range keys {
+		stripes[int(k[len(k)-1])%4].Add(k, 1) // by the last digit: any split by key will do
+	}
+	var sums []Summary
+	for _, s := range stripes {
+		sums = append(sums, s.Summary())
+	}
+	u := Union(0, sums...)
+	if u.Total != n || len(u.Entries) != 64 {
+		t.Fatalf("union: total %d, %d entries", u.Total, len(u.Entries))
+	}
+	var worst uint64
+	for _, s := range stripes {
+		worst = max(worst, s.Total()/16)
+	}
+	checkBounds(t, u, truth, worst)
+	for _, k := range trueTop(truth, 10) {
+		if !slices.ContainsFunc(u.Entries[:10], func(e Entry) bool { return e.Key == k }) {
+			t.Errorf("true top key %s (count %d) not in the union's top 10", k, truth[k])
+		}
+	}
+}
