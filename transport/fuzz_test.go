@@ -26,7 +26,7 @@ func FuzzDecodeFrame(f *testing.F) {
 		var scratch []byte
 		in := make(interner)
 		for range 64 {
-			h, body, err := readFrame(br, &scratch, fuzzMaxFrame)
+			h, body, err := readFrame(br, &scratch, fuzzMaxFrame, nil)
 			if err != nil {
 				return
 			}
