@@ -140,7 +140,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 	if t.GossipInterval > 0 && t.GossipInterval < 100*time.Millisecond {
 		mc.GossipToTheDeadTime = 2 * time.Second
 	}
-	mc.SecretKey = n.sec.gossip // GossipVerifyIncoming: unencrypted messages are refused
+	mc.SecretKey = n.sec.gossip  // GossipVerifyIncoming: unencrypted messages are refused
 	mc.Logger = n.gossipLogger() // counts and logs refused gossip (guard.go)
 	mc.Delegate = g
 	mc.Events = g
