@@ -379,4 +379,3 @@ func rss(t *testing.T, n *node) int64 {
 	t.Fatalf("no VmRSS for %s", n.Name)
 	return 0
 }
-
