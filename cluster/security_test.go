@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster"
@@ -248,4 +250,103 @@ func metricSum(t *testing.T, reg *prometheus.Registry, name string, match ...str
 		}
 	}
 	return sum, series
+}
+
+// forgedStates is a hand-off or copy body, in the form nodes send.
+func forgedStates(from, policy string, keys []string, t int64, count uint32, span uint32) []byte {
+	items := make([]map[string]any, len(keys))
+	for i, k := range keys {
+		c := make([]uint32, bucket.Slots+1)
+		for j := range c {
+			c[j] = count
+		}
+		items[i] = map[string]any{"p": policy, "k": k, "t": t, "c": c, "e": uint32(math.MaxUint32), "s": span}
+	}
+	b, err := msgpack.Marshal(map[string]any{"f": from, "v": 1, "i": items})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func TestSecurityForgedCountersDropped(t *testing.T) {
+	regs := make([]*prometheus.Registry, 3)
+	c := testcluster.Start(t, 3, testcluster.Options{Configure: func(i int, cfg *cluster.Config) {
+		regs[i] = prometheus.NewRegistry()
+		cfg.Metrics = regs[i]
+	}})
+	waitFor(t, "seeded table", func() bool { return seeded(c) })
+	const used, victim = "ip:203.0.113.9", "user:victim"
+	owner := c.Owner("auth", used)
+	useUp(t, c.Node(owner), "auth", used)
+	victimOwner := c.Owner("auth", victim)
+	before := c.Node(owner).Policies()
+
+	attacker, err := transport.NewTCP(transport.TCPConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Close()
+	send := func(to int, method string, body []byte) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = attacker.Call(ctx, c.Node(to).PeerAddr(), method, body)
+	}
+	other := func(not int) string {
+		for _, i := range c.Live() {
+			if i != not {
+				return c.Node(i).Name()
+			}
+		}
+		return ""
+	}
+	width := (15 * time.Minute).Microseconds() / bucket.Slots
+	now := time.Now().UnixMicro()
+	future := (now/width + 20) * width
+	const span = 900_000 // auth's window, in ms
+	// The rotation attack: a state 20 slots ahead with one hit, from a
+	// member and from a stranger, as a hand-off and as a copy, 5 rounds.
+	for range 5 {
+		for _, from := range []string{other(owner), "rogue"} {
+			send(owner, "handoff", forgedStates(from, "auth", []string{used}, future, 1, span))
+			for _, i := range c.Live() {
+				send(i, "replica", forgedStates(from, "auth", []string{used}, future, 1, span))
+			}
+		}
+	}
+	// The lock attack: maximal counts for the victim's fresh key, to its
+	// owner and to every node as a copy from its owner.
+	send(victimOwner, "handoff", forgedStates(other(victimOwner), "auth", []string{victim}, now/width*width, math.MaxUint32, span))
+	for _, i := range c.Live() {
+		send(i, "replica", forgedStates(c.Node(victimOwner).Name(), "auth", []string{victim}, now/width*width, math.MaxUint32, span))
+	}
+
+	stillDenies(t, c, "auth", used)
+	for _, i := range c.Live() {
+		if d, err := c.Node(i).Allow(context.Background(), "auth", victim, 0); err != nil || !d.Allowed || d.Remaining != 10 {
+			t.Errorf("node %d: the victim's key: %+v, %v", i, d, err)
+		}
+		if got := c.Node(i).Policies(); !reflect.DeepEqual(got, before) {
+			t.Errorf("node %d: table changed", i)
+		}
+	}
+	// Every forged counter was dropped and counted, by reason.
+	var total float64
+	for i := range regs {
+		n, _ := metricSum(t, regs[i], "ratelimit_peer_states_dropped_total")
+		total += n
+	}
+	if want := float64(5*2*4 + 1 + 3); total != want {
+		t.Errorf("dropped counters counted: %v, want %v", total, want)
+	}
+	want := 5.0 // the member's future states; the stranger's go as "sender"
+	if victimOwner == owner {
+		want++
+	}
+	if n, _ := metricSum(t, regs[owner], "ratelimit_peer_states_dropped_total", "message", "handoff", "reason", "state"); n != want {
+		t.Errorf("future states dropped by the owner: %v, want %v", n, want)
+	}
+	if n, _ := metricSum(t, regs[victimOwner], "ratelimit_peer_states_dropped_total", "message", "handoff", "reason", "state"); n < 1 {
+		t.Errorf("maximal counts not dropped as a state by the victim key's owner")
+	}
 }
