@@ -316,11 +316,7 @@ func (h *handler) readAdminBody(w http.ResponseWriter, r *http.Request) ([]byte,
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
 	if err != nil {
-		var mb *http.MaxBytesError
-		if errors.As(err, &mb) {
-			return nil, h.tooLarge()
-		}
-		return nil, badInput("", "reading the body: %v", err)
+		return nil, h.bodyError(err)
 	}
 	return b, nil
 }
