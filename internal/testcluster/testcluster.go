@@ -33,6 +33,12 @@ type Options struct {
 	// Persist gives each node a data directory (kept across Restart), so
 	// that raft keeps its log and snapshots on disk.
 	Persist bool
+	// ClusterKey is every node's cluster key. Default: a new key for each
+	// cluster (Key returns it).
+	ClusterKey []byte
+	// Insecure runs the nodes without a key (cluster.Config.Insecure), for
+	// comparisons; ClusterKey is then ignored.
+	Insecure bool
 }
 
 // addrs are the addresses a node slot had, reused by Restart so that raft
@@ -54,11 +60,27 @@ type Cluster struct {
 	seq   int
 }
 
+// Key returns the cluster key every node is started with (nil when
+// Insecure).
+func (c *Cluster) Key() []byte {
+	if c.opts.Insecure {
+		return nil
+	}
+	return c.opts.ClusterKey
+}
+
 // Start starts n nodes, joins them, and waits until they converge. The
 // cluster is closed by t.Cleanup.
 func Start(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, opts: opts}
+	if c.opts.ClusterKey == nil && !c.opts.Insecure {
+		k, err := cluster.NewClusterKey(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.opts.ClusterKey = k
+	}
 	if opts.InMemory {
 		c.net = transport.NewNetwork()
 	}
@@ -107,6 +129,11 @@ func (c *Cluster) startAt(i int, name string) {
 		VoterGrace:  time.Second,
 		Logger:      c.opts.Logger,
 		Seeds:       c.seeds(),
+		ClusterKey:  c.opts.ClusterKey,
+		Insecure:    c.opts.Insecure,
+	}
+	if c.opts.Insecure {
+		cfg.ClusterKey = nil
 	}
 	if c.net != nil {
 		cfg.Transport = c.net.Transport(name)
