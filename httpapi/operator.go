@@ -37,7 +37,20 @@ const (
 	MaxTopWindow = 15 * time.Minute
 	// operatorTimeout bounds an operator request that asks the peers.
 	operatorTimeout = 5 * time.Second
+	// maxPolicyName bounds the policy of an operator request.
+	maxPolicyName = 256
 )
+
+// checkPolicyName refuses an empty or overlong policy name.
+func checkPolicyName(policy string) *inputError {
+	switch {
+	case policy == "":
+		return badInput("policy", "policy is required")
+	case len(policy) > maxPolicyName:
+		return badInput("policy", "policy is %d bytes, longer than %d", len(policy), maxPolicyName)
+	}
+	return nil
+}
 
 // TopDeniedResponse is the body of GET /v1/top.
 type TopDeniedResponse struct {
@@ -153,8 +166,8 @@ func (h *handler) operator(f http.HandlerFunc) http.HandlerFunc {
 func (h *handler) top(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	policy := q.Get("policy")
-	if policy == "" {
-		writeError(w, badInput("policy", "policy is required"))
+	if ierr := checkPolicyName(policy); ierr != nil {
+		writeError(w, ierr)
 		return
 	}
 	window := 5 * time.Minute
@@ -188,10 +201,11 @@ func (h *handler) top(w http.ResponseWriter, r *http.Request) {
 func (h *handler) owner(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	policy, key := q.Get("policy"), q.Get("key")
-	switch {
-	case policy == "":
-		writeError(w, badInput("policy", "policy is required"))
+	if ierr := checkPolicyName(policy); ierr != nil {
+		writeError(w, ierr)
 		return
+	}
+	switch {
 	case key == "":
 		writeError(w, badInput("key", "key is required"))
 		return

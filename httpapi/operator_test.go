@@ -77,6 +77,8 @@ func TestOperatorEndpoints(t *testing.T) {
 		{"/v1/top?policy=auth", testToken, 200, `"key":"ip:1"`},
 		{"/v1/top", testToken, 400, `"field":"policy"`},
 		{"/v1/top?policy=nope", testToken, 404, "unknown policy"},
+		{"/v1/top?policy=" + strings.Repeat("p", 257), testToken, 400, "longer than 256"},
+		{"/v1/owner?key=k&policy=" + strings.Repeat("p", 257), testToken, 400, "longer than 256"},
 		{"/v1/top?policy=auth&window=30s", testToken, 400, `"field":"window"`},
 		{"/v1/top?policy=auth&window=16m", testToken, 400, `"field":"window"`},
 		{"/v1/top?policy=auth&window=x", testToken, 400, `"field":"window"`},
