@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,13 @@ import (
 // key + 43) bytes, about 107 KiB at the default 64 slots; keys longer than
 // 64 bytes are cut. Recording a denial takes a hash, a mutex, an index
 // probe and a heap step, and allocates nothing.
+//
+// Under a flood, past deniedExact denials of a policy in a minute, a node
+// counts one denial in `every` at random, with weight every, doubling
+// every as the minute's count grows (so about deniedExact counted a
+// minute, whatever the flood): the check path stays cheap, and the counts
+// of the keys that matter then, the flood's, are estimates within a few
+// percent rather than bounds. Each minute starts exact again.
 const (
 	deniedEpoch  = time.Minute
 	deniedEpochs = 16 // 15 whole minutes back, plus the current one
@@ -39,6 +47,9 @@ const (
 	maxTopDeniedPolicy = 256
 	// deniedStripes splits a policy's keys over this many sketches.
 	deniedStripes = 4
+	// deniedExact is the number of a policy's denials a node counts
+	// exactly each minute; past it, it samples.
+	deniedExact = 1 << 16
 )
 
 // Errors of TopDenied and Locate.
@@ -59,6 +70,10 @@ type deniedKeys struct {
 type deniedPolicy struct {
 	seed    maphash.Seed
 	stripes [deniedStripes]*topk.Recent
+	// minute is the epoch that every applies to; every is the sampling
+	// rate: 1 counts every denial.
+	minute atomic.Int64
+	every  atomic.Uint64
 }
 
 func newDeniedPolicy(slots int) *deniedPolicy {
@@ -73,7 +88,18 @@ func newDeniedPolicy(slots int) *deniedPolicy {
 }
 
 func (d *deniedPolicy) add(key string, now time.Time) {
-	d.stripes[maphash.String(d.seed, key)%deniedStripes].Add(key, 1, now)
+	every := uint64(1)
+	if e := now.UnixNano() / int64(deniedEpoch); d.minute.Load() != e {
+		d.minute.Store(e) // a new minute counts exactly again
+		d.every.Store(1)
+	} else if every = max(1, d.every.Load()); every > 1 && rand.Uint64N(every) != 0 {
+		return
+	}
+	total := d.stripes[maphash.String(d.seed, key)%deniedStripes].Add(key, every, now)
+	// A stripe holds about a quarter of the policy's denials.
+	if total*deniedStripes >= deniedExact*every {
+		d.every.CompareAndSwap(every, 2*every)
+	}
 }
 
 func (d *deniedPolicy) summary(now time.Time, epochs int) topk.Summary {

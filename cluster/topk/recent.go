@@ -37,21 +37,22 @@ func (r *Recent) Epochs() int { return len(r.ring) }
 // Epoch is the length of one epoch.
 func (r *Recent) Epoch() time.Duration { return r.epoch }
 
-// Add counts n occurrences of key at now. It does not allocate.
-func (r *Recent) Add(key string, n uint64, now time.Time) {
+// Add counts n occurrences of key at now, and returns the occurrences
+// counted in now's epoch so far. It does not allocate.
+func (r *Recent) Add(key string, n uint64, now time.Time) uint64 {
 	e := now.UnixNano() / int64(r.epoch)
 	i := int(e % int64(len(r.ring)))
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.at[i] != e {
-		if r.at[i] > e { // a clock that stepped back: count in the newer epoch
-			r.mu.Unlock()
-			return
+		if r.at[i] > e { // a clock that stepped back past a whole ring: dropped
+			return 0
 		}
 		r.ring[i].Reset()
 		r.at[i] = e
 	}
 	r.ring[i].Add(key, n)
-	r.mu.Unlock()
+	return r.ring[i].Total()
 }
 
 // Summary merges the last epochs epochs at now (the current, partly
