@@ -140,6 +140,7 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 		}
 		results[i] = toWire(d)
 	}
+	n.replicaWake.poke()
 	for addr, idx := range moved {
 		n.passOn(ctx, addr, items, idx, results)
 	}
@@ -276,5 +277,6 @@ func (n *Node) receiveHandoff(body []byte) error {
 		hs.Merge(bucket.Key{Policy: it.Policy, ID: it.Key}, p.Policy, bucket.State{T: it.T, Count: it.Count, Idle: it.Idle, Span: it.Span}, now)
 	}
 	n.metrics.receivedHandoff.Add(float64(len(msg.Items)))
+	n.replicaWake.poke()
 	return nil
 }

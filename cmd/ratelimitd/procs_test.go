@@ -159,6 +159,8 @@ type procOptions struct {
 	// environment is not inherited, so a variable set where the tests run
 	// cannot change what they see.
 	Env map[string]string
+	// Binary is the executable. Default: binary(t).
+	Binary string
 }
 
 // start starts a ratelimitd process and stops it by pid at the end of the
@@ -166,7 +168,11 @@ type procOptions struct {
 func start(t testing.TB, opts procOptions) *proc {
 	t.Helper()
 	p := &proc{t: t, log: newLogWatcher(), done: make(chan struct{})}
-	p.cmd = exec.Command(binary(t), opts.Args...)
+	bin := opts.Binary
+	if bin == "" {
+		bin = binary(t)
+	}
+	p.cmd = exec.Command(bin, opts.Args...)
 	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range opts.Env {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)
