@@ -175,6 +175,7 @@ func NewHandler(opts Options) (http.Handler, error) {
 	// request, so /v1/auth answers every method.
 	h.mux.HandleFunc("/v1/auth", h.auth)
 	h.adminRoutes()
+	h.ringRoutes()
 	h.route("GET", "/healthz", h.healthz)
 	h.route("GET", "/readyz", h.readyz)
 	if opts.Gatherer != nil {
@@ -310,6 +311,7 @@ func (h *handler) check(w http.ResponseWriter, r *http.Request) {
 	}
 	hdr := w.Header()
 	SetHeaders(hdr, &p, req.Key, d)
+	h.setRingHeader(hdr)
 	hdr["Content-Type"] = jsonContentType
 	status := http.StatusOK
 	if !d.Allowed {
