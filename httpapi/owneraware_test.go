@@ -159,9 +159,10 @@ func TestOwnerAwareClientRouting(t *testing.T) {
 	if err := c.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := c.Version(), hc.Node(0).RingVersion(); got == "" || got != want {
-		t.Fatalf("client version %q, node publishes %q", got, want)
+	if c.Version() == "" {
+		t.Fatal("no ring version after Refresh")
 	}
+	waitVersion(t, hc, c) // a member suspected for a moment changes the ring
 	before := hc.forwarded()
 	for k := range 300 {
 		d, err := c.Check(ctx, "big", "key-"+strconv.Itoa(k), 1)
