@@ -135,11 +135,11 @@ func newOwnerClient(hc *httpCluster) *httpapi.OwnerAwareClient {
 // nodes publish.
 func waitVersion(t *testing.T, hc *httpCluster, c *httpapi.OwnerAwareClient) {
 	t.Helper()
-	want := hc.Node(hc.Live()[0]).RingVersion()
+	want := func() string { return hc.Node(hc.Live()[0]).RingVersion() }
 	deadline := time.Now().Add(10 * time.Second)
-	for c.Version() != want {
+	for c.Version() != want() {
 		if time.Now().After(deadline) {
-			t.Fatalf("client ring version %q, nodes publish %q", c.Version(), want)
+			t.Fatalf("client ring version %q, nodes publish %q", c.Version(), want())
 		}
 		// An answer from any node carries its version and starts a refresh.
 		if _, err := c.Check(context.Background(), "big", "probe", 0); err != nil {
