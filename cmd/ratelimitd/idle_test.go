@@ -72,7 +72,7 @@ func TestIdleClusterCPU(t *testing.T) {
 		if i > 0 {
 			args = append(args, "--join", nodes[0].Gossip)
 		}
-		p := start(t, procOptions{Args: args, Binary: bin})
+		p := start(t, procOptions{Args: args, Binary: bin, Env: map[string]string{"RATELIMIT_CLUSTER_KEY": testClusterKey}})
 		p.waitListening(30 * time.Second)
 		m := logAddr.FindStringSubmatch(p.log.String())
 		if m == nil {
