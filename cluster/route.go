@@ -140,6 +140,7 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 		}
 		results[i] = toWire(d)
 	}
+	n.replicaWake.poke()
 	for addr, idx := range moved {
 		n.passOn(ctx, addr, items, idx, results)
 	}
@@ -270,5 +271,6 @@ func (n *Node) receiveHandoff(ctx context.Context, body []byte) error {
 	}
 	merged, err := n.receiveStates(ctx, methodHandoff, body, hs.Merge)
 	n.metrics.receivedHandoff.Add(float64(merged))
+	n.replicaWake.poke()
 	return err
 }

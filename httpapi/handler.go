@@ -193,6 +193,7 @@ func NewHandler(opts Options) (http.Handler, error) {
 	h.mux.HandleFunc("/v1/auth", h.auth)
 	h.adminRoutes()
 	h.operatorRoutes()
+	h.ringRoutes()
 	h.route("GET", "/healthz", h.healthz)
 	h.route("GET", "/readyz", h.readyz)
 	if opts.Gatherer != nil {
@@ -342,6 +343,7 @@ func (h *handler) check(w http.ResponseWriter, r *http.Request) {
 	}
 	hdr := w.Header()
 	SetHeaders(hdr, &p, req.Key, d)
+	h.setRingHeader(hdr)
 	hdr["Content-Type"] = jsonContentType
 	status := http.StatusOK
 	if !d.Allowed {
