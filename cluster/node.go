@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/internal/logcap"
 	"github.com/vibewell/ratelimit/transport"
 )
 
@@ -47,8 +48,8 @@ type Node struct {
 	coarse       *coarseClock // the default clock, stopped on Close; or nil
 	policies     atomic.Pointer[policyTable]
 	metrics      *metrics
-	denials      *capLog
-	warnings     *capLog
+	denials      *logcap.Logger
+	warnings     *logcap.Logger
 
 	// Cluster side; tr and gossip are nil for a standalone node.
 	tr     transport.Transport
@@ -110,8 +111,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		stop:    make(chan struct{}),
 	}
 	_, n.partitioned = cfg.Store.(handoffStore)
-	n.denials = newCapLog(n.log, slog.LevelInfo, cfg.DenialLogRate)
-	n.warnings = newCapLog(n.log, slog.LevelWarn, 1)
+	n.denials, n.warnings = n.newEventLogs()
 	n.policies.Store(&table)
 	n.state = &policyState{Policies: map[string]bucket.Policy{}}
 	if cfg.GossipAddr == "" {
@@ -275,7 +275,7 @@ func (n *Node) finish(p *policyEntry, key string, hits int64, d Decision, now ti
 	d = d.ApplyShadow(&p.Policy)
 	p.counters.record(d)
 	if n.cfg.LogDenials && (!d.Allowed || d.Shadowed) {
-		n.denials.denied(p.Name, key, hits, d, now)
+		n.logDenied(p.Name, key, hits, d)
 	}
 	return d, nil
 }
@@ -408,8 +408,8 @@ func (n *Node) sweepLoop() {
 		if dropped := n.Sweep(); dropped > 0 {
 			n.log.Debug("swept idle counters", "dropped", dropped)
 		}
-		n.denials.flush()
-		n.warnings.flush()
+		n.denials.Flush()
+		n.warnings.Flush()
 	})
 }
 
@@ -491,8 +491,8 @@ func (n *Node) halt(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	n.denials.flush()
-	n.warnings.flush()
+	n.denials.Flush()
+	n.warnings.Flush()
 	n.metrics.unregister()
 	n.log.Info("node closed")
 	return nil

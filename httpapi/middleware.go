@@ -50,7 +50,7 @@ func Middleware(c Checker, policy string, key KeyFunc, opts MiddlewareOptions) f
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			fail := func(err error) {
 				if r.Context().Err() == nil {
-					errLog.log("rate limit check failed", "policy", policy, "path", r.URL.Path, "err", err)
+					errLog.Log("rate limit check failed", "policy", policy, "path", r.URL.Path, "err", err)
 				}
 				if opts.FailClosed {
 					writeError(w, &inputError{status: http.StatusServiceUnavailable, msg: "rate limit check failed"})
