@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"net"
 	"slices"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster/ring"
+	"github.com/vibewell/ratelimit/internal/logadapt"
 	"github.com/vibewell/ratelimit/transport"
 )
 
@@ -142,7 +142,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 		mc.GossipToTheDeadTime = 2 * time.Second
 	}
 	mc.SecretKey = cfg.SecretKey
-	mc.Logger = slog.NewLogLogger(n.log.With("component", "memberlist").Handler(), slog.LevelDebug)
+	mc.Logger = logadapt.StdLogger(n.log.With("component", "memberlist"))
 	mc.Delegate = g
 	mc.Events = g
 

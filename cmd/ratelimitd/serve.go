@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/bucket/redisstore"
@@ -73,6 +74,14 @@ type configError struct{ err error }
 func (e *configError) Error() string { return e.err.Error() }
 func (e *configError) Unwrap() error { return e.err }
 
+// redisLog routes go-redis's own lines to slog, as warnings: it logs only
+// what went wrong.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.Log(ctx, slog.LevelWarn, strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+
 // newLogger returns the process's logger: slog to w, as text or JSON.
 func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
@@ -118,6 +127,9 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	var store bucket.Store // nil: the node's memory store
 	var closeStore func()
 	if cfg.Store == "redis" {
+		// go-redis logs some failures itself, through one logger per
+		// process: into this node's log, in its format.
+		redis.SetLogger(redisLog{log.With("component", "redis")})
 		rs, err := redisstore.New(ctx, redisstore.Options{
 			URL:      cfg.RedisURL,
 			Password: cfg.RedisPassword,
