@@ -17,7 +17,6 @@ import (
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster/ring"
-	"github.com/vibewell/ratelimit/internal/logadapt"
 	"github.com/vibewell/ratelimit/transport"
 )
 
@@ -141,8 +140,8 @@ func (n *Node) startGossip(ctx context.Context) error {
 	if t.GossipInterval > 0 && t.GossipInterval < 100*time.Millisecond {
 		mc.GossipToTheDeadTime = 2 * time.Second
 	}
-	mc.SecretKey = cfg.SecretKey
-	mc.Logger = logadapt.StdLogger(n.log.With("component", "memberlist"))
+	mc.SecretKey = n.sec.gossip  // GossipVerifyIncoming: unencrypted messages are refused
+	mc.Logger = n.gossipLogger() // counts and logs refused gossip (guard.go)
 	mc.Delegate = g
 	mc.Events = g
 

@@ -159,6 +159,9 @@ type procOptions struct {
 	// environment is not inherited, so a variable set where the tests run
 	// cannot change what they see.
 	Env map[string]string
+	// Wrap, when set, is a command that runs the binary, e.g. "ip netns
+	// exec NS" (it must exec it, so that the pid is ratelimitd's).
+	Wrap []string
 }
 
 // start starts a ratelimitd process and stops it by pid at the end of the
@@ -166,7 +169,11 @@ type procOptions struct {
 func start(t testing.TB, opts procOptions) *proc {
 	t.Helper()
 	p := &proc{t: t, log: newLogWatcher(), done: make(chan struct{})}
-	p.cmd = exec.Command(binary(t), serveCommand(opts.Args, opts.Env)...)
+	args := serveCommand(opts.Args, opts.Env)
+	p.cmd = exec.Command(binary(t), args...)
+	if len(opts.Wrap) > 0 {
+		p.cmd = exec.Command(opts.Wrap[0], append(append(opts.Wrap[1:len(opts.Wrap):len(opts.Wrap)], binary(t)), args...)...)
+	}
 	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range opts.Env {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)

@@ -5,6 +5,7 @@ package testcluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -33,6 +34,12 @@ type Options struct {
 	// Persist gives each node a data directory (kept across Restart), so
 	// that raft keeps its log and snapshots on disk.
 	Persist bool
+	// ClusterKey is every node's cluster key. Default: a new key for each
+	// cluster (Key returns it).
+	ClusterKey []byte
+	// Insecure runs the nodes without a key (cluster.Config.Insecure), for
+	// comparisons; ClusterKey is then ignored.
+	Insecure bool
 }
 
 // addrs are the addresses a node slot had, reused by Restart so that raft
@@ -54,11 +61,30 @@ type Cluster struct {
 	seq   int
 }
 
-// Start starts n nodes, joins them, and waits until they converge. The
-// cluster is closed by t.Cleanup.
+// Key returns the cluster key every node is started with (nil when
+// Insecure).
+func (c *Cluster) Key() []byte {
+	if c.opts.Insecure {
+		return nil
+	}
+	return c.opts.ClusterKey
+}
+
+// Start starts n nodes, joins them, and waits until they converge and
+// raft has settled: a leader has every node in its configuration, with
+// the default 3 voters (or all nodes, if fewer), and every node has
+// applied the same log, the seed included. A test then starts from a
+// quiet log. The cluster is closed by t.Cleanup.
 func Start(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, opts: opts}
+	if c.opts.ClusterKey == nil && !c.opts.Insecure {
+		k, err := cluster.NewClusterKey(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.opts.ClusterKey = k
+	}
 	if opts.InMemory {
 		c.net = transport.NewNetwork()
 	}
@@ -67,7 +93,55 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 		c.Add()
 	}
 	c.WaitConverged()
+	c.waitRaft()
 	return c
+}
+
+// waitRaft waits until raft has settled (see Start); it fails the test
+// after 30 s.
+func (c *Cluster) waitRaft() {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := c.raftSettled()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("testcluster: raft not settled: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (c *Cluster) raftSettled() error {
+	live := c.Live()
+	applied := map[uint64]bool{}
+	leader := false
+	for _, i := range live {
+		st := c.Node(i).Status()
+		if st.Raft == nil {
+			return nil // no raft: nothing to settle
+		}
+		if st.PolicyVersion == 0 {
+			return fmt.Errorf("node %d: no policy table yet", i)
+		}
+		applied[st.Raft.AppliedIndex] = true
+		if st.Raft.State != "leader" {
+			continue
+		}
+		leader = true
+		if v, nv := len(st.Raft.Voters), len(st.Raft.NonVoters); v+nv != len(live) || v != min(3, len(live)) {
+			return fmt.Errorf("leader %d: %d voters, %d non-voters, %d nodes", i, v, nv, len(live))
+		}
+	}
+	if !leader {
+		return errors.New("no leader")
+	}
+	if len(applied) != 1 {
+		return fmt.Errorf("applied indexes %v", applied)
+	}
+	return nil
 }
 
 // Add starts one more node, joined through the live nodes, and returns
@@ -107,6 +181,11 @@ func (c *Cluster) startAt(i int, name string) {
 		VoterGrace:  time.Second,
 		Logger:      c.opts.Logger,
 		Seeds:       c.seeds(),
+		ClusterKey:  c.opts.ClusterKey,
+		Insecure:    c.opts.Insecure,
+	}
+	if c.opts.Insecure {
+		cfg.ClusterKey = nil
 	}
 	if c.net != nil {
 		cfg.Transport = c.net.Transport(name)
