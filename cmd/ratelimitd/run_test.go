@@ -94,15 +94,33 @@ func TestRunServeBadConfig(t *testing.T) {
 	}
 }
 
-func TestRunServePortTaken(t *testing.T) {
+// TestRunServeStartFailures: every start-up failure exits 2 with the
+// setting named, like a bad value: a busy HTTP or gossip port, an address
+// that is not this host's, a data directory that cannot be made.
+func TestRunServeStartFailures(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	code, _, errs := runCmd(nil, "serve", "--http-addr", ln.Addr().String())
-	if code != 1 || !strings.Contains(errs, "listen on "+ln.Addr().String()+" (--http-addr)") {
-		t.Errorf("exit %d, stderr %q", code, errs)
+	busy := ln.Addr().String()
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--http-addr", busy}, "--http-addr: listen on " + busy},
+		{[]string{"--http-addr", "192.0.2.1:0"}, "--http-addr: listen on 192.0.2.1:0"},
+		{[]string{"--gossip-addr", busy}, "--gossip-addr " + busy},
+		{[]string{"--data-dir", filepath.Join(file, "sub")}, "--data-dir: "},
+	} {
+		code, out, errs := runCmd(nil, append([]string{"serve"}, tc.args...)...)
+		if code != exitUsage || !strings.Contains("\n"+errs, "\nratelimitd serve: ") || !strings.Contains(errs, tc.want) || strings.Contains(errs, "serve failed") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2 and %q", tc.args, code, out, errs, tc.want)
+		}
 	}
 }
 

@@ -67,9 +67,10 @@ func runServe(ctx context.Context, s sys, args []string) int {
 	return exitOK
 }
 
-// configError is a start-up failure caused by the configuration (a Redis
-// URL or password that does not work, unreadable TLS files): serve exits
-// with exitUsage and the message alone.
+// configError is a start-up failure, which a setting caused or can fix (a
+// Redis URL or password that does not work, unreadable TLS files, a listen
+// address that is busy or not this host's): serve exits with exitUsage and
+// the message alone, which names the setting.
 type configError struct{ err error }
 
 func (e *configError) Error() string { return e.err.Error() }
@@ -95,7 +96,7 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	if cfg.DataDir != "" {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			return fmt.Errorf("data dir: %w", err)
+			return &configError{fmt.Errorf("--data-dir: %w", err)}
 		}
 	}
 	for _, name := range cfg.replaced {
@@ -160,7 +161,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		if closeStore != nil {
 			closeStore()
 		}
-		return fmt.Errorf("listen on %s (--http-addr): %w", cfg.HTTPAddr, err)
+		return &configError{fmt.Errorf("--http-addr: listen on %s: %w", cfg.HTTPAddr, err)}
 	}
 
 	ccfg := cluster.Config{
@@ -230,11 +231,14 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		if errors.Is(err, cluster.ErrBadClusterKey) || errors.Is(err, cluster.ErrInsecureAddr) {
 			return &configError{err}
 		}
-		if !cfg.Standalone {
-			return fmt.Errorf("%w (cluster addresses: --gossip-addr %s, --peer-addr %s, --raft-addr %s; --standalone runs without them)",
-				err, cfg.GossipAddr, cfg.PeerAddr, cfg.RaftAddr)
+		if ctx.Err() != nil {
+			return err
 		}
-		return err
+		if !cfg.Standalone {
+			return &configError{fmt.Errorf("%w (cluster addresses: --gossip-addr %s, --peer-addr %s, --raft-addr %s; --standalone runs without them)",
+				err, cfg.GossipAddr, cfg.PeerAddr, cfg.RaftAddr)}
+		}
+		return &configError{err}
 	}
 	if !cfg.Standalone {
 		logClusterKey(log, node, cfg)
@@ -264,7 +268,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	if err != nil {
 		ln.Close()
 		closeNode(context.WithoutCancel(ctx))
-		return err
+		return &configError{err}
 	}
 	srv := &http.Server{
 		Handler:           handler,
