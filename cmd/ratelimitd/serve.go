@@ -183,6 +183,21 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		ccfg.PeerAdvertise = cfg.PeerAdv
 		ccfg.RaftAddr = cfg.RaftAddr
 		ccfg.RaftAdvertise = cfg.RaftAdv
+		// On every interface, gossip advertises the address that peer and
+		// raft advertise (a private IPv4 address of the host), rather than
+		// memberlist's own pick, which may be of the other family on a
+		// dual-stack host: the three name the same host.
+		if ccfg.GossipAdvertise == "" {
+			adv, err := advertiseAddr(cfg.GossipAddr, "", "gossip")
+			if err != nil {
+				ln.Close()
+				if closeStore != nil {
+					closeStore()
+				}
+				return &configError{err}
+			}
+			ccfg.GossipAdvertise = adv
+		}
 		for _, a := range []struct {
 			adv        *string
 			bind, flag string
@@ -190,7 +205,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 			if *a.adv != "" {
 				continue
 			}
-			adv, err := advertiseAddr(a.bind, cfg.GossipAdv, a.flag)
+			adv, err := advertiseAddr(a.bind, ccfg.GossipAdvertise, a.flag)
 			if err != nil {
 				ln.Close()
 				if closeStore != nil {
