@@ -75,7 +75,8 @@ func TestRunCommands(t *testing.T) {
 		{args: []string{"check", "--hits", "-1", "auth", "k"}, code: 2, err: "--hits: must be at least 0, got -1"},
 		{args: []string{"version"}, code: 0, out: runtime.Version()},
 		{args: []string{"version", "extra"}, code: 2, err: `takes no arguments, got "extra"`},
-		{args: []string{"serve", "--nope"}, code: 2, err: "ratelimitd serve: flag provided but not defined: -nope"},
+		{args: []string{"serve", "--nope"}, code: 2, err: "ratelimitd serve: unknown flag --nope (--help lists the flags)"},
+		{args: []string{"policy", "override", "--help"}, code: 0, out: "override set POLICY KEY LIMIT"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
