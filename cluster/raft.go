@@ -181,7 +181,7 @@ func (rn *raftNode) seed() {
 	c := command{Op: opSeed, Policies: rn.n.cfg.Policies}
 	data, err := rn.n.checkProposal(c)
 	if err != nil {
-		rn.n.warnings.warn(time.Now(), "the configured policies cannot seed the table", "err", err)
+		rn.n.warnings.Log("the configured policies cannot seed the table", "err", err)
 		return
 	}
 	if err := rn.r.Apply(data, 5*time.Second).Error(); err != nil {
