@@ -1,0 +1,30 @@
+package cluster_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/vibewell/ratelimit/cluster"
+)
+
+// TestValidateNodeNameWithDataDir: a node that keeps raft's log needs a
+// name of its own, the same across restarts; a generated one would make it
+// a stranger to its log. Validate and Start refuse the pair without it.
+func TestValidateNodeNameWithDataDir(t *testing.T) {
+	cfg := cluster.Config{GossipAddr: "127.0.0.1:0", Insecure: true, DataDir: t.TempDir()}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "NodeName") {
+		t.Fatalf("Validate with DataDir and no NodeName: %v, want an error naming NodeName", err)
+	}
+	if n, err := cluster.Start(context.Background(), cfg); err == nil {
+		n.Close(context.Background())
+		t.Fatal("Start with DataDir and no NodeName succeeded")
+	}
+	cfg.NodeName = "n1"
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("with a NodeName: %v", err)
+	}
+	if err := (cluster.Config{}).Validate(); err != nil {
+		t.Fatalf("the zero Config: %v", err)
+	}
+}
