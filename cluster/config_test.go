@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vibewell/ratelimit/cluster"
 )
 
@@ -26,5 +28,27 @@ func TestValidateNodeNameWithDataDir(t *testing.T) {
 	}
 	if err := (cluster.Config{}).Validate(); err != nil {
 		t.Fatalf("the zero Config: %v", err)
+	}
+}
+
+// TestCloseLifecycle: a Close whose ctx has expired still unregisters the
+// node's metrics (another node registers on the same registry), and a
+// second Close waits for the node's end and returns nil.
+func TestCloseLifecycle(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	n, err := cluster.Start(context.Background(), cluster.Config{Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = n.Close(expired)
+	n2, err := cluster.Start(context.Background(), cluster.Config{Metrics: reg})
+	if err != nil {
+		t.Fatalf("a node on the registry of one closed with an expired ctx: %v", err)
+	}
+	defer n2.Close(context.Background())
+	if err := n.Close(context.Background()); err != nil {
+		t.Fatalf("second Close: %v", err)
 	}
 }

@@ -71,6 +71,7 @@ type Node struct {
 
 	closed atomic.Bool
 	stop   chan struct{}
+	halted chan struct{} // closed once background work has ended after Close or Halt
 	wg     sync.WaitGroup
 }
 
@@ -116,6 +117,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		coarse:  coarse,
 		metrics: m,
 		stop:    make(chan struct{}),
+		halted:  make(chan struct{}),
 		sec:     cfg.secrets(time.Now),
 		guard:   newGuard(cfg.Logger.With("node", cfg.NodeName)),
 	}
@@ -484,13 +486,13 @@ func (n *Node) Leave(ctx context.Context) error {
 
 // Close leaves the cluster (see Leave), stops the node and releases its
 // listeners. Checks after Close return ErrClosed. It waits for background
-// work to end, or for ctx.
+// work to end, or for ctx; the node's metrics are unregistered either way.
+// A second Close, or one after Halt, waits the same way.
 func (n *Node) Close(ctx context.Context) error {
-	if n.closed.Load() {
-		return nil
-	}
-	if err := n.Leave(ctx); err != nil {
-		n.log.Warn("leave failed", "err", err)
+	if !n.closed.Load() {
+		if err := n.Leave(ctx); err != nil {
+			n.log.Warn("leave failed", "err", err)
+		}
 	}
 	return n.halt(ctx)
 }
@@ -501,22 +503,25 @@ func (n *Node) Close(ctx context.Context) error {
 func (n *Node) Halt() { n.halt(context.Background()) }
 
 func (n *Node) halt(ctx context.Context) error {
-	if !n.closed.CompareAndSwap(false, true) {
-		return nil
+	if n.closed.CompareAndSwap(false, true) {
+		n.shutdown()
+		// At once, not after the wait: a caller whose ctx expires can
+		// still register another node on the same registry.
+		n.metrics.unregister()
+		go func() {
+			n.wg.Wait()
+			n.denials.Flush()
+			n.warnings.Flush()
+			n.log.Info("node closed")
+			close(n.halted)
+		}()
 	}
-	n.shutdown()
-	done := make(chan struct{})
-	go func() { n.wg.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-n.halted:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	n.denials.Flush()
-	n.warnings.Flush()
-	n.metrics.unregister()
-	n.log.Info("node closed")
-	return nil
 }
 
 // shutdown stops background work and closes listeners.
