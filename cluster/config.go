@@ -265,11 +265,23 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports the first invalid field of c (after defaults apply).
+// Validate reports the first invalid field of c. A zero field stands for
+// its default; Validate makes nothing (no store, no name) and changes
+// nothing. NodeName is required with DataDir.
 func (c Config) Validate() error {
-	c = c.withDefaults()
-	if _, err := newPolicyTable(c.Policies, false, nil); err != nil {
+	// The fields as given: a zero field stands for its default, and
+	// nothing (no store, no name) is made here.
+	policies := c.Policies
+	if policies == nil {
+		policies = DefaultPolicies()
+	}
+	if _, err := newPolicyTable(policies, false, nil); err != nil {
 		return fmt.Errorf("cluster: config: Policies: %w", err)
+	}
+	if c.DataDir != "" && c.NodeName == "" {
+		// Raft knows a node by its name: a generated one would make the
+		// node a stranger to its own log after a restart.
+		return errors.New("cluster: config: NodeName: set it with DataDir, the same across restarts")
 	}
 	if c.GossipAddr != "" {
 		if _, _, err := net.SplitHostPort(c.GossipAddr); err != nil {

@@ -99,7 +99,7 @@ func (n *Node) refuseCommand(stage string, index uint64, err error) {
 		reason = "invalid"
 	}
 	n.metrics.inbound.commands.WithLabelValues(reason).Inc()
-	n.warnings.warn(time.Now(), "policy command refused; the table is unchanged", "stage", stage, "index", index, "reason", reason, "err", capText(err.Error()))
+	n.warnings.Log("policy command refused; the table is unchanged", "stage", stage, "index", index, "reason", reason, "err", capText(err.Error()))
 }
 
 // capText shortens s, which may come from a peer, for a log line.
@@ -206,7 +206,7 @@ func senderName(_ context.Context, msg *handoffMsg) string { return msg.From }
 // the node from, dropped for reason.
 func (n *Node) dropStates(method, reason, from string, count int, err error) {
 	n.metrics.inbound.states.WithLabelValues(method, reason).Add(float64(count))
-	n.warnings.warn(time.Now(), "counters from a peer dropped instead of merged", "message", method, "reason", reason,
+	n.warnings.Log("counters from a peer dropped instead of merged", "message", method, "reason", reason,
 		"from", capText(from), "counters", count, "err", capText(err.Error()))
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/internal/logcap"
 	"github.com/vibewell/ratelimit/transport"
 )
 
@@ -49,9 +50,9 @@ type Node struct {
 	coarse       *coarseClock // the default clock, stopped on Close; or nil
 	policies     atomic.Pointer[policyTable]
 	metrics      *metrics
-	denials      *capLog
+	denials      *logcap.Logger
 	denied       deniedKeys // the most denied keys, by policy (TopDenied)
-	warnings     *capLog
+	warnings     *logcap.Logger
 
 	// Cluster side; tr and gossip are nil for a standalone node.
 	sec    secrets // credentials of the cluster ports (secret.go)
@@ -74,6 +75,7 @@ type Node struct {
 
 	closed atomic.Bool
 	stop   chan struct{}
+	halted chan struct{} // closed once background work has ended after Close or Halt
 	wg     sync.WaitGroup
 }
 
@@ -119,6 +121,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		coarse:  coarse,
 		metrics: m,
 		stop:    make(chan struct{}),
+		halted:  make(chan struct{}),
 		sec:     cfg.secrets(time.Now),
 		guard:   newGuard(cfg.Logger.With("node", cfg.NodeName)),
 	}
@@ -131,8 +134,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.sec.generated = generated
 	_, n.partitioned = cfg.Store.(handoffStore)
-	n.denials = newCapLog(n.log, slog.LevelInfo, cfg.DenialLogRate)
-	n.warnings = newCapLog(n.log, slog.LevelWarn, 1)
+	n.denials, n.warnings = n.newEventLogs()
 	n.policies.Store(&table)
 	n.state = &policyState{Policies: map[string]bucket.Policy{}}
 	if cfg.GossipAddr == "" {
@@ -303,7 +305,7 @@ func (n *Node) finish(p *policyEntry, key string, hits int64, d Decision, now ti
 	p.counters.record(d)
 	n.recordDenied(p.Name, key, d, now)
 	if n.cfg.LogDenials && (!d.Allowed || d.Shadowed) {
-		n.denials.denied(p.Name, key, hits, d, now)
+		n.logDenied(p.Name, key, hits, d)
 	}
 	return d, nil
 }
@@ -436,8 +438,8 @@ func (n *Node) sweepLoop() {
 		if dropped := n.Sweep(); dropped > 0 {
 			n.log.Debug("swept idle counters", "dropped", dropped)
 		}
-		n.denials.flush()
-		n.warnings.flush()
+		n.denials.Flush()
+		n.warnings.Flush()
 	})
 }
 
@@ -491,13 +493,13 @@ func (n *Node) Leave(ctx context.Context) error {
 
 // Close leaves the cluster (see Leave), stops the node and releases its
 // listeners. Checks after Close return ErrClosed. It waits for background
-// work to end, or for ctx.
+// work to end, or for ctx; the node's metrics are unregistered either way.
+// A second Close, or one after Halt, waits the same way.
 func (n *Node) Close(ctx context.Context) error {
-	if n.closed.Load() {
-		return nil
-	}
-	if err := n.Leave(ctx); err != nil {
-		n.log.Warn("leave failed", "err", err)
+	if !n.closed.Load() {
+		if err := n.Leave(ctx); err != nil {
+			n.log.Warn("leave failed", "err", err)
+		}
 	}
 	return n.halt(ctx)
 }
@@ -508,22 +510,25 @@ func (n *Node) Close(ctx context.Context) error {
 func (n *Node) Halt() { n.halt(context.Background()) }
 
 func (n *Node) halt(ctx context.Context) error {
-	if !n.closed.CompareAndSwap(false, true) {
-		return nil
+	if n.closed.CompareAndSwap(false, true) {
+		n.shutdown()
+		// At once, not after the wait: a caller whose ctx expires can
+		// still register another node on the same registry.
+		n.metrics.unregister()
+		go func() {
+			n.wg.Wait()
+			n.denials.Flush()
+			n.warnings.Flush()
+			n.log.Info("node closed")
+			close(n.halted)
+		}()
 	}
-	n.shutdown()
-	done := make(chan struct{})
-	go func() { n.wg.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-n.halted:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	n.denials.flush()
-	n.warnings.flush()
-	n.metrics.unregister()
-	n.log.Info("node closed")
-	return nil
 }
 
 // shutdown stops background work and closes listeners.

@@ -98,7 +98,7 @@ func (n *Node) sendReplicas(groups map[string][]handoffItem) {
 			}
 			if err != nil {
 				n.metrics.replicaErrors.Add(float64(len(chunk)))
-				n.warnings.warn(n.clock.Now(), "copying counters to their successor failed; a crash of this node would lose their last hits", "to", to, "counters", len(chunk), "err", err)
+				n.warnings.Log("copying counters to their successor failed; a crash of this node would lose their last hits", "to", to, "counters", len(chunk), "err", err)
 				continue
 			}
 			n.metrics.replicaSent.Add(float64(len(chunk)))

@@ -45,7 +45,7 @@ func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int
 // the store's backend) by the policy's failure mode.
 func (n *Node) fallback(ctx context.Context, p *policyEntry, key string, hits int64, now time.Time, live int, cause error) (Decision, error) {
 	n.metrics.fallback(p.Name, p.FailureMode)
-	n.warnings.warn(now, "counter unreachable; failure mode decides", "policy", p.Name, "mode", p.FailureMode.String(), "err", cause)
+	n.warnings.Log("counter unreachable; failure mode decides", "policy", p.Name, "mode", p.FailureMode.String(), "err", cause)
 	capacity := p.Capacity()
 	switch p.FailureMode {
 	case bucket.FailOpen:

@@ -489,7 +489,7 @@ func TestNoKeyNoJoin(t *testing.T) {
 // key once, keeps it in its data dir (0600), and finds it on restart.
 func TestClusterKeyKeptInDataDir(t *testing.T) {
 	dir := t.TempDir()
-	cfg := cluster.Config{GossipAddr: "127.0.0.1:0", DataDir: dir, Gossip: cluster.LocalGossip()}
+	cfg := cluster.Config{NodeName: "keeper", GossipAddr: "127.0.0.1:0", DataDir: dir, Gossip: cluster.LocalGossip()}
 	n := start(t, cfg)
 	k1, gen := n.ClusterKey()
 	if len(k1) != cluster.ClusterKeySize || !gen {

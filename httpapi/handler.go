@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/internal/logcap"
 )
 
 // Defaults for Options fields.
@@ -122,7 +123,7 @@ func (o Options) withDefaults() (Options, error) {
 type handler struct {
 	opts    Options
 	mux     *http.ServeMux
-	errLog  *errorLog
+	errLog  *logcap.Logger
 	latency [numEndpoints]prometheus.Observer // nil entries: no metrics
 
 	// tooLargeBodies and bodyTimeouts count the bodies refused by
@@ -311,7 +312,7 @@ func (h *handler) decide(ctx context.Context, r *CheckRequest) (bucket.Policy, b
 
 func (h *handler) backendError(ctx context.Context, policy string, err error) *inputError {
 	if ctx.Err() == nil {
-		h.errLog.log("check failed", "policy", policy, "err", err)
+		h.errLog.Log("check failed", "policy", policy, "err", err)
 	}
 	return &inputError{status: http.StatusServiceUnavailable, msg: "check failed: " + err.Error()}
 }

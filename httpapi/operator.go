@@ -243,7 +243,7 @@ func (h *handler) operatorError(ctx context.Context, op string, err error) *inpu
 		return badInput("key", "%s", err.Error())
 	}
 	if ctx.Err() == nil {
-		h.errLog.log(op+" failed", "err", err)
+		h.errLog.Log(op+" failed", "err", err)
 	}
 	return &inputError{status: http.StatusServiceUnavailable, msg: op + " failed: " + err.Error()}
 }

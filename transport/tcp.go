@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/vibewell/ratelimit/internal/logcap"
 )
 
 // TCPConfig configures a TCP transport. Every zero field takes the default
@@ -238,7 +240,7 @@ func NewTCP(cfg TCPConfig) (*TCP, error) {
 		cfg:   cfg,
 		ln:    ln,
 		addr:  cfg.Advertise,
-		log:   &logLimiter{log: cfg.Logger},
+		log:   &logLimiter{logcap.New(cfg.Logger, logcap.Config{Level: slog.LevelWarn})},
 		peers: make(map[string]*peer),
 		conns: make(map[io.Closer]struct{}),
 
@@ -482,31 +484,11 @@ func (t *TCP) wakeSweep() {
 	}
 }
 
-// logLimiter logs at most one line a second and counts the rest.
-type logLimiter struct {
-	log        *slog.Logger
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
+// logLimiter is the transport's capped log (internal/logcap): warnings,
+// at most one line a second, the rest counted.
+type logLimiter struct{ *logcap.Logger }
 
-func (l *logLimiter) warn(msg string, args ...any) {
-	l.mu.Lock()
-	now := time.Now()
-	if now.Sub(l.last) < time.Second {
-		l.suppressed++
-		l.mu.Unlock()
-		return
-	}
-	l.last = now
-	n := l.suppressed
-	l.suppressed = 0
-	l.mu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed", n)
-	}
-	l.log.Warn(msg, args...)
-}
+func (l *logLimiter) warn(msg string, args ...any) { l.Log(msg, args...) }
 
 // frameWriter buffers frames for one connection. Concurrent writers append
 // under mu; the last one out writes the buffer to the socket, so frames

@@ -104,7 +104,7 @@ func serveSettings(c *serveConfig) []setting {
 		stringOpt(&c.ConfigFile, "config", "",
 			"YAML config file of field: value lines (fields as listed here); unknown fields are an error.").noFile().defaultDoc("none"),
 		stringOpt(&c.PoliciesFile, "policies", "",
-			"YAML policy file (policies: [...]); its policies add to or replace the built-in ones by name.").defaultDoc("none"),
+			"YAML policy file (policies: [...]); its policies add to or replace the built-in ones by name. In a config file, a relative path is taken from the config file's directory.").defaultDoc("none"),
 		levelOpt(&c.LogLevel, "log-level", "info", "Log level: debug, info, warn or error."),
 		choiceOpt(&c.LogFormat, "log-format", "text", "Log format on stderr.", "text", "json"),
 		boolOpt(&c.Shadow, "shadow",
@@ -366,7 +366,7 @@ func loadPolicyFile(path string, readFile func(string) ([]byte, error)) ([]bucke
 	for i, raw := range f.Policies {
 		var p bucket.Policy
 		if err := json.Unmarshal(raw, &p); err != nil {
-			return nil, fmt.Errorf("policy file %s: policies[%d]: %w", path, i, err)
+			return nil, fmt.Errorf("policy file %s: %s: %w", path, policyAt(raw, i, err), err)
 		}
 		if err := p.Validate(); err != nil {
 			return nil, fmt.Errorf("policy file %s: policies[%d]: %w", path, i, err)
@@ -484,6 +484,25 @@ func loopbackAddr(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// policyAt names the policy file's entry i, which did not decode, by its
+// index, its name and the field at fault when they can be told.
+func policyAt(raw json.RawMessage, i int, err error) string {
+	at := fmt.Sprintf("policies[%d]", i)
+	var named struct {
+		Name string `json:"name"`
+	}
+	if json.Unmarshal(raw, &named) == nil && named.Name != "" {
+		at += fmt.Sprintf(" (%s)", named.Name)
+	}
+	switch msg := err.Error(); {
+	case strings.Contains(msg, "unknown algorithm"):
+		at += ".algorithm"
+	case strings.Contains(msg, "unknown failure mode"):
+		at += ".failure_mode"
+	}
+	return at
 }
 
 // sourceOr names where flag's value came from, or the flag itself.

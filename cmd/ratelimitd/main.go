@@ -35,7 +35,7 @@ func main() {
 const (
 	exitOK     = 0 // success; for check: allowed
 	exitDenied = 1 // check: denied
-	exitFailed = 1 // serve: a failure after the configuration was read
+	exitFailed = 1 // serve: a failure after the node started serving
 	exitUsage  = 2 // bad arguments or configuration; for check: an error
 )
 
