@@ -200,11 +200,18 @@ func attackPolicyWrite(t *testing.T, a *attacked, at attacker) {
 	refusedLogged(t, a.nodes[0], "peer")
 }
 
+// refusals are the log lines of a refused stranger, by port.
+var refusals = map[string]*regexp.Regexp{
+	"peer":   regexp.MustCompile(`msg="transport: connection refused: tls handshake failed"`),
+	"raft":   regexp.MustCompile(`msg="cluster port refused a peer" .*port=raft reason=auth`),
+	"gossip": regexp.MustCompile(`msg="cluster port refused a peer" .*port=gossip reason=auth`),
+}
+
 // refusedLogged checks that n logged a refusal on port.
 func refusedLogged(t *testing.T, n *node, port string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(n.log.String(), "refused") || !strings.Contains(n.log.String(), port) {
+	for !refusals[port].MatchString(n.log.String()) {
 		if time.Now().After(deadline) {
 			t.Errorf("%s logged no refusal on the %s port:\n%s", n.Name, port, n.log)
 			return
