@@ -74,7 +74,7 @@ func (t *TCP) serveConn(nc net.Conn, h Handler) {
 	nc.Close() // the answers still being written fail at once
 	close(c.work)
 	c.wg.Wait()
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && t.ctx.Err() == nil {
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errIdle) && t.ctx.Err() == nil {
 		t.log.warn("transport: closing connection", "remote", nc.RemoteAddr().String(), "err", err)
 	}
 }
