@@ -61,6 +61,7 @@ type Node struct {
 	state       *policyState // the replicated table; checks read policies
 	tableLogged bool         // logTableDiff ran; under stateMu
 	route       atomic.Pointer[routeTable]
+	without     atomic.Pointer[ringsWithout] // rings without one member, for checking what peers send
 	leaving     atomic.Bool
 	// partitioned is true when each node keeps its own counters (the
 	// memory store) and checks go to the key's owner; a store shared by all

@@ -77,15 +77,6 @@ func startNode(t *testing.T, name string, env map[string]string, args ...string)
 	return n
 }
 
-func hasFlag(args []string, flag string) bool {
-	for _, a := range args {
-		if a == flag || strings.HasPrefix(a, flag+"=") {
-			return true
-		}
-	}
-	return false
-}
-
 // restart starts n again on the same ports with the same flags, plus
 // extra.
 func (n *node) restart(t *testing.T, extra ...string) *node {

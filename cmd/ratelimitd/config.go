@@ -38,6 +38,7 @@ type serveConfig struct {
 	MaxBatch        int64
 	MaxKeyLen       int64
 	MaxHits         int64
+	HTTPReadTimeout time.Duration
 	ShutdownTimeout time.Duration
 
 	// The cluster.
@@ -119,6 +120,8 @@ func serveSettings(c *serveConfig) []setting {
 			"Longest key, in bytes."),
 		intOpt(&c.MaxHits, 1, math.MaxInt64, "max-hits", strconv.Itoa(cluster.DefaultMaxHits),
 			"Most hits one check may take."),
+		durationOpt(&c.HTTPReadTimeout, time.Millisecond, "http-read-timeout", "10s",
+			"How long a client may take to send one request, headers and body; a slower connection is closed (counted in ratelimit_http_read_timeouts_total)."),
 		durationOpt(&c.ShutdownTimeout, time.Millisecond, "shutdown-timeout", "10s",
 			"How long SIGINT/SIGTERM waits for the node's hand-off and in-flight HTTP requests before closing them."),
 

@@ -255,9 +255,17 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		closeNode(context.WithoutCancel(ctx))
 		return err
 	}
+	counted, err := countReadTimeouts(ln, reg)
+	if err != nil {
+		ln.Close()
+		closeNode(context.WithoutCancel(ctx))
+		return err
+	}
+	ln = counted
 	srv := &http.Server{
 		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.HTTPReadTimeout,
+		ReadTimeout:       cfg.HTTPReadTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		TLSConfig:         apiTLS,

@@ -124,8 +124,8 @@ func (c *Cluster) startAt(i int, name string) {
 		PeerAddr:    a.peer,
 		RaftAddr:    a.raft,
 		DataDir:     a.dataDir,
-		Gossip:      cluster.LocalGossip(),
-		RaftTimeout: 200 * time.Millisecond,
+		Gossip:      Gossip(),
+		RaftTimeout: RaftTimeout,
 		VoterGrace:  time.Second,
 		Logger:      c.opts.Logger,
 		Seeds:       c.seeds(),
@@ -154,6 +154,25 @@ func (c *Cluster) startAt(i int, name string) {
 		c.addrs[i].peer = n.PeerAddr()
 	}
 	c.mu.Unlock()
+}
+
+// RaftTimeout is the nodes' raft timeout: an election takes one to two of
+// it. Shorter, a busy machine (a loaded 2-core CI runner) starves the
+// heartbeats and leaders come and go.
+const RaftTimeout = time.Second
+
+// Gossip returns the nodes' membership timings: a crash is detected in
+// about 2-4 s. They are cluster.LocalGossip's, with probes that wait long
+// enough for a node of a busy machine to answer: with LocalGossip's 150 ms,
+// at load 10 on 2 cores, nodes are declared dead and refute it over and
+// over, and the ring never settles.
+func Gossip() cluster.GossipConfig {
+	g := cluster.LocalGossip()
+	g.ProbeInterval = 500 * time.Millisecond
+	g.ProbeTimeout = 400 * time.Millisecond
+	g.SuspicionMult = 4
+	g.TCPTimeout = 2 * time.Second
+	return g
 }
 
 func (c *Cluster) seeds() []string {
