@@ -47,7 +47,7 @@ func (t *TCP) serveConn(nc net.Conn, h Handler) {
 	}()
 	ctx := t.ctx
 	if tc, ok := nc.(*tls.Conn); ok {
-		_ = tc.SetDeadline(time.Now().Add(min(t.cfg.DialTimeout, t.cfg.ReadTimeout)))
+		_ = tc.SetDeadline(time.Now().Add(t.cfg.ReadTimeout))
 		if err := tc.HandshakeContext(t.ctx); err != nil {
 			t.st.handshakeErrors.Add(1)
 			t.log.warn("transport: connection refused: tls handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
