@@ -39,11 +39,15 @@ func newGuard(log *slog.Logger) *guard {
 	}
 }
 
-// refuse counts and logs one refusal.
+// refuse counts and logs one refusal; an idle connection closed is
+// counted only, since peers leave idle connections in their pools.
 func (g *guard) refuse(port, reason, remote string, err error) {
 	g.mu.Lock()
 	g.counts[[2]string{port, reason}]++
 	g.mu.Unlock()
+	if reason == "idle" {
+		return
+	}
 	args := []any{"port", port, "reason", reason, "remote", remote}
 	if err != nil {
 		args = append(args, "err", err.Error())

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster/ring"
+	"github.com/vibewell/ratelimit/transport"
 )
 
 // Whatever a peer sends is checked here before it changes anything, even
@@ -130,7 +131,7 @@ func (n *Node) receiveStates(ctx context.Context, method string, body []byte, me
 		n.dropStates(method, "malformed", "", 1, err)
 		return 0, fmt.Errorf("cluster: %s: %w", method, err)
 	}
-	from := senderName(ctx, &msg)
+	from := n.senderName(ctx, &msg)
 	rt := n.route.Load()
 	if rt == nil || from == "" || from == rt.self || !rt.ring.Has(from) {
 		n.dropStates(method, "sender", from, len(msg.Items), errors.New("not a member of this node's ring"))
@@ -199,8 +200,17 @@ var errNotMember = errors.New("cluster: sender is not a ring member")
 
 // senderName is the name of the node that sent msg: the one its
 // authenticated connection names when there is one, else the one the
-// message gives.
-func senderName(_ context.Context, msg *handoffMsg) string { return msg.From }
+// message gives. Only the certificates derived from the cluster key name
+// nodes (a team's own PKI may give every node one certificate), so that a
+// member cannot speak for another.
+func (n *Node) senderName(ctx context.Context, msg *handoffMsg) string {
+	if n.sec.named {
+		if name, ok := transport.PeerName(ctx); ok {
+			return name
+		}
+	}
+	return msg.From
+}
 
 // dropStates counts and logs count counters of a method's message from
 // the node from, dropped for reason.
