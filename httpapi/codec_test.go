@@ -63,7 +63,8 @@ func TestDecodeCheckPaths(t *testing.T) {
 		{`{"policy":"auth","key":"\u006b"}`, false, CheckRequest{"auth", "k", 1}},
 		{`{"policy":"auth","key":"k","hits":1e2}`, false, CheckRequest{}}, // an error
 		{`{"policy":"auth","key":"k","hits":null}`, false, CheckRequest{"auth", "k", 1}},
-		{`{"policy":"a","policy":"auth","key":"k"}`, false, CheckRequest{"auth", "k", 1}}, // the last wins
+		{`{"policy":"a","policy":"auth","key":"k"}`, false, CheckRequest{}}, // refused: which one is meant?
+		{`{"Policy":"auth","key":"k"}`, false, CheckRequest{}},              // refused: names are exact
 	} {
 		s := scanner{b: []byte(c.body)}
 		r, ok := s.check()
