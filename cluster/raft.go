@@ -77,19 +77,11 @@ func (n *Node) startRaft() error {
 		Level:  hclog.Warn,
 		Output: slogWriter{n.log.With("component", "raft")},
 	})
-	var trans *raft.NetworkTransport
-	var err error
-	if cfg.PeerTLS != nil {
-		var stream *tlsStream
-		if stream, err = newTLSStream(bind, adv, cfg.PeerTLS); err == nil {
-			trans = raft.NewNetworkTransportWithLogger(stream, 3, 5*time.Second, hlog)
-		}
-	} else {
-		trans, err = raft.NewTCPTransportWithLogger(bind, adv, 3, 5*time.Second, hlog)
-	}
+	stream, err := newRaftStream(bind, adv, n.sec.raft, n.refusedRaft)
 	if err != nil {
 		return fmt.Errorf("cluster: raft transport on %s: %w", bind, err)
 	}
+	trans := raft.NewNetworkTransportWithLogger(stream, 3, 5*time.Second, hlog)
 	rn := &raftNode{n: n, trans: trans, addr: string(trans.LocalAddr()), kick: make(chan struct{}, 1), gone: map[string]time.Time{}, appliedCh: make(chan struct{})}
 
 	var logs raft.LogStore
