@@ -13,6 +13,7 @@ import (
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster/ring"
+	"github.com/vibewell/ratelimit/transport"
 )
 
 // Whatever a peer sends is checked here before it changes anything, even
@@ -130,8 +131,8 @@ func (n *Node) receiveStates(ctx context.Context, method string, body []byte, me
 		n.dropStates(method, "malformed", "", 1, err)
 		return 0, fmt.Errorf("cluster: %s: %w", method, err)
 	}
-	from := senderName(ctx, &msg)
 	rt := n.route.Load()
+	from := n.senderName(ctx, rt, &msg)
 	if rt == nil || from == "" || from == rt.self || !rt.ring.Has(from) {
 		n.dropStates(method, "sender", from, len(msg.Items), errors.New("not a member of this node's ring"))
 		return 0, fmt.Errorf("cluster: %s from %q: %w", method, capText(from), errNotMember)
@@ -197,10 +198,25 @@ func (n *Node) receiveStates(ctx context.Context, method string, body []byte, me
 // errNotMember answers a hand-off or copy from a node outside the ring.
 var errNotMember = errors.New("cluster: sender is not a ring member")
 
-// senderName is the name of the node that sent msg: the one its
-// authenticated connection names when there is one, else the one the
-// message gives.
-func senderName(_ context.Context, msg *handoffMsg) string { return msg.From }
+// senderName is the name of the node that sent msg. On a connection
+// authenticated by a certificate derived from the cluster key, the name
+// the certificate gives, whatever the message says. With the operator's
+// own PKI the certificate names a host, not necessarily a node: then its
+// name if it is a ring member, else the message's (every holder of such
+// a certificate is trusted alike). On a plain connection (an insecure
+// cluster), the message's.
+func (n *Node) senderName(ctx context.Context, rt *routeTable, msg *handoffMsg) string {
+	name, ok := transport.PeerName(ctx)
+	switch {
+	case !ok:
+		return msg.From
+	case n.cfg.PeerTLS == nil && n.cfg.Transport == nil:
+		return name
+	case rt != nil && rt.ring.Has(name):
+		return name
+	}
+	return msg.From
+}
 
 // dropStates counts and logs count counters of a method's message from
 // the node from, dropped for reason.

@@ -96,12 +96,9 @@ func TestSecurityInvalidPolicyCommandNotCommitted(t *testing.T) {
 	before := c.Node(leader).Policies()
 	index := c.Node(leader).Status().Raft.AppliedIndex
 
-	// A peer on the peer port: the leader's policy.apply method.
-	attacker, err := transport.NewTCP(transport.TCPConfig{MaxFrame: 2 * cluster.MaxCommandBytes})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer attacker.Close()
+	// An authenticated peer (it holds the cluster key and names itself
+	// as a member) on the peer port: the leader's policy.apply method.
+	attacker := peerAs(t, c, c.Node((leader+1)%3).Name())
 	for name, cmd := range invalidCommands {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		body, err := attacker.Call(ctx, c.Node(leader).PeerAddr(), "policy.apply", []byte(cmd))
@@ -252,6 +249,18 @@ func metricSum(t *testing.T, reg *prometheus.Registry, name string, match ...str
 	return sum, series
 }
 
+// peerAs is a peer transport authenticated with c's cluster key as the
+// node name: what a node holding the key, or a thief of it, can open.
+func peerAs(t *testing.T, c *testcluster.Cluster, name string) *transport.TCP {
+	t.Helper()
+	tr, err := transport.NewTCP(transport.TCPConfig{MaxFrame: 2 * cluster.MaxCommandBytes, TLS: cluster.StrangerTLS(c.Key(), name, false)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
 // forgedStates is a hand-off or copy body, in the form nodes send.
 func forgedStates(from, policy string, keys []string, t int64, count uint32, span uint32) []byte {
 	items := make([]map[string]any, len(keys))
@@ -282,15 +291,22 @@ func TestSecurityForgedCountersDropped(t *testing.T) {
 	victimOwner := c.Owner("auth", victim)
 	before := c.Node(owner).Policies()
 
-	attacker, err := transport.NewTCP(transport.TCPConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer attacker.Close()
+	// Each message comes over a connection authenticated with the
+	// cluster key as the node it names, a member or not.
+	peers := map[string]*transport.TCP{}
 	send := func(to int, method string, body []byte) {
+		var msg struct {
+			From string `msgpack:"f"`
+		}
+		if err := msgpack.Unmarshal(body, &msg); err != nil {
+			t.Fatal(err)
+		}
+		if peers[msg.From] == nil {
+			peers[msg.From] = peerAs(t, c, msg.From)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, _ = attacker.Call(ctx, c.Node(to).PeerAddr(), method, body)
+		_, _ = peers[msg.From].Call(ctx, c.Node(to).PeerAddr(), method, body)
 	}
 	other := func(not int) string {
 		for _, i := range c.Live() {
