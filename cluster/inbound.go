@@ -127,7 +127,11 @@ const MaxClockSkew = time.Second
 // possible. The rest are dropped, counted and logged.
 func (n *Node) receiveStates(ctx context.Context, method string, body []byte, merge func(bucket.Key, bucket.Policy, bucket.State, time.Time)) (int, error) {
 	var msg handoffMsg
-	if err := msgpack.Unmarshal(body, &msg); err != nil {
+	err := errLengthBeyondEnd
+	if msgpackFits(body) {
+		err = msgpack.Unmarshal(body, &msg)
+	}
+	if err != nil {
 		n.dropStates(method, "malformed", "", 1, err)
 		return 0, fmt.Errorf("cluster: %s: %w", method, err)
 	}
@@ -194,6 +198,9 @@ func (n *Node) receiveStates(ctx context.Context, method string, body []byte, me
 	}
 	return merged, nil
 }
+
+// errLengthBeyondEnd: a msgpack length runs past the end of its message.
+var errLengthBeyondEnd = errors.New("malformed msgpack: a length beyond the end of the message")
 
 // errNotMember answers a hand-off or copy from a node outside the ring.
 var errNotMember = errors.New("cluster: sender is not a ring member")
