@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 )
 
@@ -205,7 +206,7 @@ func (p *Policy) Validate() error {
 	case p.Window > MaxWindow:
 		return bad("window_ms", "must be at most %d ms, got %d", MaxWindow.Milliseconds(), p.Window.Milliseconds())
 	}
-	if err := p.checkLimit(p.Limit); err != nil {
+	if err := p.checkLimit(p.Limit, 0); err != nil {
 		return bad("limit", "%v", err)
 	}
 	if p.Burst < 0 {
@@ -214,6 +215,9 @@ func (p *Policy) Validate() error {
 	if p.Burst > 0 && !p.Algorithm.rated() {
 		return bad("burst", "only gcra and token_bucket take a burst; %s counts hits per window", p.Algorithm)
 	}
+	if err := p.checkLimit(p.Limit, p.Burst); err != nil {
+		return bad("burst", "%v", err) // the limit alone passed
+	}
 	if len(p.Overrides) > MaxOverrides {
 		return bad("overrides", "%d overrides, at most %d", len(p.Overrides), MaxOverrides)
 	}
@@ -221,14 +225,15 @@ func (p *Policy) Validate() error {
 		if id == "" {
 			return bad("overrides", "empty key")
 		}
-		if err := p.checkLimit(l); err != nil {
+		if err := p.checkLimit(l, p.Burst); err != nil {
 			return bad("overrides", "key %q: %v", id, err)
 		}
 	}
 	return nil
 }
 
-func (p *Policy) checkLimit(l int64) error {
+// checkLimit checks the limit l of a policy with burst.
+func (p *Policy) checkLimit(l, burst int64) error {
 	if l < 1 {
 		return fmt.Errorf("must be at least 1, got %d", l)
 	}
@@ -242,8 +247,12 @@ func (p *Policy) checkLimit(l int64) error {
 	if w/l < 1 {
 		return fmt.Errorf("rate %d per %v is above one per microsecond", l, p.Window)
 	}
-	if c := l + p.Burst; c < 0 || c > maxExact/(w/l) {
-		return fmt.Errorf("capacity %d × interval %dµs is too large", c, w/l)
+	c := l + burst
+	switch {
+	case c < 0:
+		return fmt.Errorf("limit %d + burst %d overflows", l, burst)
+	case c > maxExact/(w/l):
+		return fmt.Errorf("capacity %d × interval %dµs is above 2^53µs", c, w/l)
 	}
 	return nil
 }
@@ -326,10 +335,14 @@ func (p Policy) MarshalJSON() ([]byte, error) {
 	})
 }
 
-// UnmarshalJSON reads the form MarshalJSON writes. Unknown fields are an
-// error, so a typo in a policy file does not pass silently. It does not
+// UnmarshalJSON reads the form MarshalJSON writes. Unknown fields, fields
+// named in another case ("Limit") and fields given twice are an error (a
+// *FieldError), so a typo in a policy file does not pass silently. It does not
 // validate; call Validate.
 func (p *Policy) UnmarshalJSON(b []byte) error {
+	if err := exactFields(b); err != nil {
+		return err
+	}
 	var j policyJSON
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
@@ -342,6 +355,49 @@ func (p *Policy) UnmarshalJSON(b []byte) error {
 	*p = Policy{
 		Name: j.Name, Algorithm: j.Algorithm, Limit: j.Limit, Window: time.Duration(j.WindowMS) * time.Millisecond,
 		Burst: j.Burst, FailureMode: j.FailureMode, Shadow: j.Shadow, Overrides: j.Overrides,
+	}
+	return nil
+}
+
+// policyFields are the names of policyJSON's fields.
+var policyFields = [...]string{"name", "algorithm", "limit", "window_ms", "burst", "failure_mode", "shadow", "overrides"}
+
+// exactFields refuses a policy object whose field names are not exactly
+// policyFields, or that names one twice; encoding/json would match them
+// in any case and keep the last of two. Anything but a well-formed object
+// passes, for the decoder to word its error.
+func exactFields(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	var seen [len(policyFields)]bool
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		name, _ := t.(string)
+		i := 0
+		for i < len(policyFields) && policyFields[i] != name {
+			i++
+		}
+		if i == len(policyFields) {
+			for _, f := range policyFields {
+				if strings.EqualFold(f, name) {
+					return &FieldError{Field: name, Reason: fmt.Sprintf("unknown field %q: field names are case-sensitive, want %q", name, f)}
+				}
+			}
+			return &FieldError{Field: name, Reason: fmt.Sprintf("unknown field %q", name)}
+		}
+		if seen[i] {
+			return &FieldError{Field: name, Reason: fmt.Sprintf("field %q given twice", name)}
+		}
+		seen[i] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
 	}
 	return nil
 }

@@ -127,12 +127,16 @@ const MaxClockSkew = time.Second
 // possible. The rest are dropped, counted and logged.
 func (n *Node) receiveStates(ctx context.Context, method string, body []byte, merge func(bucket.Key, bucket.Policy, bucket.State, time.Time)) (int, error) {
 	var msg handoffMsg
-	if err := msgpack.Unmarshal(body, &msg); err != nil {
+	err := errLengthBeyondEnd
+	if msgpackFits(body) {
+		err = msgpack.Unmarshal(body, &msg)
+	}
+	if err != nil {
 		n.dropStates(method, "malformed", "", 1, err)
 		return 0, fmt.Errorf("cluster: %s: %w", method, err)
 	}
-	from := n.senderName(ctx, &msg)
 	rt := n.route.Load()
+	from := n.senderName(ctx, rt, &msg)
 	if rt == nil || from == "" || from == rt.self || !rt.ring.Has(from) {
 		n.dropStates(method, "sender", from, len(msg.Items), errors.New("not a member of this node's ring"))
 		return 0, fmt.Errorf("cluster: %s from %q: %w", method, capText(from), errNotMember)
@@ -195,19 +199,28 @@ func (n *Node) receiveStates(ctx context.Context, method string, body []byte, me
 	return merged, nil
 }
 
+// errLengthBeyondEnd: a msgpack length runs past the end of its message.
+var errLengthBeyondEnd = errors.New("malformed msgpack: a length beyond the end of the message")
+
 // errNotMember answers a hand-off or copy from a node outside the ring.
 var errNotMember = errors.New("cluster: sender is not a ring member")
 
-// senderName is the name of the node that sent msg: the one its
-// authenticated connection names when there is one, else the one the
-// message gives. Only the certificates derived from the cluster key name
-// nodes (a team's own PKI may give every node one certificate), so that a
-// member cannot speak for another.
-func (n *Node) senderName(ctx context.Context, msg *handoffMsg) string {
-	if n.sec.named {
-		if name, ok := transport.PeerName(ctx); ok {
-			return name
-		}
+// senderName is the name of the node that sent msg. On a connection
+// authenticated by a certificate derived from the cluster key, the name
+// the certificate gives, whatever the message says. With the operator's
+// own PKI the certificate names a host, not necessarily a node: then its
+// name if it is a ring member, else the message's (every holder of such
+// a certificate is trusted alike). On a plain connection (an insecure
+// cluster), the message's.
+func (n *Node) senderName(ctx context.Context, rt *routeTable, msg *handoffMsg) string {
+	name, ok := transport.PeerName(ctx)
+	switch {
+	case !ok:
+		return msg.From
+	case n.cfg.PeerTLS == nil && n.cfg.Transport == nil:
+		return name
+	case rt != nil && rt.ring.Has(name):
+		return name
 	}
 	return msg.From
 }

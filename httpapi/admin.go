@@ -237,7 +237,7 @@ func (h *handler) putOverride(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req OverrideRequest
-	if ierr := decodeStrict(body, &req); ierr != nil {
+	if ierr := decodeStrict(body, &req, "limit"); ierr != nil {
 		writeError(w, ierr)
 		return
 	}
@@ -346,11 +346,14 @@ func unknownPolicy(name string) *inputError {
 	return &inputError{status: http.StatusNotFound, msg: fmt.Sprintf("unknown policy %q", name)}
 }
 
-// decodeStrict decodes one JSON object into v: unknown fields and data
-// after the object are errors.
-func decodeStrict(b []byte, v any) *inputError {
+// decodeStrict decodes one JSON object into v: fields other than those
+// named (exactly, once each) and data after the object are errors.
+func decodeStrict(b []byte, v any, fields ...string) *inputError {
 	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
 		return badInput("", "want a JSON object, got null")
+	}
+	if ierr := checkFields(b, fields...); ierr != nil {
+		return ierr
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -432,7 +435,7 @@ func policyFieldError(b []byte) *inputError {
 		switch {
 		case err == nil:
 		case errors.As(err, &typ):
-			return badInput(f.name, "%s: want %s, got %s", f.name, jsonType(typ.Type.Kind().String()), typ.Value)
+			return badInput(f.name, "%s: want %s, got %s", f.name, jsonType(typ.Type), typ.Value)
 		default:
 			return badInput(f.name, "%s: %s", f.name, strings.TrimPrefix(err.Error(), "json: "))
 		}

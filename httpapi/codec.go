@@ -2,11 +2,13 @@ package httpapi
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +47,9 @@ func decodeCheck(b []byte) (CheckRequest, *inputError) {
 }
 
 func decodeCheckSlow(b []byte) (CheckRequest, *inputError) {
+	if ierr := checkFields(b, "policy", "key", "hits"); ierr != nil {
+		return CheckRequest{}, ierr
+	}
 	r := CheckRequest{Hits: 1}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -71,6 +76,9 @@ func decodeBatch(b []byte, items []batchItem, maxBatch int) ([]batchItem, *input
 	s := scanner{b: b}
 	if items, ok := s.batch(items, maxBatch); ok && s.end() {
 		return items, nil
+	}
+	if ierr := checkFields(b, "checks"); ierr != nil {
+		return nil, ierr
 	}
 	var body struct {
 		Checks []json.RawMessage `json:"checks"`
@@ -115,7 +123,7 @@ func jsonError(err error) *inputError {
 		if typ.Field == "" {
 			return badInput("", "want a JSON object, got %s", typ.Value)
 		}
-		return badInput(typ.Field, "%s: want %s, got %s", typ.Field, jsonType(typ.Type.Kind().String()), typ.Value)
+		return badInput(typ.Field, "%s: want %s, got %s", typ.Field, jsonType(typ.Type), typ.Value)
 	}
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, `json: unknown field "`); ok {
@@ -125,8 +133,15 @@ func jsonError(err error) *inputError {
 	return badInput("", "malformed JSON: %s", strings.TrimPrefix(msg, "json: "))
 }
 
-func jsonType(kind string) string {
-	switch kind {
+// jsonType names the JSON type that decodes to t, for an error message.
+func jsonType(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(textUnmarshaler) {
+		return "a string"
+	}
+	switch t.Kind().String() {
 	case "int64", "int":
 		return "an integer"
 	case "string":
@@ -138,8 +153,10 @@ func jsonType(kind string) string {
 	case "bool":
 		return "true or false"
 	}
-	return kind
+	return t.Kind().String()
 }
+
+var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
 
 // scanner reads the plain form of request bodies; every method returns
 // false on anything outside it.

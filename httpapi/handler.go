@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -444,15 +445,19 @@ func (h *handler) decideBatch(ctx context.Context, bc BatchChecker, items []batc
 func (h *handler) auth(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	defer h.observe(epAuth, start)
-	q := r.URL.Query()
-	req := CheckRequest{Policy: q.Get("policy"), Key: q.Get("key"), Hits: 1}
+	policy, key, hits, ierr := authQuery(r.URL.RawQuery)
+	if ierr != nil {
+		writeError(w, ierr)
+		return
+	}
+	req := CheckRequest{Policy: policy, Key: key, Hits: 1}
 	if req.Policy == "" {
 		req.Policy = r.Header.Get(HeaderAuthPolicy)
 	}
 	if req.Key == "" {
 		req.Key = r.Header.Get(HeaderAuthKey)
 	}
-	if s := q.Get("hits"); s != "" {
+	if s := hits; s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
 			writeError(w, badInput("hits", "hits: want an integer, got %q", s))
@@ -471,6 +476,38 @@ func (h *handler) auth(w http.ResponseWriter, r *http.Request) {
 	} else {
 		w.WriteHeader(http.StatusForbidden)
 	}
+}
+
+// authQuery reads policy, key and hits from the query of /v1/auth. A bad
+// escape in one of them, or one given twice, is an error naming it:
+// url.Values would drop the pair, so "?key=%zz" would read as no key.
+// Other parameters are ignored.
+func authQuery(raw string) (policy, key, hits string, ierr *inputError) {
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		name, value, _ := strings.Cut(pair, "=")
+		var dst *string
+		switch name {
+		case "policy":
+			dst = &policy
+		case "key":
+			dst = &key
+		case "hits":
+			dst = &hits
+		default:
+			continue
+		}
+		if *dst != "" {
+			return "", "", "", badInput(name, "%s given twice in the query", name)
+		}
+		v, err := url.QueryUnescape(value)
+		if err != nil {
+			return "", "", "", badInput(name, "%s: invalid URL escape in %q", name, value)
+		}
+		*dst = v
+	}
+	return policy, key, hits, nil
 }
 
 func (h *handler) policies(w http.ResponseWriter, r *http.Request) {

@@ -386,7 +386,7 @@ func TestServeConfigErrors(t *testing.T) {
 			want: `policy file p.yaml: want a mapping with a policies list: json: unknown field "policy"`},
 		{name: "policy file unknown policy field", args: []string{"--policies", "p.yaml"},
 			files: files{"p.yaml": "policies:\n  - name: a\n    limit: 1\n    window_ms: 1000\n  - name: b\n    limt: 1\n"},
-			want:  `policy file p.yaml: policies[1] (b): policy: json: unknown field "limt"`},
+			want:  `policy file p.yaml: policies[1] (b): policy: limt: unknown field "limt"`},
 		{name: "policy file invalid policy", args: []string{"--policies", "p.yaml"},
 			files: files{"p.yaml": "policies:\n  - name: a\n    limit: 0\n    window_ms: 1000\n"},
 			want:  `policy file p.yaml: policies[0]: policy "a": limit: must be at least 1, got 0`},
