@@ -20,48 +20,64 @@ const RefundAll int64 = math.MaxInt64
 // A sliding window gives back the newest hits first (those of the current
 // slot, then older ones), a fixed window from its current window, and GCRA
 // and the token bucket move their TAT back by hits intervals, never before
-// now. hits <= 0 refunds nothing; RefundAll resets s. p.Limit is the limit
+// now. hits <= 0 refunds nothing; RefundAll resets s, as does a refund of
+// everything a GCRA or token-bucket counter holds. p.Limit is the limit
 // applied (see Take); Refund is a pure function; p must be valid.
 func Refund(p Policy, s *State, hits int64, now time.Time) Decision {
-	if hits == RefundAll {
+	switch {
+	case hits <= 0:
+		return Take(p, s, 0, now)
+	case hits == RefundAll:
 		*s = State{}
-		return take(p, s, 0, now)
+		return Take(p, s, 0, now)
 	}
-	if hits > 0 {
-		t := now.UnixMicro()
-		w := p.Window.Microseconds()
-		switch p.Algorithm {
-		case GCRA, TokenBucket:
-			refundRated(s, t, w/p.Limit, hits)
-		case FixedWindow:
-			take(p, s, 0, now) // to the current window
-			s.Count[0] = uint32(max(0, int64(s.Count[0])-hits))
-		default:
-			take(p, s, 0, now) // slots advanced to now
-			cur := floorDiv(s.T, w/Slots)
-			for k := cur; k > cur-ring && hits > 0; k-- {
-				c := int64(s.Count[slot(k)])
-				g := min(c, hits)
-				s.Count[slot(k)] = uint32(c - g)
-				hits -= g
-			}
+	t := now.UnixMicro()
+	w := p.Window.Microseconds()
+	c := *s
+	given := false
+	switch p.Algorithm {
+	case GCRA, TokenBucket:
+		given = refundRated(&c, t, w/p.Limit, hits)
+	case FixedWindow:
+		take(p, &c, 0, now) // to the current window
+		given = c.Count[0] > 0
+		c.Count[0] = uint32(max(0, int64(c.Count[0])-hits))
+	default:
+		take(p, &c, 0, now) // slots advanced to now
+		cur := floorDiv(c.T, w/Slots)
+		for k := cur; k > cur-ring && hits > 0; k-- {
+			n := int64(c.Count[slot(k)])
+			g := min(n, hits)
+			c.Count[slot(k)] = uint32(n - g)
+			hits -= g
+			given = given || g > 0
 		}
+	}
+	if !given {
+		// Nothing to give back: s stays as it is.
+		return Take(p, s, 0, now)
+	}
+	*s = c
+	if s.T == 0 && s.Count == [ring]uint32{} {
+		return Take(p, s, 0, now) // fresh, as a deleted counter
 	}
 	return take(p, s, 0, now)
 }
 
-// refundRated moves a TAT back by hits intervals, to now at the earliest.
-func refundRated(s *State, t, interval, hits int64) {
-	if s.T <= t {
-		return // nothing admitted that has not been paid back by time
+// refundRated moves a TAT back by hits intervals, to now at the earliest,
+// where the counter is fresh. It reports whether there was anything to
+// give back. A TAT of 0 is a fresh counter's, even before 1970.
+func refundRated(s *State, t, interval, hits int64) bool {
+	if s.T <= t || s.T == 0 {
+		return false // every hit admitted is paid back by time already
 	}
 	tat := min(s.T, t+maxAhead)
-	ahead := tat - t
-	if hits >= (ahead+interval-1)/interval {
-		s.T = t
-		return
+	if hits >= (tat-t+interval-1)/interval {
+		*s = State{}
+	} else {
+		s.T = tat - hits*interval
 	}
-	s.T = tat - hits*interval
+	return true
 }
 
 // Refunder is a Store that can give hits back and reset counters. The
@@ -77,8 +93,8 @@ type Refunder interface {
 
 var _ Refunder = (*MemoryStore)(nil)
 
-// Refund implements Refunder. It never returns an error. A counter that a
-// refund leaves equal to a fresh one is dropped.
+// Refund implements Refunder. It never returns an error. A reset drops the
+// counter; one that a refund leaves idle goes with the next Sweep.
 func (s *MemoryStore) Refund(_ context.Context, k Key, p Policy, hits int64, now time.Time) (Decision, error) {
 	var buf [96]byte
 	enc := k.appendTo(buf[:0])
@@ -92,9 +108,5 @@ func (s *MemoryStore) Refund(_ context.Context, k Key, p Policy, hits int64, now
 		var fresh State
 		return take(p, &fresh, 0, now), nil
 	}
-	d := Refund(p, &e.State, hits, now)
-	if e.IdleAt(now) {
-		delete(sh.m, string(enc))
-	}
-	return d, nil
+	return Refund(p, &e.State, hits, now), nil
 }
