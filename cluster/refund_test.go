@@ -125,4 +125,3 @@ func TestRefundRoutedToOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
