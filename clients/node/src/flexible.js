@@ -63,7 +63,7 @@ export class RateLimiterRatelimitd {
     if (r.allowed) {
       return new RateLimiterRes(r.remaining, r.resetAfterMs, before + points, before === 0);
     }
-    throw new RateLimiterRes(0, r.retryAfterMs, before + points, false);
+    throw new RateLimiterRes(0, r.retryAfterMs, before + points, before === 0);
   }
 
   /** get resolves with the state of key, or null when it has consumed nothing. */
@@ -94,11 +94,14 @@ export class RateLimiterRatelimitd {
   async penalty(key, points = 1) {
     const k = this.getKey(key);
     let r = await this.#client.check(this.policy, k, points);
-    if (r.allowed) return new RateLimiterRes(r.remaining, r.resetAfterMs, r.limit - r.remaining, false);
+    if (r.allowed) {
+      const consumed = r.limit - r.remaining;
+      return new RateLimiterRes(r.remaining, r.resetAfterMs, consumed, consumed === points);
+    }
     const before = r.limit - r.remaining;
     if (r.remaining > 0) r = await this.#client.check(this.policy, k, r.remaining);
     const consumed = before + points;
-    return new RateLimiterRes(Math.max(0, r.limit - consumed), r.resetAfterMs, consumed, false);
+    return new RateLimiterRes(Math.max(0, r.limit - consumed), r.resetAfterMs, consumed, before === 0);
   }
 
   /**
