@@ -94,7 +94,7 @@ func (n *Node) RefundBatch(ctx context.Context, refunds []Check, out []Result) e
 		for j, i := range idx {
 			items[j] = refundItem{Policy: refunds[i].Policy, Key: refunds[i].Key, Hits: refunds[i].Hits}
 		}
-		res, err := n.callRefund(ctx, addr, refundMsg{Version: 1, Items: items})
+		res, err := n.callRefund(ctx, addr, refundMsg{From: n.cfg.NodeName, Version: 1, Items: items})
 		for j, i := range idx {
 			switch {
 			case err != nil && ctx.Err() != nil:
@@ -112,6 +112,9 @@ func (n *Node) RefundBatch(ctx context.Context, refunds []Check, out []Result) e
 // refundMsg carries refunds to a key's owner, or (Copy) to its successor,
 // for the copies it keeps.
 type refundMsg struct {
+	// From is the sender's node name: a copy's refund is taken only from
+	// the key's owner.
+	From    string       `msgpack:"f,omitempty"`
 	Version uint8        `msgpack:"v"`
 	Copy    bool         `msgpack:"c,omitempty"`
 	Items   []refundItem `msgpack:"i"`
@@ -235,7 +238,7 @@ func (n *Node) refundCopies(items []refundItem) {
 	}
 	for to, its := range groups {
 		ctx, cancel := context.WithTimeout(context.Background(), replicaTimeout)
-		_, err := n.callRefund(ctx, rt.addrs[to], refundMsg{Version: 1, Copy: true, Items: its})
+		_, err := n.callRefund(ctx, rt.addrs[to], refundMsg{From: n.cfg.NodeName, Version: 1, Copy: true, Items: its})
 		cancel()
 		if err != nil {
 			n.warnings.warn(n.clock.Now(), "a refund did not reach the copies of its counters; a crash of this node would bring its hits back", "to", to, "counters", len(its), "err", err)
@@ -265,14 +268,8 @@ func (n *Node) receiveRefund(ctx context.Context, body []byte) ([]byte, error) {
 	var res []refundResult
 	if msg.Copy {
 		res = make([]refundResult, len(msg.Items))
-		if n.replicas != nil {
-			table := *n.policies.Load()
-			now := n.clock.Now()
-			for _, it := range msg.Items {
-				if p := table[it.Policy]; p != nil {
-					_, _ = n.replicas.Refund(ctx, bucket.Key{Policy: it.Policy, ID: it.Key}, p.Policy, it.Hits, now)
-				}
-			}
+		if err := n.refundCopy(ctx, &msg); err != nil {
+			return nil, err
 		}
 	} else {
 		res = n.refundLocal(ctx, msg.Items)
@@ -283,4 +280,34 @@ func (n *Node) receiveRefund(ctx context.Context, body []byte) ([]byte, error) {
 		}
 	}
 	return msgpack.Marshal(refundReply{Results: res})
+}
+
+// refundCopy makes the refunds of msg in the copies this node keeps, for
+// the keys whose copies it holds from the sender: their owner, of which
+// this node is the successor.
+func (n *Node) refundCopy(ctx context.Context, msg *refundMsg) error {
+	rt := n.route.Load()
+	if n.replicas == nil || rt == nil {
+		return nil
+	}
+	if msg.From == "" || msg.From == rt.self || !rt.ring.Has(msg.From) {
+		return fmt.Errorf("cluster: refund of copies from %q: %w", capText(msg.From), errNotMember)
+	}
+	without := n.ringWithout(rt, msg.From)
+	table := *n.policies.Load()
+	now := n.clock.Now()
+	for _, it := range msg.Items {
+		p := table[it.Policy]
+		if p == nil {
+			continue
+		}
+		k := bucket.Key{Policy: it.Policy, ID: it.Key}
+		var buf [128]byte
+		enc, _ := k.AppendBinary(buf[:0])
+		if rt.ring.Owner(enc) != msg.From || without.Owner(enc) != rt.self {
+			continue // not a copy this node keeps for the sender
+		}
+		_, _ = n.replicas.Refund(ctx, k, p.Policy, it.Hits, now)
+	}
+	return nil
 }
