@@ -3,7 +3,7 @@
 // private redis-server, and everything stopped by pid when the test ends.
 
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,14 +13,17 @@ const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../.
 
 let binary;
 
-/** ratelimitd returns the path of a ratelimitd binary built from this repository. */
+/**
+ * ratelimitd returns the path of a ratelimitd binary: RATELIMITD_BIN (as
+ * scripts/test.sh builds it once), else one built from this repository.
+ */
 export function ratelimitd() {
   if (process.env.RATELIMITD_BIN) return process.env.RATELIMITD_BIN;
   if (!binary) {
-    const dir = path.join(os.tmpdir(), 'ratelimit-node-tests');
-    mkdirSync(dir, { recursive: true });
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'ratelimit-node-bin-'));
     binary = path.join(dir, 'ratelimitd');
     execFileSync('go', ['build', '-o', binary, './cmd/ratelimitd'], { cwd: repo, stdio: ['ignore', 'ignore', 'inherit'] });
+    process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
   }
   return binary;
 }
@@ -51,10 +54,10 @@ const clusterAddrs = /\bgossip=(\S+) peer=(\S+) raft=(\S+)/;
  * startNode runs `ratelimitd serve` with args (standalone unless args say
  * otherwise), waits for its listening line, and stops it when t ends.
  */
-export async function startNode(t, args = []) {
+export async function startNode(t, args = [], env = {}) {
   const all = ['serve', '--http-addr', '127.0.0.1:0', '--client-token', CLIENT_TOKEN, '--admin-token', ADMIN_TOKEN, '--policies', policyFile(), ...args];
   if (!args.includes('--gossip-addr')) all.push('--standalone');
-  const proc = spawn(ratelimitd(), all, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(ratelimitd(), all, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
   let log = '';
   const node = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no listening line within 60 s:\n${log}`)), 60_000);
@@ -84,9 +87,11 @@ export async function startNode(t, args = []) {
 /** startCluster starts n nodes joined in one cluster, and waits until every node's ring holds n. */
 export async function startCluster(t, n) {
   const base = ['--gossip-addr', '127.0.0.1:0', '--peer-addr', '127.0.0.1:0', '--raft-addr', '127.0.0.1:0', '--gossip-profile', 'local'];
-  const first = await startNode(t, [...base, '--node-name', 'n1']);
+  // The key that lets the nodes into one cluster, made for this test.
+  const env = { RATELIMIT_CLUSTER_KEY: execFileSync(ratelimitd(), ['keygen']).toString().trim() };
+  const first = await startNode(t, [...base, '--node-name', 'n1'], env);
   const nodes = [first];
-  for (let i = 2; i <= n; i++) nodes.push(await startNode(t, [...base, '--node-name', `n${i}`, '--join', first.gossip]));
+  for (let i = 2; i <= n; i++) nodes.push(await startNode(t, [...base, '--node-name', `n${i}`, '--join', first.gossip], env));
   const deadline = Date.now() + 30_000;
   for (const node of nodes) {
     for (;;) {
