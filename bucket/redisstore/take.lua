@@ -133,12 +133,17 @@ if alg == 1 or alg == 2 then
 		else
 			tat = tat - refund * interval
 			d = tat - tr
-			expire(struct.pack('<i8', tat), d + t)
+			if tat == -E then
+				-- A TAT of 0 is a fresh counter's (bucket.Refund): deleted.
+				redis.call('DEL', key)
+			else
+				expire(struct.pack('<i8', tat), d + t)
+			end
 		end
 	end
 	if over then
 		-- can never pass
-	elseif d + need * interval <= span then
+	elseif need * interval <= span - d then -- exact at 2^53, where d + need * interval would round
 		allowed = 1
 		if not peek then
 			tat = tat + hits * interval
