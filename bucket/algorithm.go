@@ -41,6 +41,12 @@ func Take(p Policy, s *State, hits int64, now time.Time) Decision {
 		c := *s
 		s, hits = &c, 0
 	}
+	return take(p, s, hits, now)
+}
+
+// take is Take on s itself: with hits == 0 it writes s as a peek sees it
+// (slots advanced, idle time renewed), which Refund builds on.
+func take(p Policy, s *State, hits int64, now time.Time) Decision {
 	t := now.UnixMicro()
 	w := p.Window.Microseconds()
 	switch p.Algorithm {

@@ -166,7 +166,8 @@ func (n *Node) passOn(ctx context.Context, addr string, items []transport.CheckI
 // Methods of HandleCall.
 const methodHandoff = "handoff"
 
-// HandleCall serves calls off the check path: counter hand-off.
+// HandleCall serves calls off the check path: counter hand-off, copies,
+// refunds and policy writes.
 func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte) ([]byte, error) {
 	switch method {
 	case methodHandoff:
@@ -177,6 +178,8 @@ func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte)
 		return h.n.serveCounts()
 	case methodReplica:
 		return nil, h.n.receiveReplica(ctx, body)
+	case methodRefund:
+		return h.n.receiveRefund(ctx, body)
 	case methodPolicyApply:
 		if h.n.raft == nil {
 			return nil, errors.New("cluster: this node keeps no replicated policy table")

@@ -18,6 +18,9 @@
 //	GET|PUT|DELETE /v1/policies/{name}                 one policy (admin API)
 //	PUT|DELETE     /v1/policies/{name}/overrides/{key} one key's limit (admin API)
 //	GET  /v1/cluster      the node's view of its cluster (admin API)
+//	POST /v1/reset        {"policy","key"}: the counter is fresh again (client token)
+//	POST /v1/refund       {"policy","key","hits"}: hits given back (client token)
+//	POST /v1/reset/batch, /v1/refund/batch  {"resets":[...]}, {"refunds":[...]}
 //	GET  /healthz         200 while the process serves
 //	GET  /readyz          200, or 503 when the Checker's Ready() is false
 //	GET  /metrics         Options.Gatherer, for Prometheus
@@ -40,6 +43,12 @@
 // (Options.MaxHits, default 1,000,000), an unknown policy (400); a body over
 // Options.MaxBodyBytes (default 1 MiB, 413); a wrong method (405). A failure of the Checker that is not
 // the caller's fault (a closed node, an unreachable backend) is a 503.
+//
+// A reset or refund answers 200 with the CheckResponse a peek then gets. A
+// check is open to whoever reaches the API; a reset lifts a limit, so it
+// needs Options.ClientToken (or the AdminToken) as a bearer token, and is
+// off without either: a caller without it gets 403, nothing changes, and
+// ratelimit_http_refund_refused_total counts it.
 //
 // Request bodies of the plain form clients send are decoded without
 // reflection, and answers are written without it; anything unusual (escapes,

@@ -64,6 +64,11 @@ type Options struct {
 	// reads stay public. Whoever builds the Options (ratelimitd serve) logs
 	// that the admin API is off.
 	AdminToken string
+	// ClientToken is the bearer token that POST /v1/reset and /v1/refund
+	// (and their batch forms) need; the AdminToken is accepted too. With
+	// neither set, those endpoints answer 403. Checks need no token.
+	// Default: empty.
+	ClientToken string
 	// Admin changes the policy table. Default: the Checker, if it is a
 	// PolicyAdmin (*cluster.Node is); with neither, writes answer 501.
 	Admin PolicyAdmin
@@ -132,6 +137,9 @@ type handler struct {
 	tooLargeBodies, bodyTimeouts prometheus.Counter
 
 	tokenHash [sha256.Size]byte // of opts.AdminToken
+
+	clientHash    [sha256.Size]byte  // of opts.ClientToken
+	refundRefused prometheus.Counter // resets and refunds refused
 }
 
 // The endpoints whose latency is measured.
@@ -153,6 +161,7 @@ var endpointNames = [numEndpoints]string{"check", "batch", "auth"}
 //	GET|PUT|DELETE /v1/policies/{name}               one policy (admin API)
 //	PUT|DELETE     /v1/policies/{name}/overrides/{key} one key's limit (admin API)
 //	GET  /v1/cluster      Options.Status (admin API)
+//	POST /v1/reset, /v1/refund (and /batch) reset or give back hits (Options.ClientToken)
 //	GET  /healthz         200 while the process serves
 //	GET  /readyz          200 when the Checker is ready, else 503
 //	GET  /metrics         Options.Gatherer, in the Prometheus text format
@@ -196,6 +205,9 @@ func NewHandler(opts Options) (http.Handler, error) {
 	h.adminRoutes()
 	h.operatorRoutes()
 	h.ringRoutes()
+	if err := h.refundRoutes(); err != nil {
+		return nil, err
+	}
 	h.route("GET", "/healthz", h.healthz)
 	h.route("GET", "/readyz", h.readyz)
 	if opts.Gatherer != nil {

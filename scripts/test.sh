@@ -65,3 +65,16 @@ mapfile -t alloc_pkgs < <(grep -rl --include='*_test.go' 'testing.AllocsPerRun' 
 if [ "${#alloc_pkgs[@]}" -gt 0 ]; then
 	go test -count=1 -run 'Alloc' "${alloc_pkgs[@]}"
 fi
+
+# --- The Node.js client (clients/node) ---------------------------------------
+# Its dev dependencies come from package-lock.json (npm ci), and its node:test
+# suites run against a ratelimitd built here once; they start their own nodes
+# and redis-server on free ports, and stop them.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+	echo "test: clients/node needs node (20 or later) and npm" >&2
+	exit 1
+fi
+node_bin=$(mktemp -d)
+trap 'cleanup; rm -rf "$node_bin"' EXIT INT TERM
+go build -o "$node_bin/ratelimitd" ./cmd/ratelimitd
+(cd clients/node && npm ci --no-audit --no-fund --loglevel=error && RATELIMITD_BIN="$node_bin/ratelimitd" npm test)

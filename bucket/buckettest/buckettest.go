@@ -248,6 +248,8 @@ func RunStoreTests(t *testing.T, newStore func(t *testing.T) bucket.Store) {
 		}
 	})
 
+	runRefundTests(t, newStore)
+
 	t.Run("ManyKeys", func(t *testing.T) {
 		s := newStore(t)
 		p := bucket.Policy{Name: "p", Limit: 1, Window: time.Minute}
@@ -256,6 +258,116 @@ func RunStoreTests(t *testing.T, newStore func(t *testing.T) bucket.Store) {
 			if d := mustTake(t, s, k, p, 1, Epoch); !d.Allowed {
 				t.Fatalf("key %d denied on first check", i)
 			}
+		}
+	})
+}
+
+// refunder returns s as a bucket.Refunder: every store of the project
+// gives hits back and resets counters.
+func refunder(t *testing.T, s bucket.Store) bucket.Refunder {
+	t.Helper()
+	r, ok := s.(bucket.Refunder)
+	if !ok {
+		t.Fatalf("%T is not a bucket.Refunder", s)
+	}
+	return r
+}
+
+func mustRefund(t *testing.T, s bucket.Store, k bucket.Key, p bucket.Policy, hits int64, now time.Time) bucket.Decision {
+	t.Helper()
+	d, err := refunder(t, s).Refund(context.Background(), k, p, hits, now)
+	if err != nil {
+		t.Fatalf("refund %+v: %v", k, err)
+	}
+	return d
+}
+
+// runRefundTests is the part of the suite on refunds and resets.
+func runRefundTests(t *testing.T, newStore func(t *testing.T) bucket.Store) {
+	t.Run("RefundGivesBackNoMore", func(t *testing.T) {
+		for _, p := range SeedPolicies() {
+			t.Run(p.Name, func(t *testing.T) {
+				s := newStore(t)
+				k := bucket.Key{Policy: p.Name, ID: "ip:10.0.0.2"}
+				capacity := p.Capacity()
+				mustTake(t, s, k, p, capacity, Epoch)
+				if d := mustTake(t, s, k, p, 1, Epoch); d.Allowed {
+					t.Fatalf("over capacity allowed: %+v", d)
+				}
+				if d := mustRefund(t, s, k, p, 1, Epoch); !d.Allowed || d.Remaining != 1 {
+					t.Fatalf("after a refund of 1: %+v, want allowed with 1 remaining", d)
+				}
+				if d := mustTake(t, s, k, p, 1, Epoch); !d.Allowed {
+					t.Fatalf("the refunded hit: %+v", d)
+				}
+				if d := mustTake(t, s, k, p, 1, Epoch); d.Allowed {
+					t.Fatalf("a hit beyond the refund: %+v", d)
+				}
+				// Never below a fresh counter.
+				if d := mustRefund(t, s, k, p, capacity+50, Epoch); d.Remaining != capacity {
+					t.Fatalf("refund of more than was taken: %+v, want %d remaining", d, capacity)
+				}
+				if d := mustTake(t, s, k, p, capacity, Epoch); !d.Allowed {
+					t.Fatalf("a full capacity after the refund: %+v", d)
+				}
+				if d := mustTake(t, s, k, p, 1, Epoch); d.Allowed {
+					t.Fatalf("more than a fresh counter admitted after a refund: %+v", d)
+				}
+			})
+		}
+	})
+
+	t.Run("Reset", func(t *testing.T) {
+		for _, p := range SeedPolicies() {
+			t.Run(p.Name, func(t *testing.T) {
+				s := newStore(t)
+				k := bucket.Key{Policy: p.Name, ID: "user:7"}
+				other := bucket.Key{Policy: p.Name, ID: "user:8"}
+				mustTake(t, s, k, p, p.Capacity(), Epoch)
+				mustTake(t, s, other, p, p.Capacity(), Epoch)
+				if d := mustRefund(t, s, k, p, bucket.RefundAll, Epoch); !d.Allowed || d.Remaining != p.Capacity() || d.ResetAfter != 0 {
+					t.Fatalf("reset: %+v, want a fresh counter", d)
+				}
+				if d := mustTake(t, s, k, p, 0, Epoch); d.Remaining != p.Capacity() {
+					t.Fatalf("peek after reset: %+v", d)
+				}
+				if d := mustTake(t, s, other, p, 0, Epoch); d.Remaining != 0 {
+					t.Fatalf("a reset touched another key: %+v", d)
+				}
+				if d := mustRefund(t, s, bucket.Key{Policy: p.Name, ID: "never-seen"}, p, bucket.RefundAll, Epoch); d.Remaining != p.Capacity() {
+					t.Fatalf("reset of an unknown key: %+v", d)
+				}
+			})
+		}
+	})
+
+	t.Run("RefundSameAsAlgorithm", func(t *testing.T) {
+		// Takes and refunds decide exactly as the pure functions on one state.
+		for _, p := range SeedPolicies() {
+			t.Run(p.Name, func(t *testing.T) {
+				s := newStore(t)
+				rng := rand.New(rand.NewPCG(2, uint64(len(p.Name))))
+				k := bucket.Key{Policy: p.Name, ID: "k"}
+				var ref bucket.State
+				now := Epoch.Add(time.Duration(rng.IntN(1000)) * time.Millisecond)
+				step := p.Window / time.Duration(p.Capacity()+1)
+				for i := range 200 {
+					now = now.Add(time.Duration(rng.Int64N(int64(2 * step))).Truncate(time.Millisecond))
+					hits := int64(rng.IntN(4))
+					var want, got bucket.Decision
+					switch rng.IntN(8) {
+					case 0, 1:
+						want, got = bucket.Refund(p, &ref, hits, now), mustRefund(t, s, k, p, hits, now)
+					case 2:
+						want, got = bucket.Refund(p, &ref, bucket.RefundAll, now), mustRefund(t, s, k, p, bucket.RefundAll, now)
+					default:
+						want, got = bucket.Take(p, &ref, hits, now), mustTake(t, s, k, p, hits, now)
+					}
+					if got != want {
+						t.Fatalf("step %d at +%v, hits %d: store %+v, algorithm %+v", i, now.Sub(Epoch), hits, got, want)
+					}
+				}
+			})
 		}
 	})
 }

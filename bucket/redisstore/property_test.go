@@ -65,8 +65,9 @@ var propertyRun atomic.Int64
 
 // TestSameDecisionsAsMemory: over random policies (every algorithm,
 // bursts, overrides, window changes) and random schedules of (time step,
-// key, hits), single checks and batches, the Redis store decides exactly
-// as the memory store, whose decisions are bucket.Take's.
+// key, hits), single checks, batches, refunds and resets, the Redis store
+// decides exactly as the memory store, whose decisions are bucket.Take's
+// and bucket.Refund's.
 func TestSameDecisionsAsMemory(t *testing.T) {
 	s := newTestStore(t, testURL(t))
 	for alg := bucket.SlidingWindow; alg <= bucket.FixedWindow; alg++ {
@@ -136,6 +137,23 @@ func checkSameDecisions(t *testing.T, s *Store, alg bucket.Algorithm) {
 			}
 			k := bucket.Key{Policy: p.Name, ID: rapid.SampledFrom(ids).Draw(t, "id")}
 			hits := genHits.Draw(t, "hits")
+			if kind := rapid.IntRange(0, 7).Draw(t, "refund"); kind <= 1 {
+				// A refund (or, one time in two, a reset) decides as the
+				// memory store's too.
+				if kind == 1 {
+					hits = bucket.RefundAll
+				}
+				want, _ := mem.Refund(ctx, k, p, hits, now)
+				got, err := s.Refund(ctx, k, p, hits, now)
+				if err != nil {
+					t.Fatalf("step %d: refund: %v", i, err)
+				}
+				if got != want {
+					t.Fatalf("step %d (refund %s, %d hits) at %s under %s:\nredis  %+v\nmemory %+v",
+						i, k.ID, hits, now.Format(time.RFC3339Nano), describe(p), got, want)
+				}
+				continue
+			}
 			want, _ := mem.Take(ctx, k, p, hits, now)
 			got, err := s.Take(ctx, k, p, hits, now)
 			if err != nil {

@@ -10,6 +10,8 @@
 -- ARGV[4]  hits: 0 peeks; -1 stands for more hits than the capacity
 -- ARGV[5]  now in Unix microseconds, or "" to use the server's TIME
 -- ARGV[6]  grace in milliseconds, added to the expiry of the state
+-- ARGV[7]  optional: hits to give back (bucket.Refund) before a peek; with
+--          it, ARGV[4] is 0
 --
 -- Returns {allowed (0 or 1), remaining, reset_after µs, retry_after µs}.
 --
@@ -36,6 +38,8 @@ else
 	t = tonumber(ARGV[5])
 end
 local grace = tonumber(ARGV[6])
+local refund = 0
+if ARGV[7] then refund = tonumber(ARGV[7]) end
 
 local floor = math.floor
 local E = 4503599627370496 -- 2^52
@@ -80,6 +84,9 @@ if v then
 	end
 end
 local sidle0, span0 = sidle, span
+-- A refund of a counter that is not there gives nothing back, as the
+-- memory store's.
+if not v then refund = 0 end
 
 -- Whether the stored state equals a fresh one at now.
 local function idle_now()
@@ -113,9 +120,30 @@ if alg == 1 or alg == 2 then
 		d = 9007199254740992
 		tat = tr + d
 	end
+	if refund > 0 and d > 0 then
+		-- bucket.Refund: the TAT moves back by refund intervals, to now at
+		-- the earliest (refund * interval < d is exact).
+		if refund * interval >= d then
+			-- Everything back: the counter is deleted, and read as a
+			-- fresh one (T = 0).
+			redis.call('DEL', key)
+			tat = tr
+			if -E > tat then tat = -E end
+			d = tat - tr
+		else
+			tat = tat - refund * interval
+			d = tat - tr
+			if tat == -E then
+				-- A TAT of 0 is a fresh counter's (bucket.Refund): deleted.
+				redis.call('DEL', key)
+			else
+				expire(struct.pack('<i8', tat), d + t)
+			end
+		end
+	end
 	if over then
 		-- can never pass
-	elseif d + need * interval <= span then
+	elseif need * interval <= span - d then -- exact at 2^53, where d + need * interval would round
 		allowed = 1
 		if not peek then
 			tat = tat + hits * interval
@@ -153,6 +181,11 @@ if alg == 3 then
 	elseif start > T then
 		T, count = start, 0
 	end
+	local given = refund > 0 and count > 0
+	if given then
+		count = count - refund
+		if count < 0 then count = 0 end
+	end
 	local finish = T + window
 	local allowed, retry = 0, 0
 	if over then
@@ -170,7 +203,7 @@ if alg == 3 then
 	end
 	if over then retry = reset end
 	sidle = ceilsec(idle)
-	if not peek and (T ~= T0 or count ~= c0 or not v or #v ~= 20 or span ~= span0 or sidle ~= sidle0) then
+	if (not peek or given) and (T ~= T0 or count ~= c0 or not v or #v ~= 20 or span ~= span0 or sidle ~= sidle0) then
 		expire(struct.pack('<i8I4I4I4', T, count, sidle, span), idle)
 	end
 	return {allowed, remaining, reset, retry}
@@ -211,10 +244,23 @@ else
 	cur = newest -- the clock went back: count into the newest slot
 end
 T = cur * width
+local added = false
+if refund > 0 then
+	-- bucket.Refund: the newest hits go back first.
+	local left = refund
+	for k = cur, cur - 8, -1 do
+		if left <= 0 then break end
+		local i = k % 9
+		local g = c[i]
+		if g > left then g = left end
+		c[i] = c[i] - g
+		left = left - g
+		if g > 0 then added = true end
+	end
+end
 local sum = 0
 for i = 0, 8 do sum = sum + c[i] end
 local allowed, retry = 0, 0
-local added = false
 if over then
 elseif sum + need <= limit then
 	allowed = 1
@@ -247,7 +293,7 @@ for k = cur, cur - 8, -1 do
 end
 if over then retry = reset end
 sidle = ceilsec(idle)
-if not peek and (added or T ~= T0 or not v or #v ~= 52 or span ~= span0 or sidle ~= sidle0) then
+if (not peek or added) and (added or T ~= T0 or not v or #v ~= 52 or span ~= span0 or sidle ~= sidle0) then
 	expire(struct.pack('<i8I4I4I4I4I4I4I4I4I4I4I4', T, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], sidle, span), idle)
 end
 return {allowed, remaining, reset, retry}

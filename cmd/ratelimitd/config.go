@@ -62,6 +62,7 @@ type serveConfig struct {
 	PeerTLSKey      string
 	PeerTLSCA       string
 	AdminToken      string
+	ClientToken     string
 
 	// The store.
 	Store         string
@@ -165,6 +166,8 @@ func serveSettings(c *serveConfig) []setting {
 			"PEM CA certificates that peers' certificates must chain to.").defaultDoc("none"),
 		stringOpt(&c.AdminToken, "admin-token", "",
 			"Bearer token of the admin API: policy writes need it, and once it is set policy reads and /v1/cluster too. Without one, policy writes answer 403 and reads are public.").defaultDoc("none: admin API off"),
+		stringOpt(&c.ClientToken, "client-token", "",
+			"Bearer token that POST /v1/reset and /v1/refund (and their batch forms) need; the admin token works too. Checks need no token. Without either token, resets and refunds answer 403.").defaultDoc("none: reset and refund off unless --admin-token"),
 
 		choiceOpt(&c.Store, "store", "memory",
 			"Where counters live: memory (in the nodes, the Redis-free cluster) or redis (a shared Redis, see REDIS_URL).", "memory", "redis"),

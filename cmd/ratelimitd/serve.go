@@ -280,6 +280,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		MaxKeyLen:    int(cfg.MaxKeyLen),
 		MaxHits:      cfg.MaxHits,
 		AdminToken:   cfg.AdminToken,
+		ClientToken:  cfg.ClientToken,
 		Admin:        node,
 		Status:       func() any { return node.Status() },
 		Operator:     nodeOperator{node},
