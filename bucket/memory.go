@@ -3,6 +3,7 @@ package bucket
 import (
 	"context"
 	"hash/maphash"
+	"math"
 	"math/bits"
 	"sync"
 	"sync/atomic"
@@ -15,10 +16,9 @@ type MemoryConfig struct {
 	// power of two. Default: 256.
 	Shards int
 	// MaxKeys bounds the number of counters held. When a shard holds its
-	// share (MaxKeys/Shards) and a new key arrives, the new key evicts, from
-	// a sample of 8 counters of that shard, an idle one if there is one,
-	// else the one that would be idle soonest: the counter whose loss
-	// forgives the fewest hits. Default: 4,194,304.
+	// share (MaxKeys/Shards) and a new key arrives, a counter is evicted:
+	// the one whose loss forgives the fewest hits (see Evicted). Default:
+	// DefaultMaxKeys.
 	MaxKeys int
 	// TrackChanges makes the store list the counters that moved since the
 	// last call of Changed, so that a cluster node can copy them to a
@@ -31,32 +31,42 @@ type MemoryConfig struct {
 	TrackChanges bool
 }
 
-// evictSample is the number of counters an eviction looks at.
+// DefaultMaxKeys is the default MemoryConfig.MaxKeys: 4,194,304 counters.
+const DefaultMaxKeys = 1 << 22
+
+// evictSample is the number of counters an eviction looks at, at least:
+// if all of them are denying, it looks further (see Evicted).
 const evictSample = 8
 
 // MemoryStore keeps counters in memory. It is safe for concurrent use: keys
 // are spread over shards, each with its own lock, and no lock spans shards.
 type MemoryStore struct {
-	shards    []memShard
-	mask      uint64
-	perShard  int
-	seed      maphash.Seed
-	track     bool
-	evictions atomic.Int64
+	shards   []memShard
+	mask     uint64
+	perShard int
+	seed     maphash.Seed
+	track    bool
+	keys     atomic.Int64
+	evicted  [evictReasons]atomic.Int64
 }
 
 type memShard struct {
 	mu      sync.Mutex
 	m       map[string]*entry
 	changed []changedRef // with TrackChanges: the counters changed since Changed
-	_       [24]byte     // keep shards on separate cache lines
+	// allDenying is the Unix second until which every counter of the full
+	// shard is known to deny: a new counter that would not deny is not
+	// kept before then, without a look at the others.
+	allDenying int64
+	_          [16]byte // keep shards on separate cache lines
 }
 
 // entry is a counter of the map: its state, the hits it admitted since it
-// was last listed, and whether it is on its shard's changed list. (61
-// bytes: the allocator's 64-byte class, as the state alone.)
+// was last listed, whether it is on its shard's changed list, and what
+// evicting it costs.
 type entry struct {
 	State
+	worth
 	pending uint32
 	listed  bool
 }
@@ -86,7 +96,7 @@ func NewMemoryStore(cfg MemoryConfig) *MemoryStore {
 		cfg.Shards = 256
 	}
 	if cfg.MaxKeys <= 0 {
-		cfg.MaxKeys = 1 << 22
+		cfg.MaxKeys = DefaultMaxKeys
 	}
 	n := 1 << bits.Len(uint(cfg.Shards-1))
 	s := &MemoryStore{
@@ -114,9 +124,9 @@ func (s *MemoryStore) Take(_ context.Context, k Key, p Policy, hits int64, now t
 		fresh := &entry{}
 		d := Take(p, &fresh.State, hits, now)
 		if fresh.State != (State{}) {
+			fresh.worth = worthOf(d, &fresh.State, now)
 			key := string(enc)
-			s.insert(sh, key, fresh, now)
-			if s.track && d.Allowed && hits > 0 && fresh.admitted(hits, d.Limit) {
+			if s.insert(sh, key, fresh, now) && s.track && d.Allowed && hits > 0 && fresh.admitted(hits, d.Limit) {
 				sh.markChanged(key, fresh)
 			}
 		}
@@ -124,6 +134,7 @@ func (s *MemoryStore) Take(_ context.Context, k Key, p Policy, hits int64, now t
 		return d, nil
 	}
 	d := Take(p, &e.State, hits, now)
+	e.worth = worthOf(d, &e.State, now)
 	if s.track && d.Allowed && hits > 0 && e.admitted(hits, d.Limit) {
 		sh.markChanged(string(enc), e)
 	}
@@ -164,28 +175,47 @@ func (s *MemoryStore) Changed(fn func(k Key, st State)) {
 }
 
 // insert adds a counter to a shard whose lock is held, evicting one if the
-// shard is full.
-func (s *MemoryStore) insert(sh *memShard, key string, st *entry, now time.Time) {
+// shard is full, and reports whether it was kept (see Evicted).
+func (s *MemoryStore) insert(sh *memShard, key string, e *entry, now time.Time) bool {
 	if len(sh.m) >= s.perShard {
+		sec := now.Unix()
+		cost := e.cost(&e.State, sec)
+		if sec < sh.allDenying && cost < denyingCost {
+			s.evicted[EvictRefused].Add(1)
+			return false
+		}
 		var victim string
-		var soonest uint32
+		var least uint64
 		n := 0
+		until := int64(math.MaxInt64)
 		for k, v := range sh.m {
-			if v.IdleAt(now) {
-				victim = k
-				break
+			c := v.cost(&v.State, sec)
+			if n == 0 || c < least {
+				victim, least = k, c
 			}
-			if n == 0 || v.Idle < soonest {
-				victim, soonest = k, v.Idle
+			if c >= denyingCost {
+				until = min(until, int64(v.until))
 			}
-			if n++; n == evictSample {
+			n++
+			if least == 0 || (n >= evictSample && least < denyingCost) {
 				break
 			}
 		}
+		if least >= denyingCost {
+			// Every counter of the shard is denying.
+			sh.allDenying = until
+			if cost < denyingCost {
+				s.evicted[EvictRefused].Add(1)
+				return false
+			}
+		}
 		delete(sh.m, victim)
-		s.evictions.Add(1)
+		s.evicted[reasonOf(least)].Add(1)
+		s.keys.Add(-1)
 	}
-	sh.m[key] = st
+	sh.m[key] = e
+	s.keys.Add(1)
+	return true
 }
 
 // Sweep implements Store: it drops every counter that is idle at now.
@@ -202,23 +232,35 @@ func (s *MemoryStore) Sweep(now time.Time) int {
 		}
 		sh.mu.Unlock()
 	}
+	s.keys.Add(int64(-dropped))
 	return dropped
 }
 
 // Len returns the number of counters held.
-func (s *MemoryStore) Len() int {
-	n := 0
-	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		n += len(sh.m)
-		sh.mu.Unlock()
+func (s *MemoryStore) Len() int { return int(s.keys.Load()) }
+
+// MaxKeys returns the bound on the counters held (MemoryConfig.MaxKeys,
+// rounded down to a multiple of the shards).
+func (s *MemoryStore) MaxKeys() int { return s.perShard * len(s.shards) }
+
+// Evictions returns how many counters were evicted or not kept to respect
+// MaxKeys, for every reason.
+func (s *MemoryStore) Evictions() int64 {
+	var n int64
+	for i := range s.evicted {
+		n += s.evicted[i].Load()
 	}
 	return n
 }
 
-// Evictions returns how many counters were evicted to respect MaxKeys.
-func (s *MemoryStore) Evictions() int64 { return s.evictions.Load() }
+// Evicted returns how many counters were evicted, or not kept, for
+// reason (EvictIdle, EvictCounting, EvictDenying or EvictRefused).
+func (s *MemoryStore) Evicted(reason EvictReason) int64 {
+	if reason < 0 || reason >= evictReasons {
+		return 0
+	}
+	return s.evicted[reason].Load()
+}
 
 // Range calls fn for each counter that is not idle at now, one shard at a
 // time, until fn returns false. fn must not call the store.
@@ -250,6 +292,9 @@ func (s *MemoryStore) Merge(k Key, p Policy, st State, now time.Time) {
 	defer sh.mu.Unlock()
 	if cur := sh.m[string(enc)]; cur != nil {
 		cur.State = Merge(p, cur.State, st)
+		peek := cur.State
+		p.Limit = p.LimitFor(k.ID)
+		cur.worth = worthOf(Take(p, &peek, 0, now), &cur.State, now)
 		if s.track && !cur.listed {
 			sh.markChanged(string(enc), cur)
 		}
@@ -259,8 +304,10 @@ func (s *MemoryStore) Merge(k Key, p Policy, st State, now time.Time) {
 		return
 	}
 	key, e := string(enc), &entry{State: st}
-	s.insert(sh, key, e, now)
-	if s.track {
+	peek := st
+	p.Limit = p.LimitFor(k.ID)
+	e.worth = worthOf(Take(p, &peek, 0, now), &st, now)
+	if s.insert(sh, key, e, now) && s.track {
 		sh.markChanged(key, e)
 	}
 }
@@ -271,6 +318,9 @@ func (s *MemoryStore) Delete(k Key) {
 	enc := k.appendTo(buf[:0])
 	sh := &s.shards[maphash.Bytes(s.seed, enc)&s.mask]
 	sh.mu.Lock()
-	delete(sh.m, string(enc))
+	if _, ok := sh.m[string(enc)]; ok {
+		delete(sh.m, string(enc))
+		s.keys.Add(-1)
+	}
 	sh.mu.Unlock()
 }

@@ -132,6 +132,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.wg.Add(1)
 	go n.sweepLoop()
+	n.watchStores()
 	n.log.Info("node started", "policies", len(table), "shadow", cfg.Shadow, "gossip", n.GossipAddr(), "peer", n.PeerAddr())
 	return n, nil
 }
@@ -140,7 +141,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 func (n *Node) startCluster(ctx context.Context) error {
 	cfg := n.cfg
 	if ct, ok := n.store.(changeTracker); ok && ct.Tracking() && cfg.ReplicaInterval > 0 {
-		n.replicas = bucket.NewMemoryStore(bucket.MemoryConfig{})
+		n.replicas = bucket.NewMemoryStore(bucket.MemoryConfig{MaxKeys: cfg.MaxKeys})
 	} else if n.partitioned && cfg.ReplicaInterval > 0 {
 		n.log.Warn("counter copies off: the store does not track changed counters (bucket.MemoryConfig.TrackChanges); a crash of this node resets its counters")
 	}

@@ -38,6 +38,7 @@ type serveConfig struct {
 	MaxBatch        int64
 	MaxKeyLen       int64
 	MaxHits         int64
+	MaxKeys         int64
 	ShutdownTimeout time.Duration
 
 	// The cluster.
@@ -117,6 +118,8 @@ func serveSettings(c *serveConfig) []setting {
 			"Longest key, in bytes."),
 		intOpt(&c.MaxHits, 1, math.MaxInt64, "max-hits", strconv.Itoa(cluster.DefaultMaxHits),
 			"Most hits one check may take."),
+		intOpt(&c.MaxKeys, 64, 1<<31, "max-keys", strconv.Itoa(bucket.DefaultMaxKeys),
+			"Most counters a node holds in memory (and as many copies for its peers); a full store evicts those whose loss forgives the fewest hits, never a denying one while another remains. docs/architecture.md gives the memory per counter."),
 		durationOpt(&c.ShutdownTimeout, time.Millisecond, "shutdown-timeout", "10s",
 			"How long SIGINT/SIGTERM waits for the node's hand-off and in-flight HTTP requests before closing them."),
 

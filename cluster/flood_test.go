@@ -1,0 +1,102 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vibewell/ratelimit/cluster"
+	"github.com/vibewell/ratelimit/internal/testcluster"
+)
+
+// A flood of fresh keys through a 3-node cluster, four times what its
+// stores hold, evicts no used-up counter: every one keeps denying, from
+// every node, and the stores' metrics show the evictions.
+func TestClusterFloodKeepsDenials(t *testing.T) {
+	const maxKeys = 512
+	regs := make([]*prometheus.Registry, 3)
+	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly, Configure: func(i int, cfg *cluster.Config) {
+		cfg.MaxKeys = maxKeys
+		regs[i] = prometheus.NewRegistry()
+		cfg.Metrics = regs[i]
+	}})
+	ctx := context.Background()
+	var used []string
+	for i := range 90 {
+		key := fmt.Sprintf("ip:10.1.0.%d", i)
+		n := c.Node(i % 3)
+		if d, err := n.Allow(ctx, "small", key, 50); err != nil || !d.Allowed {
+			t.Fatalf("using up %s: %+v, %v", key, d, err)
+		}
+		if d, err := n.Allow(ctx, "small", key, 1); err != nil || d.Allowed {
+			t.Fatalf("%s allowed past its limit: %+v, %v", key, d, err)
+		}
+		used = append(used, key)
+	}
+
+	const flood, batch = 4 * 3 * maxKeys, 128
+	checks := make([]cluster.Check, batch)
+	out := make([]cluster.Result, batch)
+	for b := range flood / batch {
+		for j := range checks {
+			checks[j] = cluster.Check{Policy: "default", Key: fmt.Sprintf("flood:%d", b*batch+j), Hits: 1}
+		}
+		if err := c.Node(b%3).AllowBatch(ctx, checks, out); err != nil {
+			t.Fatal(err)
+		}
+		for j, r := range out {
+			if r.Err != nil || !r.Allowed {
+				t.Fatalf("fresh key %s: %+v", checks[j].Key, r)
+			}
+		}
+	}
+
+	for i := range 3 {
+		for _, key := range used {
+			if d, err := c.Node(i).Allow(ctx, "small", key, 1); err != nil || d.Allowed {
+				t.Fatalf("used-up key %s allowed from node %d after the flood (remaining %d, err %v)", key, i, d.Remaining, err)
+			}
+		}
+	}
+	var counting, denying, held float64
+	for _, reg := range regs {
+		counting += gaugeOrCounter(t, reg, "ratelimit_store_evictions_total", "counters", "counting")
+		denying += gaugeOrCounter(t, reg, "ratelimit_store_evictions_total", "counters", "denying")
+		held += gaugeOrCounter(t, reg, "ratelimit_store_counters", "counters", "")
+	}
+	if counting == 0 || denying != 0 || held > 3*maxKeys {
+		t.Fatalf("metrics: %v counting and %v denying counters evicted, %v held; want some, none, at most %d", counting, denying, held, 3*maxKeys)
+	}
+}
+
+// gaugeOrCounter returns the value of the series name{store, reason} in reg
+// (reason "" for a series without it).
+func gaugeOrCounter(t *testing.T, reg *prometheus.Registry, name, store, reason string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["store"] != store || labels["reason"] != reason {
+				continue
+			}
+			if m.GetCounter() != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no %s{store=%q,reason=%q}", name, store, reason)
+	return 0
+}
