@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -19,6 +20,10 @@ func TestClusterFloodKeepsDenials(t *testing.T) {
 	regs := make([]*prometheus.Registry, 3)
 	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly, Configure: func(i int, cfg *cluster.Config) {
 		cfg.MaxKeys = maxKeys
+		// A busy machine must turn neither forwards into fallbacks nor
+		// slow probes into ring changes: this test is about the stores.
+		cfg.ForwardTimeout = 10 * time.Second
+		cfg.Gossip = cluster.GossipConfig{GossipInterval: 20 * time.Millisecond}
 		regs[i] = prometheus.NewRegistry()
 		cfg.Metrics = regs[i]
 	}})
@@ -56,7 +61,13 @@ func TestClusterFloodKeepsDenials(t *testing.T) {
 	for i := range 3 {
 		for _, key := range used {
 			if d, err := c.Node(i).Allow(ctx, "small", key, 1); err != nil || d.Allowed {
-				t.Fatalf("used-up key %s allowed from node %d after the flood (remaining %d, err %v)", key, i, d.Remaining, err)
+				var denying, refused float64
+				for _, reg := range regs {
+					denying += gaugeOrCounter(t, reg, "ratelimit_store_evictions_total", "counters", "denying")
+					refused += gaugeOrCounter(t, reg, "ratelimit_store_evictions_total", "counters", "refused")
+				}
+				t.Fatalf("used-up key %s allowed from node %d after the flood (remaining %d, err %v; %v denying evicted, %v refused, ring of %d)",
+					key, i, d.Remaining, err, denying, refused, c.Node(i).Stats().RingMembers)
 			}
 		}
 	}
