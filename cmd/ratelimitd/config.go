@@ -119,7 +119,7 @@ func serveSettings(c *serveConfig) []setting {
 		intOpt(&c.MaxHits, 1, math.MaxInt64, "max-hits", strconv.Itoa(cluster.DefaultMaxHits),
 			"Most hits one check may take."),
 		intOpt(&c.MaxKeys, 64, 1<<31, "max-keys", strconv.Itoa(bucket.DefaultMaxKeys),
-			"Most counters a node holds in memory (and as many copies for its peers); a full store evicts those whose loss forgives the fewest hits, never a denying one while another remains. docs/architecture.md gives the memory per counter."),
+			"Most counters a node holds in memory (and as many copies for its peers); a full store evicts those whose loss forgives the fewest hits, never a denying one while another remains. Each costs about 112 bytes, and a key longer than 23 bytes (with its policy name) its length on top."),
 		durationOpt(&c.ShutdownTimeout, time.Millisecond, "shutdown-timeout", "10s",
 			"How long SIGINT/SIGTERM waits for the node's hand-off and in-flight HTTP requests before closing them."),
 
