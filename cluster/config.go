@@ -64,6 +64,11 @@ type Config struct {
 	// one that is denying while another is not). Ignored with a Store of
 	// your own. Default: bucket.DefaultMaxKeys.
 	MaxKeys int
+	// DenyCacheKeys bounds the owners' denials a node keeps to deny checks
+	// of those keys itself, without forwarding them, until their retry
+	// time (exact: the owner would deny them too). Negative: none.
+	// Default: DefaultDenyCacheKeys.
+	DenyCacheKeys int
 	// SweepInterval is how often idle counters are dropped. Default: 1 minute.
 	SweepInterval time.Duration
 	// ReplicaInterval is how often a node copies the counters that checks
@@ -192,6 +197,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Store == nil {
 		c.Store = bucket.NewMemoryStore(bucket.MemoryConfig{MaxKeys: c.MaxKeys, TrackChanges: c.GossipAddr != "" && c.ReplicaInterval > 0})
+	}
+	if c.DenyCacheKeys == 0 {
+		c.DenyCacheKeys = DefaultDenyCacheKeys
 	}
 	if c.ClockResolution == 0 {
 		c.ClockResolution = DefaultClockResolution

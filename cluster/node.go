@@ -48,6 +48,7 @@ type Node struct {
 	policies     atomic.Pointer[policyTable]
 	metrics      *metrics
 	denials      *capLog
+	denied       *denyCache // owners' denials of forwarded checks; or nil
 	warnings     *capLog
 
 	// Cluster side; tr and gossip are nil for a standalone node.
@@ -111,6 +112,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	_, n.partitioned = cfg.Store.(handoffStore)
 	n.denials = newCapLog(n.log, slog.LevelInfo, cfg.DenialLogRate)
+	n.denied = newDenyCache(cfg.DenyCacheKeys, 2*max(cfg.ClockResolution, 0))
+	n.denied.register(m)
 	n.warnings = newCapLog(n.log, slog.LevelWarn, 1)
 	n.policies.Store(&table)
 	n.state = &policyState{Policies: map[string]bucket.Policy{}}
