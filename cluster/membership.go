@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"net"
 	"slices"
@@ -141,8 +140,8 @@ func (n *Node) startGossip(ctx context.Context) error {
 	if t.GossipInterval > 0 && t.GossipInterval < 100*time.Millisecond {
 		mc.GossipToTheDeadTime = 2 * time.Second
 	}
-	mc.SecretKey = cfg.SecretKey
-	mc.Logger = slog.NewLogLogger(n.log.With("component", "memberlist").Handler(), slog.LevelDebug)
+	mc.SecretKey = n.sec.gossip  // GossipVerifyIncoming: unencrypted messages are refused
+	mc.Logger = n.gossipLogger() // counts and logs refused gossip (guard.go)
 	mc.Delegate = g
 	mc.Events = g
 

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -89,7 +88,7 @@ func (n *Node) sendReplicas(groups map[string][]handoffItem) {
 		for len(items) > 0 {
 			chunk := items[:min(len(items), handoffChunk)]
 			items = items[len(chunk):]
-			body, err := msgpack.Marshal(handoffMsg{Version: 1, Items: chunk})
+			body, err := msgpack.Marshal(handoffMsg{From: n.cfg.NodeName, Version: 1, Items: chunk})
 			if err == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), replicaTimeout)
 				_, err = n.tr.Call(ctx, addr, methodReplica, body)
@@ -108,23 +107,13 @@ func (n *Node) sendReplicas(groups map[string][]handoffItem) {
 
 // receiveReplica keeps the copies a peer sent, merged with those it sent
 // before.
-func (n *Node) receiveReplica(body []byte) error {
+func (n *Node) receiveReplica(ctx context.Context, body []byte) error {
 	if n.replicas == nil {
 		return nil
 	}
-	var msg handoffMsg
-	if err := msgpack.Unmarshal(body, &msg); err != nil {
-		return fmt.Errorf("cluster: replica: %w", err)
-	}
-	table := *n.policies.Load()
-	now := n.clock.Now()
-	for _, it := range msg.Items {
-		if p := table[it.Policy]; p != nil {
-			n.replicas.Merge(bucket.Key{Policy: it.Policy, ID: it.Key}, p.Policy, bucket.State{T: it.T, Count: it.Count, Idle: it.Idle, Span: it.Span}, now)
-		}
-	}
-	n.metrics.replicaReceived.Add(float64(len(msg.Items)))
-	return nil
+	merged, err := n.receiveStates(ctx, methodReplica, body, n.replicas.Merge)
+	n.metrics.replicaReceived.Add(float64(merged))
+	return err
 }
 
 // promoteReplicas folds the copies of the keys that rt gives this node

@@ -174,9 +174,9 @@ const methodHandoff = "handoff"
 func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte) ([]byte, error) {
 	switch method {
 	case methodHandoff:
-		return nil, h.n.receiveHandoff(body)
+		return nil, h.n.receiveHandoff(ctx, body)
 	case methodReplica:
-		return nil, h.n.receiveReplica(body)
+		return nil, h.n.receiveReplica(ctx, body)
 	case methodPolicyApply:
 		if h.n.raft == nil {
 			return nil, errors.New("cluster: this node keeps no replicated policy table")
@@ -197,6 +197,8 @@ type handoffStore interface {
 
 // handoffMsg carries counters to their new owner.
 type handoffMsg struct {
+	// From is the sender's node name, checked against the ring.
+	From    string        `msgpack:"f,omitempty"`
 	Version uint8         `msgpack:"v"`
 	Items   []handoffItem `msgpack:"i"`
 }
@@ -237,7 +239,7 @@ func (n *Node) handOff(ctx context.Context, rt *routeTable, drop bool) int {
 		for len(items) > 0 {
 			chunk := items[:min(len(items), handoffChunk)]
 			items = items[len(chunk):]
-			body, err := msgpack.Marshal(handoffMsg{Version: 1, Items: chunk})
+			body, err := msgpack.Marshal(handoffMsg{From: n.cfg.NodeName, Version: 1, Items: chunk})
 			if err == nil {
 				cctx, cancel := context.WithTimeout(ctx, handoffTimeout)
 				_, err = n.tr.Call(cctx, rt.addrs[owner], methodHandoff, body)
@@ -262,24 +264,12 @@ func (n *Node) handOff(ctx context.Context, rt *routeTable, drop bool) int {
 	return sent
 }
 
-func (n *Node) receiveHandoff(body []byte) error {
+func (n *Node) receiveHandoff(ctx context.Context, body []byte) error {
 	hs, ok := n.store.(handoffStore)
 	if !ok {
 		return nil
 	}
-	var msg handoffMsg
-	if err := msgpack.Unmarshal(body, &msg); err != nil {
-		return fmt.Errorf("cluster: hand-off: %w", err)
-	}
-	table := *n.policies.Load()
-	now := n.clock.Now()
-	for _, it := range msg.Items {
-		p := table[it.Policy]
-		if p == nil {
-			continue
-		}
-		hs.Merge(bucket.Key{Policy: it.Policy, ID: it.Key}, p.Policy, bucket.State{T: it.T, Count: it.Count, Idle: it.Idle, Span: it.Span}, now)
-	}
-	n.metrics.receivedHandoff.Add(float64(len(msg.Items)))
-	return nil
+	merged, err := n.receiveStates(ctx, methodHandoff, body, hs.Merge)
+	n.metrics.receivedHandoff.Add(float64(merged))
+	return err
 }
