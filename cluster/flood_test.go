@@ -1,8 +1,12 @@
 package cluster_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,4 +114,43 @@ func gaugeOrCounter(t *testing.T, reg *prometheus.Registry, name, store, reason 
 	}
 	t.Fatalf("no %s{store=%q,reason=%q}", name, store, reason)
 	return 0
+}
+
+// A node logs, once, when its store starts evicting, with the bound, and
+// again when it stops.
+func TestStoreEvictionLogged(t *testing.T) {
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	n := start(t, cluster.Config{
+		Logger:   slog.New(slog.NewJSONHandler(lockedWriter{&mu, &buf}, nil)),
+		MaxKeys:  256,
+		Policies: hourly,
+	})
+	logged := func(msg string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Count(buf.String(), msg) == 1
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; !logged("counter store full"); i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("no log line within 20 s of a flood past MaxKeys")
+		}
+		n.Allow(context.Background(), "default", fmt.Sprint("flood:", i), 1)
+		if i%1000 == 999 {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	mu.Lock()
+	line := buf.String()
+	mu.Unlock()
+	if !strings.Contains(line, `"max_keys":256`) {
+		t.Fatalf("the line does not give the bound:\n%s", line)
+	}
+	for !logged("counter store no longer evicting") {
+		if time.Now().After(deadline) {
+			t.Fatal("no log line when the flood stopped")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -66,4 +66,3 @@ func BenchmarkClusterHotKey(b *testing.B) {
 		})
 	}
 }
-
