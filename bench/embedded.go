@@ -66,6 +66,9 @@ func startNodes(ctx context.Context, n int, base cluster.Config) ([]*cluster.Nod
 			}
 			if i > 0 {
 				cfg.Seeds = []string{nodes[0].GossipAddr()}
+				if len(cfg.ClusterKey) == 0 {
+					cfg.ClusterKey, _ = nodes[0].ClusterKey() // the key the first node made
+				}
 			}
 		}
 		node, err := cluster.Start(ctx, cfg)

@@ -47,7 +47,7 @@ func (n *Node) AllowBatch(ctx context.Context, checks []Check, out []Result) err
 		entries[i] = p
 		if route {
 			if owner, addr := rt.owner(bucket.Key{Policy: c.Policy, ID: c.Key}); owner != rt.self && owner != "" {
-				if d, ok := n.denied.lookup(p, c.Key, c.Hits, now); ok {
+				if d, ok := n.denyCache.lookup(p, c.Key, c.Hits, now); ok {
 					out[i] = Result{Decision: d}
 					continue
 				}
@@ -74,6 +74,7 @@ func (n *Node) decideLocal(ctx context.Context, checks []Check, idx []int, entri
 	if len(idx) == 0 {
 		return
 	}
+	defer n.replicaWake.poke()
 	if bs, ok := n.store.(bucket.BatchStore); ok && len(idx) > 1 {
 		batch := make([]bucket.Check, len(idx))
 		decs := make([]bucket.Decision, len(idx))
@@ -127,7 +128,7 @@ func (n *Node) decideRemote(ctx context.Context, checks []Check, idx []int, entr
 			out[i] = Result{Decision: d, Err: ferr}
 		case res[j].Status == transport.StatusOK:
 			out[i] = Result{Decision: fromWire(res[j])}
-			n.denied.store(entries[i], c.Key, c.Hits, out[i].Decision, now)
+			n.denyCache.store(entries[i], c.Key, c.Hits, out[i].Decision, now)
 		case res[j].Status == transport.StatusBadRequest:
 			out[i] = Result{Err: fmt.Errorf("%w: refused by its owner", ErrInvalidKey)}
 		default:

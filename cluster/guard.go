@@ -2,15 +2,16 @@ package cluster
 
 import (
 	"bytes"
-	"context"
+	"io"
 	"log"
 	"log/slog"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vibewell/ratelimit/internal/logadapt"
+	"github.com/vibewell/ratelimit/internal/logcap"
 	"github.com/vibewell/ratelimit/transport"
 )
 
@@ -21,7 +22,7 @@ import (
 // at one a second.
 type guard struct {
 	desc *prometheus.Desc
-	log  *capLog
+	log  *logcap.Logger
 
 	mu     sync.Mutex
 	counts map[[2]string]uint64 // (port, reason) → refusals
@@ -33,21 +34,25 @@ func newGuard(log *slog.Logger) *guard {
 		desc: prometheus.NewDesc("ratelimit_cluster_refused_total",
 			"Messages and connections refused by the cluster ports, by port (gossip, peer, raft) and reason: auth (no or wrong cluster key or certificate), handshake, conn_limit, read_timeout, idle, bad_frame, calls_throttled (a call waited for the per-connection cap).",
 			[]string{"port", "reason"}, nil),
-		log:    newCapLog(log, slog.LevelWarn, 1),
+		log:    logcap.New(log, logcap.Config{Level: slog.LevelWarn}),
 		counts: map[[2]string]uint64{},
 	}
 }
 
-// refuse counts and logs one refusal.
+// refuse counts and logs one refusal; an idle connection closed is
+// counted only, since peers leave idle connections in their pools.
 func (g *guard) refuse(port, reason, remote string, err error) {
 	g.mu.Lock()
 	g.counts[[2]string{port, reason}]++
 	g.mu.Unlock()
+	if reason == "idle" {
+		return
+	}
 	args := []any{"port", port, "reason", reason, "remote", remote}
 	if err != nil {
 		args = append(args, "err", err.Error())
 	}
-	g.log.warn(time.Now(), "cluster port refused a peer", args...)
+	g.log.Log("cluster port refused a peer", args...)
 }
 
 // count returns the refusals of (port, reason), the peer transport's
@@ -119,15 +124,15 @@ func (n *Node) refusedRaft(reason, remote string, err error) {
 // gossipLogger is memberlist's logger: lines about messages that could not
 // be decrypted (a node without the cluster key, or with another) are
 // refusals, counted and logged as warnings under the cap; the rest go to
-// the node's log at debug level.
+// the node's log at the level of their prefix.
 func (n *Node) gossipLogger() *log.Logger {
-	debug := slog.NewLogLogger(n.log.With("component", "memberlist").Handler(), slog.LevelDebug)
-	return log.New(gossipLogWriter{n: n, debug: debug}, "", 0)
+	next := logadapt.StdLogger(n.log.With("component", "memberlist")).Writer()
+	return log.New(gossipLogWriter{n: n, next: next}, "", 0)
 }
 
 type gossipLogWriter struct {
-	n     *Node
-	debug *log.Logger
+	n    *Node
+	next io.Writer
 }
 
 func (w gossipLogWriter) Write(p []byte) (int, error) {
@@ -140,8 +145,5 @@ func (w gossipLogWriter) Write(p []byte) (int, error) {
 		w.n.guard.refuse("gossip", "auth", remote, nil)
 		return len(p), nil
 	}
-	if w.n.log.Enabled(context.Background(), slog.LevelDebug) {
-		w.debug.Print(line)
-	}
-	return len(p), nil
+	return w.next.Write(p)
 }

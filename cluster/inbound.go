@@ -13,6 +13,7 @@ import (
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster/ring"
+	"github.com/vibewell/ratelimit/transport"
 )
 
 // Whatever a peer sends is checked here before it changes anything, even
@@ -99,7 +100,7 @@ func (n *Node) refuseCommand(stage string, index uint64, err error) {
 		reason = "invalid"
 	}
 	n.metrics.inbound.commands.WithLabelValues(reason).Inc()
-	n.warnings.warn(time.Now(), "policy command refused; the table is unchanged", "stage", stage, "index", index, "reason", reason, "err", capText(err.Error()))
+	n.warnings.Log("policy command refused; the table is unchanged", "stage", stage, "index", index, "reason", reason, "err", capText(err.Error()))
 }
 
 // capText shortens s, which may come from a peer, for a log line.
@@ -130,7 +131,7 @@ func (n *Node) receiveStates(ctx context.Context, method string, body []byte, me
 		n.dropStates(method, "malformed", "", 1, err)
 		return 0, fmt.Errorf("cluster: %s: %w", method, err)
 	}
-	from := senderName(ctx, &msg)
+	from := n.senderName(ctx, &msg)
 	rt := n.route.Load()
 	if rt == nil || from == "" || from == rt.self || !rt.ring.Has(from) {
 		n.dropStates(method, "sender", from, len(msg.Items), errors.New("not a member of this node's ring"))
@@ -199,14 +200,23 @@ var errNotMember = errors.New("cluster: sender is not a ring member")
 
 // senderName is the name of the node that sent msg: the one its
 // authenticated connection names when there is one, else the one the
-// message gives.
-func senderName(_ context.Context, msg *handoffMsg) string { return msg.From }
+// message gives. Only the certificates derived from the cluster key name
+// nodes (a team's own PKI may give every node one certificate), so that a
+// member cannot speak for another.
+func (n *Node) senderName(ctx context.Context, msg *handoffMsg) string {
+	if n.sec.named {
+		if name, ok := transport.PeerName(ctx); ok {
+			return name
+		}
+	}
+	return msg.From
+}
 
 // dropStates counts and logs count counters of a method's message from
 // the node from, dropped for reason.
 func (n *Node) dropStates(method, reason, from string, count int, err error) {
 	n.metrics.inbound.states.WithLabelValues(method, reason).Add(float64(count))
-	n.warnings.warn(time.Now(), "counters from a peer dropped instead of merged", "message", method, "reason", reason,
+	n.warnings.Log("counters from a peer dropped instead of merged", "message", method, "reason", reason,
 		"from", capText(from), "counters", count, "err", capText(err.Error()))
 }
 

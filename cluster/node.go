@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/internal/logcap"
 	"github.com/vibewell/ratelimit/transport"
 )
 
@@ -41,15 +42,18 @@ type Node struct {
 	store    bucket.Store
 	local    *bucket.MemoryStore // counters of the local failure mode
 	replicas *bucket.MemoryStore // copies of the counters of the keys whose successor this node is; or nil
+	// replicaWake wakes the copy loop when a counter may have changed; nil without copies.
+	replicaWake *wakeGate
 	// replicasSent counts the copies sent (Stats).
 	replicasSent atomic.Uint64
 	clock        bucket.Clock
 	coarse       *coarseClock // the default clock, stopped on Close; or nil
 	policies     atomic.Pointer[policyTable]
 	metrics      *metrics
-	denials      *capLog
-	denied       *denyCache // owners' denials of forwarded checks; or nil
-	warnings     *capLog
+	denials      *logcap.Logger
+	denied       deniedKeys // the most denied keys, by policy (TopDenied)
+	denyCache    *denyCache // owners' denials of forwarded checks; or nil
+	warnings     *logcap.Logger
 
 	// Cluster side; tr and gossip are nil for a standalone node.
 	sec    secrets // credentials of the cluster ports (secret.go)
@@ -62,6 +66,7 @@ type Node struct {
 	state       *policyState // the replicated table; checks read policies
 	tableLogged bool         // logTableDiff ran; under stateMu
 	route       atomic.Pointer[routeTable]
+	ringPub     ringPublished                // the published view of route (ringview.go)
 	without     atomic.Pointer[ringsWithout] // rings without one member, for checking what peers send
 	leaving     atomic.Bool
 	// partitioned is true when each node keeps its own counters (the
@@ -71,6 +76,7 @@ type Node struct {
 
 	closed atomic.Bool
 	stop   chan struct{}
+	halted chan struct{} // closed once background work has ended after Close or Halt
 	wg     sync.WaitGroup
 }
 
@@ -116,6 +122,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		coarse:  coarse,
 		metrics: m,
 		stop:    make(chan struct{}),
+		halted:  make(chan struct{}),
 		sec:     cfg.secrets(time.Now),
 		guard:   newGuard(cfg.Logger.With("node", cfg.NodeName)),
 	}
@@ -128,10 +135,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.sec.generated = generated
 	_, n.partitioned = cfg.Store.(handoffStore)
-	n.denials = newCapLog(n.log, slog.LevelInfo, cfg.DenialLogRate)
-	n.denied = newDenyCache(cfg.DenyCacheKeys, 2*max(cfg.ClockResolution, 0))
-	n.denied.register(m)
-	n.warnings = newCapLog(n.log, slog.LevelWarn, 1)
+	n.denials, n.warnings = n.newEventLogs()
+	n.denyCache = newDenyCache(cfg.DenyCacheKeys, 2*max(cfg.ClockResolution, 0))
+	n.denyCache.register(m)
 	n.policies.Store(&table)
 	n.state = &policyState{Policies: map[string]bucket.Policy{}}
 	if cfg.GossipAddr == "" {
@@ -162,6 +168,7 @@ func (n *Node) startCluster(ctx context.Context) error {
 	cfg := n.cfg
 	if ct, ok := n.store.(changeTracker); ok && ct.Tracking() && cfg.ReplicaInterval > 0 {
 		n.replicas = bucket.NewMemoryStore(bucket.MemoryConfig{MaxKeys: cfg.MaxKeys})
+		n.replicaWake = newWakeGate()
 	} else if n.partitioned && cfg.ReplicaInterval > 0 {
 		n.log.Warn("counter copies off: the store does not track changed counters (bucket.MemoryConfig.TrackChanges); a crash of this node resets its counters")
 	}
@@ -267,6 +274,7 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 		}
 	}
 	d, err = n.store.Take(ctx, k, p.Policy, hits, now)
+	n.replicaWake.poke()
 	if err != nil {
 		if ctx.Err() != nil {
 			return Decision{}, ctx.Err()
@@ -299,8 +307,9 @@ func (n *Node) finish(p *policyEntry, key string, hits int64, d Decision, now ti
 	}
 	d = d.ApplyShadow(&p.Policy)
 	p.counters.record(d)
+	n.recordDenied(p.Name, key, d, now)
 	if n.cfg.LogDenials && (!d.Allowed || d.Shadowed) {
-		n.denials.denied(p.Name, key, hits, d, now)
+		n.logDenied(p.Name, key, hits, d)
 	}
 	return d, nil
 }
@@ -433,8 +442,8 @@ func (n *Node) sweepLoop() {
 		if dropped := n.Sweep(); dropped > 0 {
 			n.log.Debug("swept idle counters", "dropped", dropped)
 		}
-		n.denials.flush()
-		n.warnings.flush()
+		n.denials.Flush()
+		n.warnings.Flush()
 	})
 }
 
@@ -488,13 +497,13 @@ func (n *Node) Leave(ctx context.Context) error {
 
 // Close leaves the cluster (see Leave), stops the node and releases its
 // listeners. Checks after Close return ErrClosed. It waits for background
-// work to end, or for ctx.
+// work to end, or for ctx; the node's metrics are unregistered either way.
+// A second Close, or one after Halt, waits the same way.
 func (n *Node) Close(ctx context.Context) error {
-	if n.closed.Load() {
-		return nil
-	}
-	if err := n.Leave(ctx); err != nil {
-		n.log.Warn("leave failed", "err", err)
+	if !n.closed.Load() {
+		if err := n.Leave(ctx); err != nil {
+			n.log.Warn("leave failed", "err", err)
+		}
 	}
 	return n.halt(ctx)
 }
@@ -505,22 +514,25 @@ func (n *Node) Close(ctx context.Context) error {
 func (n *Node) Halt() { n.halt(context.Background()) }
 
 func (n *Node) halt(ctx context.Context) error {
-	if !n.closed.CompareAndSwap(false, true) {
-		return nil
+	if n.closed.CompareAndSwap(false, true) {
+		n.shutdown()
+		// At once, not after the wait: a caller whose ctx expires can
+		// still register another node on the same registry.
+		n.metrics.unregister()
+		go func() {
+			n.wg.Wait()
+			n.denials.Flush()
+			n.warnings.Flush()
+			n.log.Info("node closed")
+			close(n.halted)
+		}()
 	}
-	n.shutdown()
-	done := make(chan struct{})
-	go func() { n.wg.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-n.halted:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	n.denials.flush()
-	n.warnings.flush()
-	n.metrics.unregister()
-	n.log.Info("node closed")
-	return nil
 }
 
 // shutdown stops background work and closes listeners.

@@ -211,7 +211,7 @@ func TestDenialLogIsCapped(t *testing.T) {
 	n.Allow(context.Background(), "p", "attacker", 1)
 	mu.Lock()
 	defer mu.Unlock()
-	if !strings.Contains(buf.String(), `"suppressed_before":994`) {
+	if !strings.Contains(buf.String(), `"suppressed":994`) {
 		t.Fatalf("the next line after the cap must say how many were suppressed:\n%s", buf.String())
 	}
 }

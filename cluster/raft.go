@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/vibewell/ratelimit/cluster/raftbolt"
+	"github.com/vibewell/ratelimit/internal/logadapt"
 )
 
 // ErrNoLeader: a policy change could not be committed before its deadline,
@@ -72,11 +72,9 @@ func (n *Node) startRaft() error {
 		}
 		adv = a
 	}
-	hlog := hclog.New(&hclog.LoggerOptions{
-		Name:   "raft",
-		Level:  hclog.Warn,
-		Output: slogWriter{n.log.With("component", "raft")},
-	})
+	// Raft's warnings and errors, in the node's log; its first election
+	// is routine, at info.
+	hlog := logadapt.NewHclog(n.log.With("component", "raft"), hclog.Warn, "heartbeat timeout reached, starting election")
 	stream, err := newRaftStream(bind, adv, n.sec.raft, n.refusedRaft)
 	if err != nil {
 		return fmt.Errorf("cluster: raft transport on %s: %w", bind, err)
@@ -120,8 +118,18 @@ func (n *Node) startRaft() error {
 	rc.Logger = hlog
 	rc.HeartbeatTimeout = cfg.RaftTimeout
 	rc.ElectionTimeout = cfg.RaftTimeout
-	rc.LeaderLeaseTimeout = cfg.RaftTimeout / 2
-	rc.CommitTimeout = 2 * time.Millisecond // default 50 ms delays followers' apply; 1 ms doubles idle CPU
+	// Without a commit every few milliseconds, only heartbeats tell the
+	// leader that followers are there: a lease of a whole timeout keeps a
+	// loaded leader from stepping down for a late one.
+	rc.LeaderLeaseTimeout = cfg.RaftTimeout
+	// The leader also sends each follower its log every CommitTimeout:
+	// short, that is hundreds of wake-ups a second on an idle cluster.
+	// Followers learn of a commit at once instead, from the barrier that
+	// nudgeFollowers appends after each change (see idle.go).
+	rc.CommitTimeout = cfg.RaftTimeout
+	if cfg.legacyCommit > 0 {
+		rc.CommitTimeout = cfg.legacyCommit
+	}
 	rc.SnapshotThreshold = 1024
 	rc.TrailingLogs = 1024
 	n.raft = rn // the FSM may apply entries while NewRaft replays the log
@@ -152,17 +160,24 @@ func (n *Node) startRaft() error {
 }
 
 // leaderLoop seeds the table once and, while this node leads, keeps the
-// raft configuration in line with the gossip membership.
+// raft configuration in line with the gossip membership. A follower's
+// loop wakes only on membership changes and leadership changes.
 func (rn *raftNode) leaderLoop() {
 	defer rn.n.wg.Done()
 	tick := time.NewTicker(rn.n.cfg.RaftTimeout / 2)
 	defer tick.Stop()
+	leaderCh := rn.r.LeaderCh()
 	for {
+		var ticks <-chan time.Time
+		if rn.r.State() == raft.Leader {
+			ticks = tick.C
+		}
 		select {
 		case <-rn.n.stop:
 			return
-		case <-tick.C:
+		case <-ticks:
 		case <-rn.kick:
+		case <-leaderCh:
 		}
 		if rn.r.State() != raft.Leader {
 			continue
@@ -183,13 +198,14 @@ func (rn *raftNode) seed() {
 	c := command{Op: opSeed, Policies: rn.n.cfg.Policies}
 	data, err := rn.n.checkProposal(c)
 	if err != nil {
-		rn.n.warnings.warn(time.Now(), "the configured policies cannot seed the table", "err", err)
+		rn.n.warnings.Log("the configured policies cannot seed the table", "err", err)
 		return
 	}
 	if err := rn.r.Apply(data, 5*time.Second).Error(); err != nil {
 		rn.n.log.Warn("seeding the policy table failed; retrying", "err", err)
 		return
 	}
+	rn.nudgeFollowers()
 	rn.n.log.Info("policy table seeded from the configuration", "policies", len(rn.n.cfg.Policies))
 }
 
@@ -361,6 +377,9 @@ func (rn *raftNode) applyLocal(ctx context.Context, data []byte) (uint64, error)
 	case <-rn.n.stop:
 		return 0, ErrClosed
 	}
+	if err == nil {
+		rn.nudgeFollowers()
+	}
 	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
 			errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrEnqueueTimeout) {
@@ -489,11 +508,26 @@ func (rn *raftNode) status() *RaftStatus {
 // leave steps down and removes this node from the raft configuration, so
 // a graceful leave does not cost the cluster a voter.
 func (rn *raftNode) leave() {
-	if rn.r.State() == raft.Leader {
+	if rn.r.State() == raft.Leader && rn.otherVoters() {
 		if err := rn.r.LeadershipTransfer().Error(); err != nil {
 			rn.n.log.Warn("raft leadership transfer failed", "err", err)
 		}
 	}
+}
+
+// otherVoters reports whether raft's configuration has a voter besides
+// this node, which could take over its leadership.
+func (rn *raftNode) otherVoters() bool {
+	f := rn.r.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && string(s.ID) != rn.n.cfg.NodeName {
+			return true
+		}
+	}
+	return false
 }
 
 func (rn *raftNode) close() {
@@ -565,34 +599,3 @@ func (s snapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (snapshot) Release() {}
-
-// slogWriter passes hclog's lines to slog.
-type slogWriter struct{ log *slog.Logger }
-
-// routineRaftWarnings are raft warnings that every healthy node logs in its
-// life: no heartbeat yet after a start (the first election, or a new node
-// not yet in the configuration), and a one-node cluster's shutdown, which
-// has no peer to hand the leadership to. They are logged at info, so that
-// a warning means something to look at.
-var routineRaftWarnings = []string{
-	"heartbeat timeout reached",
-	"cannot find peer",
-}
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	line := strings.TrimSpace(string(p))
-	level := slog.LevelInfo
-	switch {
-	case strings.Contains(line, "[ERROR]"):
-		level = slog.LevelError
-	case strings.Contains(line, "[WARN]"):
-		level = slog.LevelWarn
-		for _, s := range routineRaftWarnings {
-			if strings.Contains(line, s) {
-				level = slog.LevelInfo
-			}
-		}
-	}
-	w.log.Log(context.Background(), level, line)
-	return len(p), nil
-}

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -124,13 +125,17 @@ type streamConn struct {
 	closeOnce sync.Once
 }
 
+// Read reads from the connection. A failed handshake and an idle deadline
+// read as io.EOF, which raft takes as a closed connection without logging
+// it: the refusal is counted and logged here, under the cap, so a stranger
+// cannot flood raft's log.
 func (c *streamConn) Read(p []byte) (int, error) {
 	if !c.handshook && c.tls != nil {
 		_ = c.tls.SetDeadline(time.Now().Add(RaftHandshakeTimeout))
 		if err := c.tls.Handshake(); err != nil {
 			c.s.refused("handshake", c.RemoteAddr().String(), err)
 			c.Close()
-			return 0, err
+			return 0, io.EOF
 		}
 		_ = c.tls.SetDeadline(time.Time{})
 	}
@@ -139,6 +144,7 @@ func (c *streamConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		c.s.refused("idle", c.RemoteAddr().String(), nil)
+		return n, io.EOF
 	}
 	return n, err
 }

@@ -24,7 +24,7 @@ func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int
 		ctx, cancel = context.WithTimeout(ctx, n.cfg.ForwardTimeout)
 		defer cancel()
 	}
-	if d, ok := n.denied.lookup(p, key, hits, now); ok {
+	if d, ok := n.denyCache.lookup(p, key, hits, now); ok {
 		return d, nil
 	}
 	res, err := n.tr.Check(ctx, addr, transport.CheckItem{Policy: p.Name, Key: key, Hits: hits})
@@ -37,7 +37,7 @@ func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int
 	switch res.Status {
 	case transport.StatusOK:
 		d := fromWire(res)
-		n.denied.store(p, key, hits, d, now)
+		n.denyCache.store(p, key, hits, d, now)
 		return d, nil
 	case transport.StatusBadRequest:
 		return Decision{}, fmt.Errorf("%w: refused by its owner", ErrInvalidKey)
@@ -50,7 +50,7 @@ func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int
 // the store's backend) by the policy's failure mode.
 func (n *Node) fallback(ctx context.Context, p *policyEntry, key string, hits int64, now time.Time, live int, cause error) (Decision, error) {
 	n.metrics.fallback(p.Name, p.FailureMode)
-	n.warnings.warn(now, "counter unreachable; failure mode decides", "policy", p.Name, "mode", p.FailureMode.String(), "err", cause)
+	n.warnings.Log("counter unreachable; failure mode decides", "policy", p.Name, "mode", p.FailureMode.String(), "err", cause)
 	capacity := p.Capacity()
 	switch p.FailureMode {
 	case bucket.FailOpen:
@@ -145,6 +145,7 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 		}
 		results[i] = toWire(d)
 	}
+	n.replicaWake.poke()
 	for addr, idx := range moved {
 		n.passOn(ctx, addr, items, idx, results)
 	}
@@ -175,6 +176,10 @@ func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte)
 	switch method {
 	case methodHandoff:
 		return nil, h.n.receiveHandoff(ctx, body)
+	case methodTopDenied:
+		return h.n.serveTopDenied(body)
+	case methodCounts:
+		return h.n.serveCounts()
 	case methodReplica:
 		return nil, h.n.receiveReplica(ctx, body)
 	case methodPolicyApply:
@@ -271,5 +276,6 @@ func (n *Node) receiveHandoff(ctx context.Context, body []byte) error {
 	}
 	merged, err := n.receiveStates(ctx, methodHandoff, body, hs.Merge)
 	n.metrics.receivedHandoff.Add(float64(merged))
+	n.replicaWake.poke()
 	return err
 }

@@ -288,6 +288,7 @@ type secrets struct {
 	peer      *tls.Config // the peer transport's TLS; nil: plain TCP
 	raft      *tls.Config // raft's TLS; nil: plain TCP
 	generated bool        // this start generated ClusterKey
+	named     bool        // peer certificates name their node (derived from the key)
 }
 
 // resolveClusterKey gives a node that needs a cluster key and has none the
@@ -328,6 +329,7 @@ func (c Config) secrets(now func() time.Time) secrets {
 	if s.peer == nil {
 		s.peer = keyTLS(c.ClusterKey, purposePeer, c.NodeName, now)
 		s.raft = keyTLS(c.ClusterKey, purposeRaft, c.NodeName, now)
+		s.named = true
 	}
 	return s
 }

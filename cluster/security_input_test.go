@@ -90,14 +90,17 @@ func TestSecurityInvalidPolicyCommandNotCommitted(t *testing.T) {
 		regs[i] = prometheus.NewRegistry()
 		cfg.Metrics = regs[i]
 	}})
-	waitFor(t, "seeded table", func() bool { return seeded(c) })
+	// benchSeeded: the leader also has its 3 voters, so no configuration
+	// change moves the applied index below.
+	waitFor(t, "seeded table", func() bool { return seeded(c) && benchSeeded(c) })
 	leader := c.Leader()
 	useUp(t, c.Node(leader), "auth", "ip:203.0.113.7")
 	before := c.Node(leader).Policies()
 	index := c.Node(leader).Status().Raft.AppliedIndex
 
-	// A peer on the peer port: the leader's policy.apply method.
-	attacker, err := transport.NewTCP(transport.TCPConfig{MaxFrame: 2 * cluster.MaxCommandBytes})
+	// A peer on the peer port, holding the cluster key: the leader's
+	// policy.apply method.
+	attacker, err := transport.NewTCP(transport.TCPConfig{MaxFrame: 2 * cluster.MaxCommandBytes, TLS: cluster.StrangerTLS(c.Key(), "mallory", false)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,15 +285,29 @@ func TestSecurityForgedCountersDropped(t *testing.T) {
 	victimOwner := c.Owner("auth", victim)
 	before := c.Node(owner).Policies()
 
-	attacker, err := transport.NewTCP(transport.TCPConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer attacker.Close()
-	send := func(to int, method string, body []byte) {
+	// The sender holds the cluster key (a stranger is refused at the
+	// handshake, security_test.go): its certificate names the node it
+	// claims to be, a member or "rogue", outside the ring.
+	attackers := map[string]*transport.TCP{}
+	defer func() {
+		for _, a := range attackers {
+			a.Close()
+		}
+	}()
+	send := func(as string, to int, method string, body []byte) {
+		a := attackers[as]
+		if a == nil {
+			var err error
+			if a, err = transport.NewTCP(transport.TCPConfig{TLS: cluster.StrangerTLS(c.Key(), as, false)}); err != nil {
+				t.Fatal(err)
+			}
+			attackers[as] = a
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, _ = attacker.Call(ctx, c.Node(to).PeerAddr(), method, body)
+		if _, err := a.Call(ctx, c.Node(to).PeerAddr(), method, body); err != nil && !errors.Is(err, transport.ErrRemote) {
+			t.Errorf("%s to node %d: %v", method, to, err)
+		}
 	}
 	other := func(not int) string {
 		for _, i := range c.Live() {
@@ -308,17 +325,17 @@ func TestSecurityForgedCountersDropped(t *testing.T) {
 	// member and from a stranger, as a hand-off and as a copy, 5 rounds.
 	for range 5 {
 		for _, from := range []string{other(owner), "rogue"} {
-			send(owner, "handoff", forgedStates(from, "auth", []string{used}, future, 1, span))
+			send(from, owner, "handoff", forgedStates(from, "auth", []string{used}, future, 1, span))
 			for _, i := range c.Live() {
-				send(i, "replica", forgedStates(from, "auth", []string{used}, future, 1, span))
+				send(from, i, "replica", forgedStates(from, "auth", []string{used}, future, 1, span))
 			}
 		}
 	}
 	// The lock attack: maximal counts for the victim's fresh key, to its
 	// owner and to every node as a copy from its owner.
-	send(victimOwner, "handoff", forgedStates(other(victimOwner), "auth", []string{victim}, now/width*width, math.MaxUint32, span))
+	send(other(victimOwner), victimOwner, "handoff", forgedStates(other(victimOwner), "auth", []string{victim}, now/width*width, math.MaxUint32, span))
 	for _, i := range c.Live() {
-		send(i, "replica", forgedStates(c.Node(victimOwner).Name(), "auth", []string{victim}, now/width*width, math.MaxUint32, span))
+		send(c.Node(victimOwner).Name(), i, "replica", forgedStates(c.Node(victimOwner).Name(), "auth", []string{victim}, now/width*width, math.MaxUint32, span))
 	}
 
 	stillDenies(t, c, "auth", used)

@@ -337,7 +337,7 @@ func (h *handler) adminError(ctx context.Context, op string, err error) *inputEr
 		return &inputError{status: http.StatusConflict, msg: err.Error(), field: "force"}
 	}
 	if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		h.errLog.log(op+" failed", "err", err)
+		h.errLog.Log(op+" failed", "err", err)
 	}
 	return &inputError{status: http.StatusServiceUnavailable, msg: op + " failed: " + err.Error()}
 }

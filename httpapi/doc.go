@@ -160,7 +160,7 @@
 //		proxy_method GET;
 //		proxy_pass_request_body off;
 //		proxy_set_header Content-Length "";
-//		proxy_set_header X-RateLimit-Key $remote_addr;
+//		proxy_set_header X-RateLimit-Key "ip:$remote_addr";
 //		proxy_http_version 1.1;
 //		proxy_set_header Connection "";
 //		proxy_pass http://ratelimit/v1/auth?policy=api_limit;
@@ -172,6 +172,9 @@
 //	}
 //
 // Pass $remote_addr rather than $binary_remote_addr: a header must be text.
+// The "ip:" prefix is the project's key convention for clients by address,
+// the one ClientIP gives the Go middleware: nginx and the middleware then
+// count one client under one key.
 // If the rate limiter is down, auth_request fails the request with a 500;
 // to fail open instead, add error_page 500 502 503 504 = @allow to the
 // /api/ location with a @allow location that proxies to the app.

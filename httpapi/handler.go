@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/internal/logcap"
 )
 
 // Defaults for Options fields.
@@ -68,6 +69,9 @@ type Options struct {
 	// Status is served on GET /v1/cluster, as JSON; for a node, a func
 	// returning node.Status(). Default: none, and /v1/cluster answers 404.
 	Status func() any
+	// Operator answers GET /v1/top, /v1/owner and /v1/overview (admin
+	// API). Default: none, and they answer 404.
+	Operator Operator
 	// AdminTimeout bounds a policy write, so that a write without a raft
 	// leader fails with a 503 rather than hang. Default: 10 s.
 	AdminTimeout time.Duration
@@ -119,7 +123,7 @@ func (o Options) withDefaults() (Options, error) {
 type handler struct {
 	opts    Options
 	mux     *http.ServeMux
-	errLog  *errorLog
+	errLog  *logcap.Logger
 	latency [numEndpoints]prometheus.Observer // nil entries: no metrics
 
 	// tooLargeBodies and bodyTimeouts count the bodies refused by
@@ -189,6 +193,8 @@ func NewHandler(opts Options) (http.Handler, error) {
 	// request, so /v1/auth answers every method.
 	h.mux.HandleFunc("/v1/auth", h.auth)
 	h.adminRoutes()
+	h.operatorRoutes()
+	h.ringRoutes()
 	h.route("GET", "/healthz", h.healthz)
 	h.route("GET", "/readyz", h.readyz)
 	if opts.Gatherer != nil {
@@ -306,7 +312,7 @@ func (h *handler) decide(ctx context.Context, r *CheckRequest) (bucket.Policy, b
 
 func (h *handler) backendError(ctx context.Context, policy string, err error) *inputError {
 	if ctx.Err() == nil {
-		h.errLog.log("check failed", "policy", policy, "err", err)
+		h.errLog.Log("check failed", "policy", policy, "err", err)
 	}
 	return &inputError{status: http.StatusServiceUnavailable, msg: "check failed: " + err.Error()}
 }
@@ -338,6 +344,7 @@ func (h *handler) check(w http.ResponseWriter, r *http.Request) {
 	}
 	hdr := w.Header()
 	SetHeaders(hdr, &p, req.Key, d)
+	h.setRingHeader(hdr)
 	hdr["Content-Type"] = jsonContentType
 	status := http.StatusOK
 	if !d.Allowed {

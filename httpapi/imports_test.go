@@ -10,7 +10,8 @@ import (
 )
 
 // TestImports holds the layering: httpapi depends on bucket and its own
-// Checker interface, never on the cluster or the transport.
+// Checker interface (and the project's capped log), never on the cluster
+// or the transport.
 func TestImports(t *testing.T) {
 	files, err := filepath.Glob("*.go")
 	if err != nil {
@@ -27,8 +28,9 @@ func TestImports(t *testing.T) {
 		}
 		for _, imp := range f.Imports {
 			path, _ := strconv.Unquote(imp.Path.Value)
-			if strings.HasPrefix(path, "github.com/vibewell/ratelimit/") && path != "github.com/vibewell/ratelimit/bucket" {
-				t.Errorf("%s imports %s; httpapi may import only bucket from this module", name, path)
+			if strings.HasPrefix(path, "github.com/vibewell/ratelimit/") && path != "github.com/vibewell/ratelimit/bucket" &&
+				path != "github.com/vibewell/ratelimit/internal/logcap" {
+				t.Errorf("%s imports %s; httpapi may import only bucket and internal/logcap from this module", name, path)
 			}
 		}
 	}

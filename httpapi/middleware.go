@@ -50,7 +50,7 @@ func Middleware(c Checker, policy string, key KeyFunc, opts MiddlewareOptions) f
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			fail := func(err error) {
 				if r.Context().Err() == nil {
-					errLog.log("rate limit check failed", "policy", policy, "path", r.URL.Path, "err", err)
+					errLog.Log("rate limit check failed", "policy", policy, "path", r.URL.Path, "err", err)
 				}
 				if opts.FailClosed {
 					writeError(w, &inputError{status: http.StatusServiceUnavailable, msg: "rate limit check failed"})
@@ -112,8 +112,11 @@ type ClientIPConfig struct {
 	TrustedProxies []netip.Prefix
 }
 
-// ClientIP is a KeyFunc that returns the client's IP address in its text
-// form ("203.0.113.7", "2001:db8::1"; IPv4-mapped IPv6 addresses as IPv4).
+// ClientIP is a KeyFunc that returns "ip:" and the client's IP address in
+// its text form ("ip:203.0.113.7", "ip:2001:db8::1"; IPv4-mapped IPv6
+// addresses as IPv4). It is the project's one key convention for clients
+// by address: deploy/nginx sends "ip:$remote_addr", so a client counts
+// under one key whether nginx or this middleware checks it.
 //
 // When the peer (the request's RemoteAddr) is a trusted proxy and
 // TrustedHeader is set, the header's hops are read from the right (the hop
@@ -137,7 +140,7 @@ func ClientIP(cfg ClientIPConfig) KeyFunc {
 			return "", fmt.Errorf("%w: remote address %q is not an IP address", ErrNoKey, r.RemoteAddr)
 		}
 		if cfg.TrustedHeader == "" || !trusted(peer) {
-			return peer.String(), nil
+			return ipKey(peer), nil
 		}
 		values := r.Header.Values(cfg.TrustedHeader)
 		client := peer
@@ -159,14 +162,17 @@ func ClientIP(cfg ClientIPConfig) KeyFunc {
 					return "", fmt.Errorf("%w: %s hop %q is not an IP address", ErrNoKey, cfg.TrustedHeader, hop)
 				}
 				if !trusted(a) {
-					return a.String(), nil
+					return ipKey(a), nil
 				}
 				client = a
 			}
 		}
-		return client.String(), nil
+		return ipKey(client), nil
 	}
 }
+
+// ipKey is the key of a client address: "ip:" and its text form.
+func ipKey(a netip.Addr) string { return "ip:" + a.String() }
 
 // parseHop reads an address with or without a port ("1.2.3.4",
 // "1.2.3.4:80", "[::1]:80", "[::1]"), unmapped and without a zone.

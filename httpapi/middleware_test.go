@@ -57,8 +57,8 @@ func TestMiddlewareAllowsThenDenies(t *testing.T) {
 		t.Errorf("the handler ran %d times, want 2", calls)
 	}
 	// The key was the loopback client address.
-	if d, _ := e.node.Allow(context.Background(), "fixed", "127.0.0.1", 0); d.Remaining != 0 {
-		t.Errorf("key 127.0.0.1 has %d remaining, want 0", d.Remaining)
+	if d, _ := e.node.Allow(context.Background(), "fixed", "ip:127.0.0.1", 0); d.Remaining != 0 {
+		t.Errorf("key ip:127.0.0.1 has %d remaining, want 0", d.Remaining)
 	}
 }
 
@@ -189,8 +189,8 @@ func TestClientIP(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got != c.want {
-				t.Errorf("got %q, %v; want %q", got, err, c.want)
+			if want := "ip:" + c.want; err != nil || got != want {
+				t.Errorf("got %q, %v; want %q", got, err, want)
 			}
 		})
 	}

@@ -536,48 +536,64 @@ func (p *peer) connect(ctx context.Context) (*clientConn, error) {
 		ch := make(chan struct{})
 		p.dialing[i] = ch
 		p.mu.Unlock()
-
-		nc, err := p.t.dial(ctx, p.addr)
-
-		p.mu.Lock()
-		p.dialing[i] = nil
-		close(ch)
-		if err != nil && ctx.Err() != nil { // the caller gave up: not the peer's fault
-			p.mu.Unlock()
+		// The dial (a TLS handshake included) runs to its end even if
+		// this caller gives up: on a starved machine a handshake may
+		// outlast a short request deadline, and the next request then
+		// finds the connection made instead of starting over.
+		var err error
+		p.t.wg.Add(1)
+		go p.dial(i, ch, &err)
+		select {
+		case <-ch:
+		case <-ctx.Done():
 			return nil, ctxError(ctx, p.addr)
 		}
 		if err != nil {
-			p.failures++
-			p.retryAt = time.Now().Add(p.t.backoff(p.failures))
-			p.lastErr = err
+			p.mu.Lock()
 			c := p.pick()
 			p.mu.Unlock()
 			if c != nil {
 				return c, nil
 			}
-			p.t.log.warn("transport: dial", "peer", p.addr, "err", err)
 			return nil, fmt.Errorf("transport: dial %s: %w: %v", p.addr, ErrUnreachable, err)
 		}
-		if p.closed {
-			p.mu.Unlock()
-			nc.Close()
-			return nil, ErrClosed
-		}
-		c := &clientConn{
-			p:       p,
-			nc:      nc,
-			idx:     i,
-			w:       frameWriter{nc: nc, timeout: p.t.cfg.CallTimeout},
-			pending: make(map[uint32]*request),
-		}
-		p.conns[i] = c
-		p.live++
-		p.failures = 0
-		p.t.wg.Add(1)
-		go c.read()
-		p.mu.Unlock()
-		return c, nil
+		// The loop picks the new connection up.
 	}
+}
+
+// dial opens connection i, bounded by DialTimeout and Close, installs it
+// (or records the failure in *errp and starts the back-off) and closes ch.
+func (p *peer) dial(i int, ch chan struct{}, errp *error) {
+	defer p.t.wg.Done()
+	nc, err := p.t.dial(p.t.ctx, p.addr)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dialing[i] = nil
+	defer close(ch)
+	if err != nil {
+		*errp = err
+		p.failures++
+		p.retryAt = time.Now().Add(p.t.backoff(p.failures))
+		p.lastErr = err
+		p.t.log.warn("transport: dial", "peer", p.addr, "err", err)
+		return
+	}
+	if p.closed || p.retired {
+		nc.Close()
+		return
+	}
+	c := &clientConn{
+		p:       p,
+		nc:      nc,
+		idx:     i,
+		w:       frameWriter{nc: nc, timeout: p.t.cfg.CallTimeout},
+		pending: make(map[uint32]*request),
+	}
+	p.conns[i] = c
+	p.live++
+	p.failures = 0
+	p.t.wg.Add(1)
+	go c.read()
 }
 
 // failQueue fails every queued check with err.
@@ -643,8 +659,9 @@ func (p *peer) finish(r *request, results []CheckResult, resp []byte, err error)
 	r.done <- struct{}{}
 }
 
-// expire fails the requests whose deadline passed before now (unix ns).
-func (p *peer) expire(now int64) {
+// expire fails the requests whose deadline passed before now (unix ns),
+// and reports whether others are still pending.
+func (p *peer) expire(now int64) (pending bool) {
 	p.mu.Lock()
 	conns := append([]*clientConn(nil), p.conns...)
 	p.mu.Unlock()
@@ -660,12 +677,14 @@ func (p *peer) expire(now int64) {
 				delete(c.pending, id)
 			}
 		}
+		pending = pending || len(c.pending) > 0
 		c.mu.Unlock()
 		for _, r := range late {
 			p.t.st.timeouts.Add(1)
 			p.finish(r, nil, nil, fmt.Errorf("transport: %s: %w (no answer within %v)", p.addr, ErrTimeout, p.t.cfg.CallTimeout))
 		}
 	}
+	return pending
 }
 
 // idle reports whether the peer has nothing to do: no connection, queue,
@@ -790,6 +809,9 @@ func (c *clientConn) send(r *request) {
 			c.pending[id] = r
 		}
 		c.mu.Unlock()
+		if failErr == nil {
+			t.wakeSweep()
+		}
 	}
 	if failErr == nil {
 		if items > 0 {

@@ -47,7 +47,7 @@ func (t *TCP) serveConn(nc net.Conn, h Handler) {
 	}()
 	ctx := t.ctx
 	if tc, ok := nc.(*tls.Conn); ok {
-		_ = tc.SetDeadline(time.Now().Add(min(t.cfg.DialTimeout, t.cfg.ReadTimeout)))
+		_ = tc.SetDeadline(time.Now().Add(t.cfg.ReadTimeout))
 		if err := tc.HandshakeContext(t.ctx); err != nil {
 			t.st.handshakeErrors.Add(1)
 			t.log.warn("transport: connection refused: tls handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
@@ -74,7 +74,7 @@ func (t *TCP) serveConn(nc net.Conn, h Handler) {
 	nc.Close() // the answers still being written fail at once
 	close(c.work)
 	c.wg.Wait()
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && t.ctx.Err() == nil {
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errIdle) && t.ctx.Err() == nil {
 		t.log.warn("transport: closing connection", "remote", nc.RemoteAddr().String(), "err", err)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/vibewell/ratelimit/internal/logcap"
 )
 
 // TCPConfig configures a TCP transport. Every zero field takes the default
@@ -216,6 +218,9 @@ type TCP struct {
 	jobs  sync.Pool // *job
 
 	st stats
+
+	sweepParked atomic.Bool   // the sweeper sleeps until a request is sent
+	sweepWake   chan struct{} // wakes it
 }
 
 var _ Transport = (*TCP)(nil)
@@ -235,9 +240,11 @@ func NewTCP(cfg TCPConfig) (*TCP, error) {
 		cfg:   cfg,
 		ln:    ln,
 		addr:  cfg.Advertise,
-		log:   &logLimiter{log: cfg.Logger},
+		log:   &logLimiter{logcap.New(cfg.Logger, logcap.Config{Level: slog.LevelWarn})},
 		peers: make(map[string]*peer),
 		conns: make(map[io.Closer]struct{}),
+
+		sweepWake: make(chan struct{}, 1),
 	}
 	if t.addr == "" {
 		t.addr = ln.Addr().String()
@@ -422,56 +429,66 @@ func (t *TCP) backoff(n int) time.Duration {
 
 // sweep fails requests that outlive the default call timeout, so that a
 // ctx without deadline never waits forever and a lost answer frees its
-// in-flight slot.
+// in-flight slot, and retires idle peers. It looks every CallTimeout/8
+// while requests are in flight; while none are, it sleeps until one is
+// sent (wakeSweep) or peerIdle passes, so an idle transport does not wake.
 func (t *TCP) sweep() {
 	defer t.wg.Done()
-	tick := time.NewTicker(max(t.cfg.CallTimeout/8, time.Millisecond))
+	busy := max(t.cfg.CallTimeout/8, time.Millisecond)
+	tick := time.NewTimer(busy)
 	defer tick.Stop()
 	var ps []*peer
+	expire := func() (pending bool) {
+		now := time.Now().UnixNano()
+		ps = ps[:0]
+		t.mu.Lock()
+		for _, p := range t.peers {
+			ps = append(ps, p)
+		}
+		t.mu.Unlock()
+		for _, p := range ps {
+			pending = p.expire(now) || pending
+			p.maybeRetire(now)
+		}
+		return pending
+	}
 	for {
 		select {
 		case <-t.ctx.Done():
 			return
-		case now := <-tick.C:
-			ps = ps[:0]
-			t.mu.Lock()
-			for _, p := range t.peers {
-				ps = append(ps, p)
+		case <-tick.C:
+		case <-t.sweepWake:
+		}
+		next := busy
+		if !expire() {
+			// Park, then look once more: a request sent before the
+			// mark is seen now, one sent after it wakes the sweeper.
+			t.sweepParked.Store(true)
+			if expire() {
+				t.sweepParked.Store(false)
+			} else {
+				next = t.cfg.peerIdle
 			}
-			t.mu.Unlock()
-			for _, p := range ps {
-				p.expire(now.UnixNano())
-				p.maybeRetire(now.UnixNano())
-			}
+		}
+		tick.Reset(next)
+	}
+}
+
+// wakeSweep wakes a parked sweeper; called after a request is pending.
+func (t *TCP) wakeSweep() {
+	if t.sweepParked.Load() && t.sweepParked.CompareAndSwap(true, false) {
+		select {
+		case t.sweepWake <- struct{}{}:
+		default:
 		}
 	}
 }
 
-// logLimiter logs at most one line a second and counts the rest.
-type logLimiter struct {
-	log        *slog.Logger
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
+// logLimiter is the transport's capped log (internal/logcap): warnings,
+// at most one line a second, the rest counted.
+type logLimiter struct{ *logcap.Logger }
 
-func (l *logLimiter) warn(msg string, args ...any) {
-	l.mu.Lock()
-	now := time.Now()
-	if now.Sub(l.last) < time.Second {
-		l.suppressed++
-		l.mu.Unlock()
-		return
-	}
-	l.last = now
-	n := l.suppressed
-	l.suppressed = 0
-	l.mu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed", n)
-	}
-	l.log.Warn(msg, args...)
-}
+func (l *logLimiter) warn(msg string, args ...any) { l.Log(msg, args...) }
 
 // frameWriter buffers frames for one connection. Concurrent writers append
 // under mu; the last one out writes the buffer to the socket, so frames

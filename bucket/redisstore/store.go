@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/internal/logcap"
 )
 
 //go:embed take.lua
@@ -37,9 +38,7 @@ type Store struct {
 	breaker  *breaker
 	metrics  *metrics
 	logger   *slog.Logger
-
-	lastLog    atomic.Int64 // Unix ns of the last logged failure
-	suppressed atomic.Int64 // failures not logged since
+	failures *logcap.Logger // check failures, one line per LogInterval
 
 	calls     sync.Pool // *call
 	closed    atomic.Bool
@@ -75,6 +74,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		metrics: m,
 		logger:  o.Logger,
 	}
+	s.failures = logcap.New(o.Logger, logcap.Config{Level: slog.LevelWarn, Lines: 1, Per: o.LogInterval})
 	if len(o.Addrs) > 0 {
 		s.url = strings.Join(o.Addrs, ",")
 	}
@@ -464,17 +464,11 @@ func (s *Store) refused() {
 // logFailure logs a failure, at most once per Options.LogInterval, with the
 // number of failures not logged since the last one.
 func (s *Store) logFailure(reason string, err error) {
-	now := time.Now().UnixNano()
-	last := s.lastLog.Load()
-	if now-last < int64(s.opts.LogInterval) || !s.lastLog.CompareAndSwap(last, now) {
-		s.suppressed.Add(1)
-		return
-	}
-	attrs := []any{"reason", reason, "url", s.url, "suppressed", s.suppressed.Swap(0)}
+	attrs := []any{"reason", reason, "url", s.url}
 	if err != nil {
 		attrs = append(attrs, "err", err)
 	}
-	s.logger.Warn("redisstore: check failed", attrs...)
+	s.failures.Log("redisstore: check failed", attrs...)
 }
 
 func (s *Store) breakerChanged(open bool) {

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"runtime/pprof"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/bucket/redisstore"
 	"github.com/vibewell/ratelimit/cluster"
+	"github.com/vibewell/ratelimit/httpapi"
 )
 
 // benchConfig is the command line of `ratelimitd bench`.
@@ -49,6 +51,7 @@ type benchConfig struct {
 	Progress    string
 	HTTPClient  string
 	CACert      string
+	AdminToken  string
 }
 
 func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
@@ -80,9 +83,30 @@ func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
 	fs.StringVar(&c.HTML, "html", "", "Write a self-contained HTML report to this file.")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "Write a CPU profile of this process (the load generator, and embedded nodes) to this file.")
 	fs.StringVar(&c.CACert, "ca-cert", "", "PEM CA certificates that https --urls' certificates may chain to, beside the system's.")
+	fs.StringVar(&c.AdminToken, "admin-token", getenv("RATELIMIT_ADMIN_TOKEN"), "Admin token of the --urls nodes (their --admin-token), to read their policy table for the accuracy accounting (env RATELIMIT_ADMIN_TOKEN).")
 	fs.StringVar(&c.HTTPClient, "http-client", "raw", "HTTP client of the http target: raw (the bench's own HTTP/1.1 connections, cheapest) or std (net/http).")
 	fs.StringVar(&c.Progress, "progress", "auto", "Progress output: auto (a live line on a terminal, plain lines otherwise), plain, or none.")
 	return fs
+}
+
+// fetchPolicy reads the named policy from a node, for the accuracy
+// accounting. A node that wants its admin token says so, not that the
+// policy is missing.
+func fetchPolicy(ctx context.Context, c *httpapi.Client, name string) (*bucket.Policy, error) {
+	ps, err := c.Policies(ctx)
+	var se *httpapi.StatusError
+	if errors.As(err, &se) && (se.StatusCode == http.StatusUnauthorized || se.StatusCode == http.StatusForbidden) {
+		return nil, fmt.Errorf("%s answers %d to GET /v1/policies: it wants its admin token (--admin-token or RATELIMIT_ADMIN_TOKEN)", c.BaseURL, se.StatusCode)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for i := range ps {
+		if ps[i].Name == name {
+			return &ps[i], nil
+		}
+	}
+	return nil, fmt.Errorf("%s has no policy %q", c.BaseURL, name)
 }
 
 func envOr(getenv func(string) string, name, def string) string {
@@ -310,11 +334,10 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 			if err != nil {
 				return nil, err
 			}
-			p, err := bench.FetchPolicy(ctx, hc, urls[0], c.Policy)
+			spec, err = fetchPolicy(ctx, &httpapi.Client{BaseURL: urls[0], Token: c.AdminToken, HTTPClient: hc}, c.Policy)
 			if err != nil {
 				fmt.Fprintf(s.stderr, "ratelimitd bench: accuracy not accounted: %v\n", err)
 			}
-			spec = p
 		}
 	default:
 		return nil, fmt.Errorf("unknown --target %q: embedded, http or redis", c.Target)

@@ -171,3 +171,19 @@ func TestBenchSpawnCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchURLsAdminToken: against a node with an admin token, bench reads
+// its policy with --admin-token (or RATELIMIT_ADMIN_TOKEN); without it, the
+// summary says the node wants its token rather than blaming the policy.
+func TestBenchURLsAdminToken(t *testing.T) {
+	url, _ := serveInProcess(t, nil, "--standalone", "--admin-token", "bench-secret")
+	args := []string{"--urls", url, "--requests", "20", "--concurrency", "2", "--progress", "none", "--policy", "auth", "--duration", "20s"}
+	code, _, errOut := runBenchCmd(t, args...)
+	if code != 0 || !strings.Contains(errOut, "wants its admin token (--admin-token or RATELIMIT_ADMIN_TOKEN)") || strings.Contains(errOut, "no policy") {
+		t.Errorf("without the token: exit %d, stderr %q", code, errOut)
+	}
+	code, _, errOut = runBenchCmd(t, append(args, "--admin-token", "bench-secret")...)
+	if code != 0 || strings.Contains(errOut, "accuracy not accounted") {
+		t.Errorf("with the token: exit %d, stderr %q", code, errOut)
+	}
+}

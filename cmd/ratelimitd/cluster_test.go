@@ -47,6 +47,21 @@ var ringRebuilt = regexp.MustCompile(`msg="ring rebuilt" .*members=2\b`)
 
 var logAddr = regexp.MustCompile(`\bmsg=listening\b.*\bgossip=(\S+) peer=(\S+) raft=(\S+)`)
 
+// clusterAddrs returns the gossip, peer and raft addresses of the
+// listening line in log, text or JSON, or nil.
+func clusterAddrs(log string) []string {
+	if m := logAddr.FindStringSubmatch(log); m != nil {
+		return m[1:]
+	}
+	for _, line := range strings.Split(log, "\n") {
+		var j struct{ Msg, Gossip, Peer, Raft string }
+		if json.Unmarshal([]byte(line), &j) == nil && j.Msg == "listening" && j.Gossip != "" {
+			return []string{j.Gossip, j.Peer, j.Raft}
+		}
+	}
+	return nil
+}
+
 // startNode starts `ratelimitd serve` as a cluster node named name, with
 // free loopback ports unless args set them, tight gossip timings, and
 // extra args; it waits for the listening line and reads the addresses.
@@ -59,18 +74,21 @@ func startNode(t *testing.T, name string, env map[string]string, args ...string)
 		}
 		env["RATELIMIT_CLUSTER_KEY"] = testClusterKey // one cluster per test; strangers are tested in security_test.go
 	}
-	all := []string{"--node-name", name, "--gossip-profile", "local", "--http-addr", "127.0.0.1:0", "--admin-token", adminToken}
+	all := []string{"--node-name", name, "--http-addr", "127.0.0.1:0", "--admin-token", adminToken}
+	if !hasFlag(args, "--gossip-profile") {
+		all = append(all, "--gossip-profile", "local")
+	}
 	if !hasFlag(args, "--gossip-addr") {
 		all = append(all, "--gossip-addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0")
 	}
 	all = append(all, args...)
 	n := &node{Name: name, args: all, env: env}
 	n.proc = startServe(t, all, env)
-	m := logAddr.FindStringSubmatch(n.log.String())
+	m := clusterAddrs(n.log.String())
 	if m == nil {
 		t.Fatalf("node %s: no gossip/peer/raft addresses in the listening line:\n%s", name, n.log)
 	}
-	n.Gossip, n.Peer, n.Raft = m[1], m[2], m[3]
+	n.Gossip, n.Peer, n.Raft = m[0], m[1], m[2]
 	return n
 }
 

@@ -37,6 +37,7 @@ type serveConfig struct {
 	MaxBodyBytes    int64
 	MaxBatch        int64
 	MaxKeyLen       int64
+	TopDeniedSlots  int64
 	MaxHits         int64
 	MaxKeys         int64
 	HTTPReadTimeout time.Duration
@@ -104,7 +105,7 @@ func serveSettings(c *serveConfig) []setting {
 		stringOpt(&c.ConfigFile, "config", "",
 			"YAML config file of field: value lines (fields as listed here); unknown fields are an error.").noFile().defaultDoc("none"),
 		stringOpt(&c.PoliciesFile, "policies", "",
-			"YAML policy file (policies: [...]); its policies add to or replace the built-in ones by name.").defaultDoc("none"),
+			"YAML policy file (policies: [...]); its policies add to or replace the built-in ones by name. In a config file, a relative path is taken from the config file's directory.").defaultDoc("none"),
 		levelOpt(&c.LogLevel, "log-level", "info", "Log level: debug, info, warn or error."),
 		choiceOpt(&c.LogFormat, "log-format", "text", "Log format on stderr.", "text", "json"),
 		boolOpt(&c.Shadow, "shadow",
@@ -117,6 +118,7 @@ func serveSettings(c *serveConfig) []setting {
 			"Largest request body the HTTP API reads, in bytes."),
 		intOpt(&c.MaxBatch, 1, 1_000_000, "max-batch", strconv.Itoa(httpapi.DefaultMaxBatch),
 			"Most checks in one POST /v1/check/batch."),
+		intOpt(&c.TopDeniedSlots, 0, 4096, "top-denied-slots", "64", "Keys per policy and minute kept of the denials, for ratelimitd top and the dashboard: about 1.7 KiB each for every policy that denied; 0 turns the counting off."),
 		intOpt(&c.MaxKeyLen, 1, 1<<20, "max-key-len", strconv.Itoa(cluster.DefaultMaxKeyLen),
 			"Longest key, in bytes."),
 		intOpt(&c.MaxHits, 1, math.MaxInt64, "max-hits", strconv.Itoa(cluster.DefaultMaxHits),
@@ -367,7 +369,7 @@ func loadPolicyFile(path string, readFile func(string) ([]byte, error)) ([]bucke
 	for i, raw := range f.Policies {
 		var p bucket.Policy
 		if err := json.Unmarshal(raw, &p); err != nil {
-			return nil, fmt.Errorf("policy file %s: policies[%d]: %w", path, i, err)
+			return nil, fmt.Errorf("policy file %s: %s: %w", path, policyAt(raw, i, err), err)
 		}
 		if err := p.Validate(); err != nil {
 			return nil, fmt.Errorf("policy file %s: policies[%d]: %w", path, i, err)
@@ -485,6 +487,25 @@ func loopbackAddr(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// policyAt names the policy file's entry i, which did not decode, by its
+// index, its name and the field at fault when they can be told.
+func policyAt(raw json.RawMessage, i int, err error) string {
+	at := fmt.Sprintf("policies[%d]", i)
+	var named struct {
+		Name string `json:"name"`
+	}
+	if json.Unmarshal(raw, &named) == nil && named.Name != "" {
+		at += fmt.Sprintf(" (%s)", named.Name)
+	}
+	switch msg := err.Error(); {
+	case strings.Contains(msg, "unknown algorithm"):
+		at += ".algorithm"
+	case strings.Contains(msg, "unknown failure mode"):
+		at += ".failure_mode"
+	}
+	return at
 }
 
 // sourceOr names where flag's value came from, or the flag itself.

@@ -175,6 +175,10 @@ func TestDeployDockerfileAndUnit(t *testing.T) {
 // TestDeploySystemdUnit runs systemd-analyze verify on the unit, with
 // ExecStart pointing at a freshly built binary (skipped without systemd).
 func TestDeploySystemdUnit(t *testing.T) {
+	if unit, err := os.ReadFile("../../deploy/systemd/ratelimitd.service"); err != nil ||
+		!regexp.MustCompile(`(?m)^RestrictAddressFamilies=.*\bAF_NETLINK\b`).Match(unit) {
+		t.Errorf("the unit must allow AF_NETLINK, which listing the host's addresses (--gossip-addr 0.0.0.0) needs: %v", err)
+	}
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		t.Skip("systemd-analyze is not installed: the unit file is not verified")

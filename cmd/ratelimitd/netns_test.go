@@ -82,7 +82,7 @@ func (l *netnsLab) start(i int, dataDir string, env map[string]string, extra ...
 	t := l.t
 	t.Helper()
 	name := "n" + strconv.Itoa(i)
-	args := append([]string{"--node-name", name, "--gossip-profile", "local", "--admin-token", adminToken,
+	args := append([]string{"--node-name", name, "--gossip-profile", "lan", "--forward-timeout", "2s", "--admin-token", adminToken,
 		"--http-addr", l.addr(i) + ":8080", "--gossip-addr", l.addr(i) + ":7946", "--data-dir", dataDir}, extra...)
 	p := start(t, procOptions{Args: append([]string{"serve"}, args...), Env: env, Wrap: []string{"ip", "netns", "exec", l.nodes[i-1]}})
 	p.waitListening(30 * time.Second)

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vibewell/ratelimit/httpapi"
 )
 
 // nginxBinary returns the nginx binary, or skips the test: nginx is not
@@ -192,5 +194,15 @@ http {
 		if !bytes.Contains(metrics, []byte(want)) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+
+	// nginx counted the client under the key httpapi.ClientIP gives the
+	// Go middleware for the same client: one client, one counter.
+	key, err := httpapi.ClientIP(httpapi.ClientIPConfig{})(&http.Request{RemoteAddr: "127.0.0.1:40000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := runCmd(nil, "check", "--addr", rl.URL, "--hits", "0", "api_limit", key); code != exitDenied || !strings.Contains(out, "remaining=0") {
+		t.Errorf("peek of %q, the middleware's key of 127.0.0.1: exit %d, %q, %q; want the counter nginx used up", key, code, out, errs)
 	}
 }

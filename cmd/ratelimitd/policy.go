@@ -187,6 +187,10 @@ func runPolicy(ctx context.Context, s sys, args []string) int {
 		policyUsage(s.stdout)
 		return exitOK
 	case "override":
+		if len(args) >= 2 && (args[1] == "-h" || args[1] == "-help" || args[1] == "--help" || args[1] == "help") {
+			policyUsage(s.stdout)
+			return exitOK
+		}
 		if len(args) < 2 || (args[1] != "set" && args[1] != "delete") {
 			return fail(s, "policy override", errors.New("want override set POLICY KEY LIMIT, or override delete POLICY KEY"))
 		}

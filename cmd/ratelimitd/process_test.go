@@ -43,12 +43,12 @@ func postCheck(t *testing.T, url, policy, key string) (int, http.Header, map[str
 // starts a cluster of its own, its peer and raft listeners beside gossip.
 func TestProcessDefaults(t *testing.T) {
 	p := startServe(t, nil, map[string]string{"RATELIMIT_HTTP_ADDR": "127.0.0.1:0", "RATELIMIT_GOSSIP_ADDR": "127.0.0.1:0"})
-	m := logAddr.FindStringSubmatch(p.log.String())
+	m := clusterAddrs(p.log.String())
 	if m == nil {
 		t.Fatalf("the listening line lacks the cluster addresses; log:\n%s", p.log)
 	}
 	ports := map[string]bool{}
-	for _, a := range m[1:] {
+	for _, a := range m {
 		host, port, err := net.SplitHostPort(a)
 		if err != nil || host != "127.0.0.1" || port == "0" {
 			t.Errorf("cluster address %q, want one on 127.0.0.1 with its port", a)
@@ -56,7 +56,7 @@ func TestProcessDefaults(t *testing.T) {
 		ports[port] = true
 	}
 	if len(ports) != 3 {
-		t.Errorf("gossip, peer and raft share ports: %v", m[1:])
+		t.Errorf("gossip, peer and raft share ports: %v", m)
 	}
 	for i := 1; i <= 11; i++ {
 		status, h, body := postCheck(t, p.URL, "auth", "ip:203.0.113.7")

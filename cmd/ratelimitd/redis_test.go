@@ -20,6 +20,14 @@ import (
 // returns its redis:// URL. The test is skipped without redis-server.
 func startRedis(t *testing.T, args ...string) string {
 	t.Helper()
+	url, _ := startRedisProc(t, args...)
+	return url
+}
+
+// startRedisProc is startRedis, and also returns a func that kills the
+// server and waits for its end.
+func startRedisProc(t *testing.T, args ...string) (url string, kill func()) {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Skip("redis-server is not installed (scripts/test.sh installs it)")
@@ -37,16 +45,17 @@ func startRedis(t *testing.T, args ...string) string {
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
+	kill = func() {
 		_ = cmd.Process.Kill() // by pid: the server this test started
 		<-done
-	})
+	}
+	t.Cleanup(kill)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.Dial("tcp", "127.0.0.1:"+port)
 		if err == nil {
 			c.Close()
-			return "redis://127.0.0.1:" + port + "/0"
+			return "redis://127.0.0.1:" + port + "/0", kill
 		}
 		select {
 		case <-done:

@@ -75,7 +75,8 @@ func TestRunCommands(t *testing.T) {
 		{args: []string{"check", "--hits", "-1", "auth", "k"}, code: 2, err: "--hits: must be at least 0, got -1"},
 		{args: []string{"version"}, code: 0, out: runtime.Version()},
 		{args: []string{"version", "extra"}, code: 2, err: `takes no arguments, got "extra"`},
-		{args: []string{"serve", "--nope"}, code: 2, err: "ratelimitd serve: flag provided but not defined: -nope"},
+		{args: []string{"serve", "--nope"}, code: 2, err: "ratelimitd serve: unknown flag --nope (--help lists the flags)"},
+		{args: []string{"policy", "override", "--help"}, code: 0, out: "override set POLICY KEY LIMIT"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -94,15 +95,33 @@ func TestRunServeBadConfig(t *testing.T) {
 	}
 }
 
-func TestRunServePortTaken(t *testing.T) {
+// TestRunServeStartFailures: every start-up failure exits 2 with the
+// setting named, like a bad value: a busy HTTP or gossip port, an address
+// that is not this host's, a data directory that cannot be made.
+func TestRunServeStartFailures(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	code, _, errs := runCmd(nil, "serve", "--http-addr", ln.Addr().String())
-	if code != 1 || !strings.Contains(errs, "listen on "+ln.Addr().String()+" (--http-addr)") {
-		t.Errorf("exit %d, stderr %q", code, errs)
+	busy := ln.Addr().String()
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--http-addr", busy}, "--http-addr: listen on " + busy},
+		{[]string{"--http-addr", "192.0.2.1:0"}, "--http-addr: listen on 192.0.2.1:0"},
+		{[]string{"--gossip-addr", busy}, "--gossip-addr " + busy},
+		{[]string{"--data-dir", filepath.Join(file, "sub")}, "--data-dir: "},
+	} {
+		code, out, errs := runCmd(nil, append([]string{"serve"}, tc.args...)...)
+		if code != exitUsage || !strings.Contains("\n"+errs, "\nratelimitd serve: ") || !strings.Contains(errs, tc.want) || strings.Contains(errs, "serve failed") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2 and %q", tc.args, code, out, errs, tc.want)
+		}
 	}
 }
 

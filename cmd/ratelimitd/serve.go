@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/bucket/redisstore"
@@ -32,8 +33,9 @@ func serveUsage(w io.Writer) {
 	fmt.Fprintln(w, "Runs a rate-limiting node with the HTTP check API. No flag is needed: the")
 	fmt.Fprintln(w, "default is a node on 127.0.0.1:8080 with the built-in policies, which starts")
 	fmt.Fprintln(w, "a new cluster on 127.0.0.1:7946 (gossip), :7947 (peers) and :7948 (raft);")
-	fmt.Fprintln(w, "other nodes join it with --join 127.0.0.1:7946. --standalone runs one node")
-	fmt.Fprintln(w, "without any cluster listener.")
+	fmt.Fprintln(w, "other nodes join it with --join 127.0.0.1:7946 and the cluster key it makes")
+	fmt.Fprintln(w, "and logs (--cluster-key; the log line is the whole command). --standalone runs")
+	fmt.Fprintln(w, "one node without any cluster listener.")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Every setting is a flag, an environment variable and a config-file field;")
 	fmt.Fprintln(w, "a flag wins over the environment, which wins over the file (--config), which")
@@ -66,13 +68,22 @@ func runServe(ctx context.Context, s sys, args []string) int {
 	return exitOK
 }
 
-// configError is a start-up failure caused by the configuration (a Redis
-// URL or password that does not work, unreadable TLS files): serve exits
-// with exitUsage and the message alone.
+// configError is a start-up failure, which a setting caused or can fix (a
+// Redis URL or password that does not work, unreadable TLS files, a listen
+// address that is busy or not this host's): serve exits with exitUsage and
+// the message alone, which names the setting.
 type configError struct{ err error }
 
 func (e *configError) Error() string { return e.err.Error() }
 func (e *configError) Unwrap() error { return e.err }
+
+// redisLog routes go-redis's own lines to slog, as warnings: it logs only
+// what went wrong.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.Log(ctx, slog.LevelWarn, strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
 
 // newLogger returns the process's logger: slog to w, as text or JSON.
 func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
@@ -86,7 +97,7 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	if cfg.DataDir != "" {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			return fmt.Errorf("data dir: %w", err)
+			return &configError{fmt.Errorf("--data-dir: %w", err)}
 		}
 	}
 	for _, name := range cfg.replaced {
@@ -119,6 +130,9 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	var store bucket.Store // nil: the node's memory store
 	var closeStore func()
 	if cfg.Store == "redis" {
+		// go-redis logs some failures itself, through one logger per
+		// process: into this node's log, in its format.
+		redis.SetLogger(redisLog{log.With("component", "redis")})
 		rs, err := redisstore.New(ctx, redisstore.Options{
 			URL:      cfg.RedisURL,
 			Password: cfg.RedisPassword,
@@ -148,7 +162,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		if closeStore != nil {
 			closeStore()
 		}
-		return fmt.Errorf("listen on %s (--http-addr): %w", cfg.HTTPAddr, err)
+		return &configError{fmt.Errorf("--http-addr: listen on %s: %w", cfg.HTTPAddr, err)}
 	}
 
 	ccfg := cluster.Config{
@@ -164,6 +178,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		MaxKeys:    int(cfg.MaxKeys),
 		HTTPAddr:   ln.Addr().String(),
 	}
+	ccfg.TopDeniedSlots = topDeniedSlots(cfg.TopDeniedSlots)
 	if !cfg.Standalone {
 		ccfg.GossipAddr = cfg.GossipAddr
 		ccfg.GossipAdvertise = cfg.GossipAdv
@@ -171,6 +186,21 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		ccfg.PeerAdvertise = cfg.PeerAdv
 		ccfg.RaftAddr = cfg.RaftAddr
 		ccfg.RaftAdvertise = cfg.RaftAdv
+		// On every interface, gossip advertises the address that peer and
+		// raft advertise (a private IPv4 address of the host), rather than
+		// memberlist's own pick, which may be of the other family on a
+		// dual-stack host: the three name the same host.
+		if ccfg.GossipAdvertise == "" {
+			adv, err := advertiseAddr(cfg.GossipAddr, "", "gossip")
+			if err != nil {
+				ln.Close()
+				if closeStore != nil {
+					closeStore()
+				}
+				return &configError{err}
+			}
+			ccfg.GossipAdvertise = adv
+		}
 		for _, a := range []struct {
 			adv        *string
 			bind, flag string
@@ -178,7 +208,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 			if *a.adv != "" {
 				continue
 			}
-			adv, err := advertiseAddr(a.bind, cfg.GossipAdv, a.flag)
+			adv, err := advertiseAddr(a.bind, ccfg.GossipAdvertise, a.flag)
 			if err != nil {
 				ln.Close()
 				if closeStore != nil {
@@ -219,11 +249,14 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		if errors.Is(err, cluster.ErrBadClusterKey) || errors.Is(err, cluster.ErrInsecureAddr) {
 			return &configError{err}
 		}
-		if !cfg.Standalone {
-			return fmt.Errorf("%w (cluster addresses: --gossip-addr %s, --peer-addr %s, --raft-addr %s; --standalone runs without them)",
-				err, cfg.GossipAddr, cfg.PeerAddr, cfg.RaftAddr)
+		if ctx.Err() != nil {
+			return err
 		}
-		return err
+		if !cfg.Standalone {
+			return &configError{fmt.Errorf("%w (cluster addresses: --gossip-addr %s, --peer-addr %s, --raft-addr %s; --standalone runs without them)",
+				err, cfg.GossipAddr, cfg.PeerAddr, cfg.RaftAddr)}
+		}
+		return &configError{err}
 	}
 	if !cfg.Standalone {
 		logClusterKey(log, node, cfg)
@@ -237,6 +270,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		}
 	}
 
+	reg.MustRegister(newStatusCollector(node))
 	handler, err := httpapi.NewHandler(httpapi.Options{
 		Checker:      node,
 		Gatherer:     reg,
@@ -249,11 +283,12 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		AdminToken:   cfg.AdminToken,
 		Admin:        node,
 		Status:       func() any { return node.Status() },
+		Operator:     nodeOperator{node},
 	})
 	if err != nil {
 		ln.Close()
 		closeNode(context.WithoutCancel(ctx))
-		return err
+		return &configError{err}
 	}
 	counted, err := countReadTimeouts(ln, reg)
 	if err != nil {

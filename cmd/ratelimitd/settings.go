@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -102,7 +103,7 @@ func durationOpt(p *time.Duration, lo time.Duration, flagName, def, doc string) 
 			return fmt.Errorf("%q is not a duration (e.g. 10s, 1m30s)", v)
 		}
 		if d < lo {
-			return fmt.Errorf("must be at least %v, got %v", lo, d)
+			return fmt.Errorf("must be at least %v, got %q", lo, v)
 		}
 		*p = d
 		return nil
@@ -360,6 +361,22 @@ func (f *rawFlag) Set(v string) error {
 
 func (f *rawFlag) IsBoolFlag() bool { return f.isBool }
 
+// flagError rewrites the flag package's errors in the style of the
+// commands' help: flags with two dashes, and a hint.
+func flagError(err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		return fmt.Errorf("unknown flag --%s (--help lists the flags)", strings.TrimPrefix(name, "-"))
+	}
+	if rest, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		return fmt.Errorf("flag --%s needs a value (--help lists the flags)", strings.TrimPrefix(rest, "-"))
+	}
+	if strings.Contains(msg, " for flag -") {
+		return errors.New(strings.Replace(msg, " for flag -", " for --", 1))
+	}
+	return err
+}
+
 // parseFlags reads flags and positional arguments, which may be
 // interleaved, into a flag name → text map.
 func parseFlags(table []setting, in resolveInput) (map[string]string, []string, error) {
@@ -379,7 +396,7 @@ func parseFlags(table []setting, in resolveInput) (map[string]string, []string, 
 				}
 				return nil, nil, errHelp
 			}
-			return nil, nil, err
+			return nil, nil, flagError(err)
 		}
 		rest = fs.Args()
 		if len(rest) == 0 {
@@ -429,6 +446,11 @@ func applyConfigFile(path string, byField map[string]*setting, readFile func(str
 		v, err := scalarText(fields[name])
 		if err != nil {
 			return fmt.Errorf("config file %s: %s: %w", path, name, err)
+		}
+		if name == "policies" && v != "" && !filepath.IsAbs(v) {
+			// A policy file named in a config file is found next to it,
+			// wherever the node starts.
+			v = filepath.Join(filepath.Dir(path), v)
 		}
 		if err := s.Set(v); err != nil {
 			return fmt.Errorf("config file %s: %s: %w", path, name, err)

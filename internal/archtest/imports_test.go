@@ -13,11 +13,12 @@ const module = "github.com/vibewell/ratelimit"
 // rules: for each package, the import path prefixes its dependencies may
 // have besides the standard library.
 var rules = map[string][]string{
-	"bucket":       {},
-	"cluster/ring": {"github.com/buraksezer/consistent", "github.com/cespare/xxhash"},
-	"transport":    {},
+	"bucket":          {},
+	"cluster/ring":    {"github.com/buraksezer/consistent", "github.com/cespare/xxhash"},
+	"transport":       {module + "/internal/logcap"},
+	"internal/logcap": {},
 	"httpapi": {
-		module + "/bucket",
+		module + "/bucket", module + "/internal/logcap",
 		"github.com/prometheus/", "github.com/beorn7/perks", "github.com/cespare/xxhash",
 		"github.com/munnerz/goautoneg", "google.golang.org/protobuf", "go.yaml.in/yaml",
 		"github.com/vmihailenco/", "golang.org/x/",

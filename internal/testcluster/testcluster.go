@@ -5,6 +5,7 @@ package testcluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -69,8 +70,11 @@ func (c *Cluster) Key() []byte {
 	return c.opts.ClusterKey
 }
 
-// Start starts n nodes, joins them, and waits until they converge. The
-// cluster is closed by t.Cleanup.
+// Start starts n nodes, joins them, and waits until they converge and
+// raft has settled: a leader has every node in its configuration, with
+// the default 3 voters (or all nodes, if fewer), and every node has
+// applied the same log, the seed included. A test then starts from a
+// quiet log. The cluster is closed by t.Cleanup.
 func Start(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, opts: opts}
@@ -89,7 +93,55 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 		c.Add()
 	}
 	c.WaitConverged()
+	c.waitRaft()
 	return c
+}
+
+// waitRaft waits until raft has settled (see Start); it fails the test
+// after 30 s.
+func (c *Cluster) waitRaft() {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := c.raftSettled()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("testcluster: raft not settled: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (c *Cluster) raftSettled() error {
+	live := c.Live()
+	applied := map[uint64]bool{}
+	leader := false
+	for _, i := range live {
+		st := c.Node(i).Status()
+		if st.Raft == nil {
+			return nil // no raft: nothing to settle
+		}
+		if st.PolicyVersion == 0 {
+			return fmt.Errorf("node %d: no policy table yet", i)
+		}
+		applied[st.Raft.AppliedIndex] = true
+		if st.Raft.State != "leader" {
+			continue
+		}
+		leader = true
+		if v, nv := len(st.Raft.Voters), len(st.Raft.NonVoters); v+nv != len(live) || v != min(3, len(live)) {
+			return fmt.Errorf("leader %d: %d voters, %d non-voters, %d nodes", i, v, nv, len(live))
+		}
+	}
+	if !leader {
+		return errors.New("no leader")
+	}
+	if len(applied) != 1 {
+		return fmt.Errorf("applied indexes %v", applied)
+	}
+	return nil
 }
 
 // Add starts one more node, joined through the live nodes, and returns

@@ -1,0 +1,54 @@
+package cluster_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vibewell/ratelimit/cluster"
+)
+
+// TestValidateNodeNameWithDataDir: a node that keeps raft's log needs a
+// name of its own, the same across restarts; a generated one would make it
+// a stranger to its log. Validate and Start refuse the pair without it.
+func TestValidateNodeNameWithDataDir(t *testing.T) {
+	cfg := cluster.Config{GossipAddr: "127.0.0.1:0", Insecure: true, DataDir: t.TempDir()}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "NodeName") {
+		t.Fatalf("Validate with DataDir and no NodeName: %v, want an error naming NodeName", err)
+	}
+	if n, err := cluster.Start(context.Background(), cfg); err == nil {
+		n.Close(context.Background())
+		t.Fatal("Start with DataDir and no NodeName succeeded")
+	}
+	cfg.NodeName = "n1"
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("with a NodeName: %v", err)
+	}
+	if err := (cluster.Config{}).Validate(); err != nil {
+		t.Fatalf("the zero Config: %v", err)
+	}
+}
+
+// TestCloseLifecycle: a Close whose ctx has expired still unregisters the
+// node's metrics (another node registers on the same registry), and a
+// second Close waits for the node's end and returns nil.
+func TestCloseLifecycle(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	n, err := cluster.Start(context.Background(), cluster.Config{Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = n.Close(expired)
+	n2, err := cluster.Start(context.Background(), cluster.Config{Metrics: reg})
+	if err != nil {
+		t.Fatalf("a node on the registry of one closed with an expired ctx: %v", err)
+	}
+	defer n2.Close(context.Background())
+	if err := n.Close(context.Background()); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
