@@ -3,6 +3,7 @@ package bucket
 import (
 	"context"
 	"hash/maphash"
+	"math"
 	"math/bits"
 	"sync"
 	"sync/atomic"
@@ -15,10 +16,9 @@ type MemoryConfig struct {
 	// power of two. Default: 256.
 	Shards int
 	// MaxKeys bounds the number of counters held. When a shard holds its
-	// share (MaxKeys/Shards) and a new key arrives, the new key evicts, from
-	// a sample of 8 counters of that shard, an idle one if there is one,
-	// else the one that would be idle soonest: the counter whose loss
-	// forgives the fewest hits. Default: 4,194,304.
+	// share (MaxKeys/Shards) and a new key arrives, a counter is evicted:
+	// the one whose loss forgives the fewest hits (see Evicted). Default:
+	// DefaultMaxKeys.
 	MaxKeys int
 	// TrackChanges makes the store list the counters that moved since the
 	// last call of Changed, so that a cluster node can copy them to a
@@ -31,34 +31,135 @@ type MemoryConfig struct {
 	TrackChanges bool
 }
 
-// evictSample is the number of counters an eviction looks at.
+// DefaultMaxKeys is the default MemoryConfig.MaxKeys: 4,194,304 counters.
+const DefaultMaxKeys = 1 << 22
+
+// evictSample is the number of counters an eviction looks at, at least:
+// if all of them are denying, it looks further (see Evicted).
 const evictSample = 8
 
 // MemoryStore keeps counters in memory. It is safe for concurrent use: keys
 // are spread over shards, each with its own lock, and no lock spans shards.
+//
+// A shard keeps its counters in fixed-size slots that hold no pointers: the
+// state, what evicting it would forgive, and the encoded key inline up to
+// inlineKey bytes (longer keys in the shard's byte arena). An open-
+// addressing index of hashes finds a key's slot. So the garbage collector
+// has nothing to scan in a store of millions of keys, and a key costs its
+// 96-byte slot and about 16 bytes of index (see docs/architecture.md).
 type MemoryStore struct {
-	shards    []memShard
-	mask      uint64
-	perShard  int
-	seed      maphash.Seed
-	track     bool
-	evictions atomic.Int64
+	shards   []memShard
+	mask     uint64
+	perShard int
+	seed     maphash.Seed
+	track    bool
+	keys     atomic.Int64
+	evicted  [evictReasons]atomic.Int64
 }
 
-type memShard struct {
-	mu      sync.Mutex
-	m       map[string]*entry
-	changed []changedRef // with TrackChanges: the counters changed since Changed
-	_       [24]byte     // keep shards on separate cache lines
-}
+var _ Store = (*MemoryStore)(nil)
 
-// entry is a counter of the map: its state, the hits it admitted since it
-// was last listed, and whether it is on its shard's changed list. (61
-// bytes: the allocator's 64-byte class, as the state alone.)
-type entry struct {
+// inlineKey is the longest encoded key a slot holds itself: a policy name
+// of 7 bytes and an ID of 15 fit.
+const inlineKey = 23
+
+// cell is the slot of one counter (96 bytes, no pointers).
+type cell struct {
 	State
-	pending uint32
-	listed  bool
+	worth
+	pending uint32 // hits admitted since the counter was last listed as changed
+	klen    uint32 // length of the encoded key
+	flags   uint8
+	// key is the encoded key if it fits, else its offset in the arena
+	// (little-endian, in the first 4 bytes).
+	key [inlineKey]byte
+}
+
+// Slot flags.
+const (
+	slotLive   = 1 << iota // the slot holds a counter
+	slotListed             // the counter is on its shard's changed list
+)
+
+// Slots are allocated in chunks of chunkSize, never moved once full; a
+// shard's first chunk grows from minChunk, so that small stores stay small.
+const (
+	chunkBits = 10
+	chunkSize = 1 << chunkBits
+	minChunk  = 8
+)
+
+// memShard is one locked part of the store.
+type memShard struct {
+	mu sync.Mutex
+	// index is an open-addressing (linear probing) table of the shard's
+	// counters: each entry is the upper 32 bits of the key's hash, which
+	// also give its home position, and its slot number + 1; 0 is empty.
+	index  []uint64
+	chunks [][]cell
+	next   uint32   // slots handed out so far: the used part of chunks
+	free   []uint32 // slot numbers below next that hold no counter
+	n      int      // counters held
+	// arena holds the keys longer than inlineKey; dead counts its bytes
+	// whose counter is gone, reclaimed when they are half of it.
+	arena []byte
+	dead  int
+	// changed lists, with TrackChanges, the slots changed since Changed;
+	// a slot freed or reused meanwhile is told by its flags.
+	changed []uint32
+	// allDenying is the Unix second until which every counter of the full
+	// shard is known to deny: a new counter that would not deny is not
+	// kept before then, without a look at the others.
+	allDenying int64
+}
+
+// NewMemoryStore returns an empty store.
+func NewMemoryStore(cfg MemoryConfig) *MemoryStore {
+	if cfg.Shards <= 0 {
+		cfg.Shards = 256
+	}
+	if cfg.MaxKeys <= 0 {
+		cfg.MaxKeys = DefaultMaxKeys
+	}
+	n := 1 << bits.Len(uint(cfg.Shards-1))
+	return &MemoryStore{
+		shards:   make([]memShard, n),
+		mask:     uint64(n - 1),
+		perShard: max(1, cfg.MaxKeys/n),
+		seed:     maphash.MakeSeed(),
+		track:    cfg.TrackChanges,
+	}
+}
+
+// Take implements Store. It never returns an error.
+func (s *MemoryStore) Take(_ context.Context, k Key, p Policy, hits int64, now time.Time) (Decision, error) {
+	var buf [96]byte
+	enc := k.appendTo(buf[:0])
+	h := maphash.Bytes(s.seed, enc)
+	sh := &s.shards[h&s.mask]
+	p.Limit = p.LimitFor(k.ID)
+	sh.mu.Lock()
+	if _, n, ok := sh.find(h, enc); ok {
+		e := sh.at(n)
+		d := Take(p, &e.State, hits, now)
+		e.worth = worthOf(d, &e.State, now)
+		if s.track && d.Allowed && hits > 0 && e.admitted(hits, d.Limit) {
+			sh.markChanged(n, e)
+		}
+		sh.mu.Unlock()
+		return d, nil
+	}
+	var st State
+	d := Take(p, &st, hits, now)
+	if st != (State{}) {
+		if n, ok := s.insert(sh, h, enc, st, worthOf(d, &st, now), now); ok && s.track && d.Allowed && hits > 0 {
+			if e := sh.at(n); e.admitted(hits, d.Limit) {
+				sh.markChanged(n, e)
+			}
+		}
+	}
+	sh.mu.Unlock()
+	return d, nil
 }
 
 // changeStep is the share of a counter's capacity that its admitted hits
@@ -67,75 +168,16 @@ const changeStep = 16
 
 // admitted counts hits that e admitted under capacity, and reports whether
 // e should now be listed as changed.
-func (e *entry) admitted(hits, capacity int64) bool {
+func (e *cell) admitted(hits, capacity int64) bool {
 	e.pending = uint32(min(int64(e.pending)+hits, MaxCount))
-	return !e.listed && int64(e.pending) >= max(1, capacity/changeStep)
+	return e.flags&slotListed == 0 && int64(e.pending) >= max(1, capacity/changeStep)
 }
 
-// changedRef is a counter on a shard's changed list.
-type changedRef struct {
-	key string // the encoded key
-	e   *entry
-}
-
-var _ Store = (*MemoryStore)(nil)
-
-// NewMemoryStore returns an empty store.
-func NewMemoryStore(cfg MemoryConfig) *MemoryStore {
-	if cfg.Shards <= 0 {
-		cfg.Shards = 256
-	}
-	if cfg.MaxKeys <= 0 {
-		cfg.MaxKeys = 1 << 22
-	}
-	n := 1 << bits.Len(uint(cfg.Shards-1))
-	s := &MemoryStore{
-		shards:   make([]memShard, n),
-		mask:     uint64(n - 1),
-		perShard: max(1, cfg.MaxKeys/n),
-		seed:     maphash.MakeSeed(),
-		track:    cfg.TrackChanges,
-	}
-	for i := range s.shards {
-		s.shards[i].m = make(map[string]*entry)
-	}
-	return s
-}
-
-// Take implements Store. It never returns an error.
-func (s *MemoryStore) Take(_ context.Context, k Key, p Policy, hits int64, now time.Time) (Decision, error) {
-	var buf [96]byte
-	enc := k.appendTo(buf[:0])
-	sh := &s.shards[maphash.Bytes(s.seed, enc)&s.mask]
-	p.Limit = p.LimitFor(k.ID)
-	sh.mu.Lock()
-	e := sh.m[string(enc)]
-	if e == nil {
-		fresh := &entry{}
-		d := Take(p, &fresh.State, hits, now)
-		if fresh.State != (State{}) {
-			key := string(enc)
-			s.insert(sh, key, fresh, now)
-			if s.track && d.Allowed && hits > 0 && fresh.admitted(hits, d.Limit) {
-				sh.markChanged(key, fresh)
-			}
-		}
-		sh.mu.Unlock()
-		return d, nil
-	}
-	d := Take(p, &e.State, hits, now)
-	if s.track && d.Allowed && hits > 0 && e.admitted(hits, d.Limit) {
-		sh.markChanged(string(enc), e)
-	}
-	sh.mu.Unlock()
-	return d, nil
-}
-
-// markChanged puts e, under key, on the shard's changed list; the lock is
+// markChanged puts slot n, e, on the shard's changed list; the lock is
 // held.
-func (sh *memShard) markChanged(key string, e *entry) {
-	e.listed = true
-	sh.changed = append(sh.changed, changedRef{key, e})
+func (sh *memShard) markChanged(n uint32, e *cell) {
+	e.flags |= slotListed
+	sh.changed = append(sh.changed, n)
 }
 
 // Tracking reports whether the store tracks changed counters
@@ -150,42 +192,240 @@ func (s *MemoryStore) Changed(fn func(k Key, st State)) {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		list := sh.changed
-		for _, c := range list {
-			c.e.listed, c.e.pending = false, 0
-			if k, ok := decodeKey(c.key); ok {
-				fn(k, c.e.State)
+		for _, n := range sh.changed {
+			e := sh.at(n)
+			if e.flags&(slotLive|slotListed) != slotLive|slotListed {
+				continue // freed, or listed twice after a reuse
+			}
+			e.flags &^= slotListed
+			e.pending = 0
+			if k, ok := decodeKey(string(sh.keyOf(e))); ok {
+				fn(k, e.State)
 			}
 		}
-		clear(list)
-		sh.changed = list[:0]
+		sh.changed = sh.changed[:0]
 		sh.mu.Unlock()
 	}
 }
 
-// insert adds a counter to a shard whose lock is held, evicting one if the
-// shard is full.
-func (s *MemoryStore) insert(sh *memShard, key string, st *entry, now time.Time) {
-	if len(sh.m) >= s.perShard {
-		var victim string
-		var soonest uint32
-		n := 0
-		for k, v := range sh.m {
-			if v.IdleAt(now) {
-				victim = k
-				break
-			}
-			if n == 0 || v.Idle < soonest {
-				victim, soonest = k, v.Idle
-			}
-			if n++; n == evictSample {
-				break
+// at returns slot n.
+func (sh *memShard) at(n uint32) *cell { return &sh.chunks[n>>chunkBits][n&(chunkSize-1)] }
+
+// keyOf returns the encoded key of a live slot.
+func (sh *memShard) keyOf(e *cell) []byte {
+	if e.klen <= inlineKey {
+		return e.key[:e.klen]
+	}
+	off := arenaOffset(e)
+	return sh.arena[off : off+int(e.klen)]
+}
+
+func arenaOffset(e *cell) int {
+	return int(uint32(e.key[0]) | uint32(e.key[1])<<8 | uint32(e.key[2])<<16 | uint32(e.key[3])<<24)
+}
+
+// find returns the index position and slot number of the key enc of hash
+// h.
+func (sh *memShard) find(h uint64, enc []byte) (pos int, n uint32, ok bool) {
+	if len(sh.index) == 0 {
+		return 0, 0, false
+	}
+	mask := len(sh.index) - 1
+	tag := h >> 32
+	for i := int(tag) & mask; ; i = (i + 1) & mask {
+		v := sh.index[i]
+		if v == 0 {
+			return 0, 0, false
+		}
+		if v>>32 == tag {
+			n := uint32(v) - 1
+			if e := sh.at(n); int(e.klen) == len(enc) && string(sh.keyOf(e)) == string(enc) {
+				return i, n, true
 			}
 		}
-		delete(sh.m, victim)
-		s.evictions.Add(1)
 	}
-	sh.m[key] = st
+}
+
+// positionOf returns the index position of slot n, whose key hashes to h.
+func (sh *memShard) positionOf(h uint64, n uint32) int {
+	mask := len(sh.index) - 1
+	want := h>>32<<32 | uint64(n+1)
+	for i := int(h>>32) & mask; ; i = (i + 1) & mask {
+		if sh.index[i] == want {
+			return i
+		}
+	}
+}
+
+// insert adds a counter for the key enc (hash h) to a shard whose lock is
+// held, evicting one if the shard is full, and returns its slot number and
+// whether it was kept (see Evicted).
+func (s *MemoryStore) insert(sh *memShard, h uint64, enc []byte, st State, w worth, now time.Time) (uint32, bool) {
+	if sh.n >= s.perShard {
+		sec := now.Unix()
+		cost := w.cost(&st, sec)
+		if sec < sh.allDenying && cost < denyingCost {
+			s.evicted[EvictRefused].Add(1)
+			return 0, false
+		}
+		victim, least, until := sh.cheapest(h, sec)
+		if least >= denyingCost {
+			// Every counter of the shard is denying.
+			sh.allDenying = until
+			if cost < denyingCost {
+				s.evicted[EvictRefused].Add(1)
+				return 0, false
+			}
+		}
+		s.remove(sh, victim)
+		s.evicted[reasonOf(least)].Add(1)
+	}
+	if len(enc) > inlineKey && len(sh.arena)+len(enc) > math.MaxUint32 {
+		s.evicted[EvictRefused].Add(1) // the arena's offsets are 32 bits
+		return 0, false
+	}
+	n := sh.alloc()
+	e := sh.at(n)
+	*e = cell{State: st, worth: w, klen: uint32(len(enc)), flags: slotLive}
+	if len(enc) <= inlineKey {
+		copy(e.key[:], enc)
+	} else {
+		off := uint32(len(sh.arena))
+		e.key[0], e.key[1], e.key[2], e.key[3] = byte(off), byte(off>>8), byte(off>>16), byte(off>>24)
+		sh.arena = append(sh.arena, enc...)
+	}
+	if (sh.n+1)*4 > len(sh.index)*3 {
+		sh.grow()
+	}
+	sh.place(h>>32<<32 | uint64(n+1))
+	sh.n++
+	s.keys.Add(1)
+	return n, true
+}
+
+// cheapest returns the slot of the counter whose eviction at the Unix
+// second now costs least, and that cost. It looks at evictSample live
+// slots from a place the hash h picks, and on while all it saw deny; until
+// is the earliest second one of those denying counters stops denying.
+func (sh *memShard) cheapest(h uint64, now int64) (victim uint32, least uint64, until int64) {
+	until = math.MaxInt64
+	seen := 0
+	start := uint32((h >> 16) % uint64(sh.next))
+	for j := range sh.next {
+		n := start + j
+		if n >= sh.next {
+			n -= sh.next
+		}
+		e := sh.at(n)
+		if e.flags&slotLive == 0 {
+			continue
+		}
+		c := e.cost(&e.State, now)
+		if seen == 0 || c < least {
+			victim, least = n, c
+		}
+		if c >= denyingCost {
+			until = min(until, int64(e.until))
+		}
+		seen++
+		if least == 0 || (seen >= evictSample && least < denyingCost) {
+			break
+		}
+	}
+	return victim, least, until
+}
+
+// alloc returns a free slot number, growing the slots if none is free.
+func (sh *memShard) alloc() uint32 {
+	if k := len(sh.free); k > 0 {
+		n := sh.free[k-1]
+		sh.free = sh.free[:k-1]
+		return n
+	}
+	n := sh.next
+	c := int(n >> chunkBits)
+	switch {
+	case c == len(sh.chunks):
+		size := chunkSize
+		if c == 0 {
+			size = minChunk
+		}
+		sh.chunks = append(sh.chunks, make([]cell, size))
+	case c == 0 && int(n) == len(sh.chunks[0]):
+		grown := make([]cell, min(2*len(sh.chunks[0]), chunkSize))
+		copy(grown, sh.chunks[0])
+		sh.chunks[0] = grown
+	}
+	sh.next++
+	return n
+}
+
+// grow doubles the index.
+func (sh *memShard) grow() {
+	old := sh.index
+	sh.index = make([]uint64, max(16, 2*len(old)))
+	for _, v := range old {
+		if v != 0 {
+			sh.place(v)
+		}
+	}
+}
+
+// place puts index entry v at the first empty position from its home.
+func (sh *memShard) place(v uint64) {
+	mask := len(sh.index) - 1
+	i := int(v>>32) & mask
+	for sh.index[i] != 0 {
+		i = (i + 1) & mask
+	}
+	sh.index[i] = v
+}
+
+// remove drops the counter of slot n from a shard whose lock is held.
+func (s *MemoryStore) remove(sh *memShard, n uint32) {
+	e := sh.at(n)
+	key := sh.keyOf(e)
+	sh.unindex(sh.positionOf(maphash.Bytes(s.seed, key), n))
+	if e.klen > inlineKey {
+		sh.dead += int(e.klen)
+	}
+	*e = cell{}
+	sh.free = append(sh.free, n)
+	sh.n--
+	s.keys.Add(-1)
+	if sh.dead > 4096 && 2*sh.dead > len(sh.arena) {
+		sh.compactArena()
+	}
+}
+
+// unindex empties index position i, shifting back the entries after it
+// that it kept from their home (linear probing needs no tombstones).
+func (sh *memShard) unindex(i int) {
+	mask := len(sh.index) - 1
+	for j := (i + 1) & mask; sh.index[j] != 0; j = (j + 1) & mask {
+		home := int(sh.index[j]>>32) & mask
+		if (j-home)&mask >= (j-i)&mask {
+			sh.index[i] = sh.index[j]
+			i = j
+		}
+	}
+	sh.index[i] = 0
+}
+
+// compactArena copies the keys still held into a new arena.
+func (sh *memShard) compactArena() {
+	arena := make([]byte, 0, len(sh.arena)-sh.dead)
+	for n := range sh.next {
+		e := sh.at(n)
+		if e.flags&slotLive == 0 || e.klen <= inlineKey {
+			continue
+		}
+		key := sh.keyOf(e)
+		off := uint32(len(arena))
+		e.key[0], e.key[1], e.key[2], e.key[3] = byte(off), byte(off>>8), byte(off>>16), byte(off>>24)
+		arena = append(arena, key...)
+	}
+	sh.arena, sh.dead = arena, 0
 }
 
 // Sweep implements Store: it drops every counter that is idle at now.
@@ -194,9 +434,9 @@ func (s *MemoryStore) Sweep(now time.Time) int {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for k, v := range sh.m {
-			if v.IdleAt(now) {
-				delete(sh.m, k)
+		for n := range sh.next {
+			if e := sh.at(n); e.flags&slotLive != 0 && e.IdleAt(now) {
+				s.remove(sh, n)
 				dropped++
 			}
 		}
@@ -206,19 +446,30 @@ func (s *MemoryStore) Sweep(now time.Time) int {
 }
 
 // Len returns the number of counters held.
-func (s *MemoryStore) Len() int {
-	n := 0
-	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		n += len(sh.m)
-		sh.mu.Unlock()
+func (s *MemoryStore) Len() int { return int(s.keys.Load()) }
+
+// MaxKeys returns the bound on the counters held (MemoryConfig.MaxKeys,
+// rounded down to a multiple of the shards).
+func (s *MemoryStore) MaxKeys() int { return s.perShard * len(s.shards) }
+
+// Evictions returns how many counters were evicted or not kept to respect
+// MaxKeys, for every reason.
+func (s *MemoryStore) Evictions() int64 {
+	var n int64
+	for i := range s.evicted {
+		n += s.evicted[i].Load()
 	}
 	return n
 }
 
-// Evictions returns how many counters were evicted to respect MaxKeys.
-func (s *MemoryStore) Evictions() int64 { return s.evictions.Load() }
+// Evicted returns how many counters were evicted, or not kept, for
+// reason (EvictIdle, EvictCounting, EvictDenying or EvictRefused).
+func (s *MemoryStore) Evicted(reason EvictReason) int64 {
+	if reason < 0 || reason >= evictReasons {
+		return 0
+	}
+	return s.evicted[reason].Load()
+}
 
 // Range calls fn for each counter that is not idle at now, one shard at a
 // time, until fn returns false. fn must not call the store.
@@ -226,12 +477,13 @@ func (s *MemoryStore) Range(now time.Time, fn func(k Key, st State) bool) {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for ks, v := range sh.m {
-			if v.IdleAt(now) {
+		for n := range sh.next {
+			e := sh.at(n)
+			if e.flags&slotLive == 0 || e.IdleAt(now) {
 				continue
 			}
-			k, ok := decodeKey(ks)
-			if ok && !fn(k, v.State) {
+			k, ok := decodeKey(string(sh.keyOf(e)))
+			if ok && !fn(k, e.State) {
 				sh.mu.Unlock()
 				return
 			}
@@ -245,23 +497,28 @@ func (s *MemoryStore) Range(now time.Time, fn func(k Key, st State) bool) {
 func (s *MemoryStore) Merge(k Key, p Policy, st State, now time.Time) {
 	var buf [96]byte
 	enc := k.appendTo(buf[:0])
-	sh := &s.shards[maphash.Bytes(s.seed, enc)&s.mask]
+	h := maphash.Bytes(s.seed, enc)
+	sh := &s.shards[h&s.mask]
+	p.Limit = p.LimitFor(k.ID)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if cur := sh.m[string(enc)]; cur != nil {
-		cur.State = Merge(p, cur.State, st)
-		if s.track && !cur.listed {
-			sh.markChanged(string(enc), cur)
+	if _, n, ok := sh.find(h, enc); ok {
+		e := sh.at(n)
+		e.State = Merge(p, e.State, st)
+		peek := e.State
+		e.worth = worthOf(Take(p, &peek, 0, now), &e.State, now)
+		if s.track && e.flags&slotListed == 0 {
+			sh.markChanged(n, e)
 		}
 		return
 	}
 	if st.IdleAt(now) {
 		return
 	}
-	key, e := string(enc), &entry{State: st}
-	s.insert(sh, key, e, now)
-	if s.track {
-		sh.markChanged(key, e)
+	peek := st
+	w := worthOf(Take(p, &peek, 0, now), &st, now)
+	if n, ok := s.insert(sh, h, enc, st, w, now); ok && s.track {
+		sh.markChanged(n, sh.at(n))
 	}
 }
 
@@ -269,8 +526,11 @@ func (s *MemoryStore) Merge(k Key, p Policy, st State, now time.Time) {
 func (s *MemoryStore) Delete(k Key) {
 	var buf [96]byte
 	enc := k.appendTo(buf[:0])
-	sh := &s.shards[maphash.Bytes(s.seed, enc)&s.mask]
+	h := maphash.Bytes(s.seed, enc)
+	sh := &s.shards[h&s.mask]
 	sh.mu.Lock()
-	delete(sh.m, string(enc))
+	if _, n, ok := sh.find(h, enc); ok {
+		s.remove(sh, n)
+	}
 	sh.mu.Unlock()
 }

@@ -47,6 +47,10 @@ func (n *Node) AllowBatch(ctx context.Context, checks []Check, out []Result) err
 		entries[i] = p
 		if route {
 			if owner, addr := rt.owner(bucket.Key{Policy: c.Policy, ID: c.Key}); owner != rt.self && owner != "" {
+				if d, ok := n.denyCache.lookup(p, c.Key, c.Hits, now); ok {
+					out[i] = Result{Decision: d}
+					continue
+				}
 				remote[addr] = append(remote[addr], i)
 				continue
 			}
@@ -124,6 +128,7 @@ func (n *Node) decideRemote(ctx context.Context, checks []Check, idx []int, entr
 			out[i] = Result{Decision: d, Err: ferr}
 		case res[j].Status == transport.StatusOK:
 			out[i] = Result{Decision: fromWire(res[j])}
+			n.denyCache.store(entries[i], c.Key, c.Hits, out[i].Decision, now)
 		case res[j].Status == transport.StatusBadRequest:
 			out[i] = Result{Err: fmt.Errorf("%w: refused by its owner", ErrInvalidKey)}
 		default:

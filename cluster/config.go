@@ -63,6 +63,17 @@ type Config struct {
 	MaxKeyLen int
 	// MaxHits bounds the hits of one check. Default: 1,000,000.
 	MaxHits int64
+	// MaxKeys bounds the counters the default store holds, and the counter
+	// copies kept for peers, each (see bucket.MemoryConfig.MaxKeys: a full
+	// store evicts the counters whose loss forgives the fewest hits, never
+	// one that is denying while another is not). Ignored with a Store of
+	// your own. Default: bucket.DefaultMaxKeys.
+	MaxKeys int
+	// DenyCacheKeys bounds the owners' denials a node keeps to deny checks
+	// of those keys itself, without forwarding them, until their retry
+	// time (exact: the owner would deny them too). Negative: none.
+	// Default: DefaultDenyCacheKeys.
+	DenyCacheKeys int
 	// SweepInterval is how often idle counters are dropped. Default: 1 minute.
 	SweepInterval time.Duration
 	// ReplicaInterval is how often a node copies the counters that checks
@@ -224,7 +235,10 @@ func (c Config) withDefaults() Config {
 		c.ReplicaInterval = DefaultReplicaInterval
 	}
 	if c.Store == nil {
-		c.Store = bucket.NewMemoryStore(bucket.MemoryConfig{TrackChanges: c.GossipAddr != "" && c.ReplicaInterval > 0})
+		c.Store = bucket.NewMemoryStore(bucket.MemoryConfig{MaxKeys: c.MaxKeys, TrackChanges: c.GossipAddr != "" && c.ReplicaInterval > 0})
+	}
+	if c.DenyCacheKeys == 0 {
+		c.DenyCacheKeys = DefaultDenyCacheKeys
 	}
 	if c.ClockResolution == 0 {
 		c.ClockResolution = DefaultClockResolution

@@ -52,6 +52,7 @@ type Node struct {
 	metrics      *metrics
 	denials      *logcap.Logger
 	denied       deniedKeys // the most denied keys, by policy (TopDenied)
+	denyCache    *denyCache // owners' denials of forwarded checks; or nil
 	warnings     *logcap.Logger
 
 	// Cluster side; tr and gossip are nil for a standalone node.
@@ -135,6 +136,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.sec.generated = generated
 	_, n.partitioned = cfg.Store.(handoffStore)
 	n.denials, n.warnings = n.newEventLogs()
+	n.denyCache = newDenyCache(cfg.DenyCacheKeys, 2*max(cfg.ClockResolution, 0))
+	n.denyCache.register(m)
 	n.policies.Store(&table)
 	n.state = &policyState{Policies: map[string]bucket.Policy{}}
 	if cfg.GossipAddr == "" {
@@ -155,6 +158,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.wg.Add(1)
 	go n.sweepLoop()
+	n.watchStores()
 	n.log.Info("node started", "policies", len(table), "shadow", cfg.Shadow, "gossip", n.GossipAddr(), "peer", n.PeerAddr())
 	return n, nil
 }
@@ -163,7 +167,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 func (n *Node) startCluster(ctx context.Context) error {
 	cfg := n.cfg
 	if ct, ok := n.store.(changeTracker); ok && ct.Tracking() && cfg.ReplicaInterval > 0 {
-		n.replicas = bucket.NewMemoryStore(bucket.MemoryConfig{})
+		n.replicas = bucket.NewMemoryStore(bucket.MemoryConfig{MaxKeys: cfg.MaxKeys})
 		n.replicaWake = newWakeGate()
 	} else if n.partitioned && cfg.ReplicaInterval > 0 {
 		n.log.Warn("counter copies off: the store does not track changed counters (bucket.MemoryConfig.TrackChanges); a crash of this node resets its counters")

@@ -24,6 +24,9 @@ func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int
 		ctx, cancel = context.WithTimeout(ctx, n.cfg.ForwardTimeout)
 		defer cancel()
 	}
+	if d, ok := n.denyCache.lookup(p, key, hits, now); ok {
+		return d, nil
+	}
 	res, err := n.tr.Check(ctx, addr, transport.CheckItem{Policy: p.Name, Key: key, Hits: hits})
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, transport.ErrTimeout) {
@@ -33,7 +36,9 @@ func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int
 	}
 	switch res.Status {
 	case transport.StatusOK:
-		return fromWire(res), nil
+		d := fromWire(res)
+		n.denyCache.store(p, key, hits, d, now)
+		return d, nil
 	case transport.StatusBadRequest:
 		return Decision{}, fmt.Errorf("%w: refused by its owner", ErrInvalidKey)
 	default:

@@ -39,6 +39,7 @@ type serveConfig struct {
 	MaxKeyLen       int64
 	TopDeniedSlots  int64
 	MaxHits         int64
+	MaxKeys         int64
 	HTTPReadTimeout time.Duration
 	ShutdownTimeout time.Duration
 
@@ -123,6 +124,8 @@ func serveSettings(c *serveConfig) []setting {
 			"Longest key, in bytes."),
 		intOpt(&c.MaxHits, 1, math.MaxInt64, "max-hits", strconv.Itoa(cluster.DefaultMaxHits),
 			"Most hits one check may take."),
+		intOpt(&c.MaxKeys, 64, 1<<31, "max-keys", strconv.Itoa(bucket.DefaultMaxKeys),
+			"Most counters a node holds in memory (and as many copies for its peers); a full store evicts those whose loss forgives the fewest hits, never a denying one while another remains. Each costs about 112 bytes, and a key longer than 23 bytes (with its policy name) its length on top."),
 		durationOpt(&c.HTTPReadTimeout, time.Millisecond, "http-read-timeout", "10s",
 			"How long a client may take to send one request, headers and body; a slower connection is closed (counted in ratelimit_http_read_timeouts_total)."),
 		durationOpt(&c.ShutdownTimeout, time.Millisecond, "shutdown-timeout", "10s",

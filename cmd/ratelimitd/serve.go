@@ -175,6 +175,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		LogDenials: cfg.LogDenials,
 		MaxKeyLen:  int(cfg.MaxKeyLen),
 		MaxHits:    cfg.MaxHits,
+		MaxKeys:    int(cfg.MaxKeys),
 		HTTPAddr:   ln.Addr().String(),
 	}
 	ccfg.TopDeniedSlots = topDeniedSlots(cfg.TopDeniedSlots)
