@@ -98,15 +98,22 @@ var _ Refunder = (*MemoryStore)(nil)
 func (s *MemoryStore) Refund(_ context.Context, k Key, p Policy, hits int64, now time.Time) (Decision, error) {
 	var buf [96]byte
 	enc := k.appendTo(buf[:0])
-	sh := &s.shards[maphash.Bytes(s.seed, enc)&s.mask]
+	h := maphash.Bytes(s.seed, enc)
+	sh := &s.shards[h&s.mask]
 	p.Limit = p.LimitFor(k.ID)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := sh.m[string(enc)]
-	if e == nil || hits == RefundAll {
-		delete(sh.m, string(enc))
+	_, n, ok := sh.find(h, enc)
+	if !ok || hits == RefundAll {
+		if ok {
+			s.remove(sh, n)
+		}
 		var fresh State
 		return take(p, &fresh, 0, now), nil
 	}
-	return Refund(p, &e.State, hits, now), nil
+	e := sh.at(n)
+	d := Refund(p, &e.State, hits, now)
+	peek := e.State
+	e.worth = worthOf(Take(p, &peek, 0, now), &e.State, now)
+	return d, nil
 }
