@@ -35,14 +35,10 @@ type Config struct {
 	// that cannot hand counters over (the Redis store) is taken to be
 	// shared by all nodes, and every node decides in it directly.
 	Store bucket.Store
-	// Clock tells the time. Default: the system clock, read once per
-	// ClockResolution rather than on every check.
+	// Clock tells the time. Default: the wall time at the start plus the
+	// monotonic time since, read on every check, so that no two checks
+	// see a gap longer than the real one.
 	Clock bucket.Clock
-	// ClockResolution is the tick of the default clock: checks see time in
-	// steps of this size, lagging real time by about one step, which only
-	// makes limits stricter. Negative reads the system clock on every check.
-	// Ignored when Clock is set. Default: 1ms.
-	ClockResolution time.Duration
 	// Logger receives lifecycle and (rate-capped) event logs. Default: none;
 	// the library never writes to stderr by itself.
 	Logger *slog.Logger
@@ -162,7 +158,6 @@ const (
 	DefaultMaxHits         = 1_000_000
 	DefaultSweepInterval   = time.Minute
 	DefaultDenialLogRate   = 10
-	DefaultClockResolution = time.Millisecond
 	DefaultForwardTimeout  = 250 * time.Millisecond
 	DefaultReplicaInterval = 100 * time.Millisecond
 )
@@ -186,9 +181,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Store == nil {
 		c.Store = bucket.NewMemoryStore(bucket.MemoryConfig{TrackChanges: c.GossipAddr != "" && c.ReplicaInterval > 0})
-	}
-	if c.ClockResolution == 0 {
-		c.ClockResolution = DefaultClockResolution
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -44,7 +44,6 @@ type Node struct {
 	// replicasSent counts the copies sent (Stats).
 	replicasSent atomic.Uint64
 	clock        bucket.Clock
-	coarse       *coarseClock // the default clock, stopped on Close; or nil
 	policies     atomic.Pointer[policyTable]
 	metrics      *metrics
 	denials      *capLog
@@ -90,14 +89,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		m.unregister()
 		return nil, fmt.Errorf("cluster: config: Policies: %w", err)
 	}
-	var coarse *coarseClock
-	switch {
-	case cfg.Clock != nil:
-	case cfg.ClockResolution < 0:
-		cfg.Clock = bucket.SystemClock{}
-	default:
-		coarse = newCoarseClock(cfg.ClockResolution)
-		cfg.Clock = coarse
+	if cfg.Clock == nil {
+		cfg.Clock = newMonoClock()
 	}
 	n := &Node{
 		cfg:     cfg,
@@ -105,7 +98,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		store:   cfg.Store,
 		local:   bucket.NewMemoryStore(bucket.MemoryConfig{Shards: 16}),
 		clock:   cfg.Clock,
-		coarse:  coarse,
 		metrics: m,
 		stop:    make(chan struct{}),
 	}
@@ -513,8 +505,5 @@ func (n *Node) shutdown() {
 	}
 	if n.tr != nil {
 		n.tr.Close()
-	}
-	if n.coarse != nil {
-		n.coarse.close()
 	}
 }
