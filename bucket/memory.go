@@ -22,12 +22,11 @@ type MemoryConfig struct {
 	MaxKeys int
 	// TrackChanges makes the store list the counters that moved since the
 	// last call of Changed, so that a cluster node can copy them to a
-	// replica: a counter is listed once the hits it admitted since it was
-	// last listed reach 1/16 of its capacity (at least one hit), and at
-	// once by a Merge. So a copy lags its counter by less than 1/16 of the
-	// capacity plus what was admitted since the last Changed. The list
-	// holds each such counter until Changed runs, so call it regularly (a
-	// cluster node does, every ReplicaInterval). Default: off.
+	// replica: a counter is listed by the first hit it admits after it was
+	// last listed, and by a Merge, so a copy lags its counter by what was
+	// admitted since the last Changed. The list holds each such counter
+	// (once) until Changed runs, so call it regularly (a cluster node does
+	// after every change, one round at a time). Default: off.
 	TrackChanges bool
 }
 
@@ -52,24 +51,12 @@ type memShard struct {
 	_       [24]byte     // keep shards on separate cache lines
 }
 
-// entry is a counter of the map: its state, the hits it admitted since it
-// was last listed, and whether it is on its shard's changed list. (61
-// bytes: the allocator's 64-byte class, as the state alone.)
+// entry is a counter of the map: its state, and whether it is on its
+// shard's changed list. (57 bytes: the allocator's 64-byte class, as the
+// state alone.)
 type entry struct {
 	State
-	pending uint32
-	listed  bool
-}
-
-// changeStep is the share of a counter's capacity that its admitted hits
-// reach before TrackChanges lists it.
-const changeStep = 16
-
-// admitted counts hits that e admitted under capacity, and reports whether
-// e should now be listed as changed.
-func (e *entry) admitted(hits, capacity int64) bool {
-	e.pending = uint32(min(int64(e.pending)+hits, MaxCount))
-	return !e.listed && int64(e.pending) >= max(1, capacity/changeStep)
+	listed bool
 }
 
 // changedRef is a counter on a shard's changed list.
@@ -116,7 +103,7 @@ func (s *MemoryStore) Take(_ context.Context, k Key, p Policy, hits int64, now t
 		if fresh.State != (State{}) {
 			key := string(enc)
 			s.insert(sh, key, fresh, now)
-			if s.track && d.Allowed && hits > 0 && fresh.admitted(hits, d.Limit) {
+			if s.track && d.Allowed && hits > 0 && !fresh.listed {
 				sh.markChanged(key, fresh)
 			}
 		}
@@ -124,7 +111,7 @@ func (s *MemoryStore) Take(_ context.Context, k Key, p Policy, hits int64, now t
 		return d, nil
 	}
 	d := Take(p, &e.State, hits, now)
-	if s.track && d.Allowed && hits > 0 && e.admitted(hits, d.Limit) {
+	if s.track && d.Allowed && hits > 0 && !e.listed {
 		sh.markChanged(string(enc), e)
 	}
 	sh.mu.Unlock()
@@ -152,7 +139,7 @@ func (s *MemoryStore) Changed(fn func(k Key, st State)) {
 		sh.mu.Lock()
 		list := sh.changed
 		for _, c := range list {
-			c.e.listed, c.e.pending = false, 0
+			c.e.listed = false
 			if k, ok := decodeKey(c.key); ok {
 				fn(k, c.e.State)
 			}

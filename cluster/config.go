@@ -56,11 +56,13 @@ type Config struct {
 	MaxHits int64
 	// SweepInterval is how often idle counters are dropped. Default: 1 minute.
 	SweepInterval time.Duration
-	// ReplicaInterval is how often a node copies the counters that checks
-	// changed to the node that would own each key if this one failed, so
-	// that a crash loses the hits of the last interval rather than the
-	// dead node's counters. Default: 100ms. Negative: no copies. It needs
-	// the default store; a MemoryStore of your own needs TrackChanges.
+	// ReplicaInterval, when negative, turns the counter copies off. With
+	// any other value, a node copies each counter that checks changed to
+	// the node that would own its key if this one failed, continuously
+	// (each round leaves when the one before returns), so that a crash
+	// forgives at most one round's hits (none with sync replication).
+	// It needs the default store; a MemoryStore of your own needs
+	// TrackChanges.
 	ReplicaInterval time.Duration
 
 	// GossipAddr is the host:port where the node gossips membership (UDP and
@@ -97,9 +99,18 @@ type Config struct {
 	// closes it on Close. Default: TCP on PeerAddr. Tests may pass a
 	// transport.Network's transport.
 	Transport transport.Transport
-	// ForwardTimeout bounds a check forwarded to its owner; past it the
-	// policy's failure mode decides. Default: 250ms.
+	// ForwardTimeout is the time a check forwarded to its owner is
+	// expected to take; a slower one is logged (at a capped rate) and
+	// keeps waiting, since a slow owner is not a dead one and any other
+	// node deciding the check could admit beyond the limit. Default: 250ms.
 	ForwardTimeout time.Duration
+	// FailoverTimeout is how long a forwarded check waits for an owner
+	// that membership still holds and whose connection stands; past it
+	// (or at once when the owner refuses the connection or is dropped from
+	// the ring) the key's successor decides against its copy of the
+	// counter, and the policy's failure mode only if the successor cannot
+	// answer either. Default: 2s.
+	FailoverTimeout time.Duration
 	// Ring sets how keys spread over nodes; every node must use the same.
 	Ring ring.Config
 
@@ -159,6 +170,7 @@ const (
 	DefaultSweepInterval   = time.Minute
 	DefaultDenialLogRate   = 10
 	DefaultForwardTimeout  = 250 * time.Millisecond
+	DefaultFailoverTimeout = 2 * time.Second
 	DefaultReplicaInterval = 100 * time.Millisecond
 )
 
@@ -199,6 +211,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ForwardTimeout <= 0 {
 		c.ForwardTimeout = DefaultForwardTimeout
+	}
+	if c.FailoverTimeout <= 0 {
+		c.FailoverTimeout = max(DefaultFailoverTimeout, c.ForwardTimeout)
 	}
 	if c.Voters <= 0 {
 		c.Voters = 3

@@ -43,6 +43,12 @@ type Node struct {
 	replicas *bucket.MemoryStore // copies of the counters of the keys whose successor this node is; or nil
 	// replicasSent counts the copies sent (Stats).
 	replicasSent atomic.Uint64
+	repl         *replicator  // the rounds of copies; nil without copies
+	copyMu       sync.RWMutex // checks decided on a copy (read) against its promotion
+	taken        takenHits    // hits admitted on copies, to fold back
+	// ownTransport: the node made its TCP transport, whose call timeout
+	// is FailoverTimeout.
+	ownTransport bool
 	clock        bucket.Clock
 	policies     atomic.Pointer[policyTable]
 	metrics      *metrics
@@ -133,6 +139,7 @@ func (n *Node) startCluster(ctx context.Context) error {
 	cfg := n.cfg
 	if ct, ok := n.store.(changeTracker); ok && ct.Tracking() && cfg.ReplicaInterval > 0 {
 		n.replicas = bucket.NewMemoryStore(bucket.MemoryConfig{})
+		n.repl = newReplicator()
 	} else if n.partitioned && cfg.ReplicaInterval > 0 {
 		n.log.Warn("counter copies off: the store does not track changed counters (bucket.MemoryConfig.TrackChanges); a crash of this node resets its counters")
 	}
@@ -147,13 +154,14 @@ func (n *Node) startCluster(ctx context.Context) error {
 			Addr:        addr,
 			Advertise:   cfg.PeerAdvertise,
 			TLS:         cfg.PeerTLS,
-			CallTimeout: cfg.ForwardTimeout,
+			CallTimeout: cfg.FailoverTimeout,
 			Logger:      n.log.With("component", "transport"),
 		})
 		if err != nil {
 			return fmt.Errorf("cluster: peer transport: %w", err)
 		}
 		n.tr = tcp
+		n.ownTransport = true
 	}
 	n.wg.Add(1)
 	go func() {
@@ -171,8 +179,9 @@ func (n *Node) startCluster(ctx context.Context) error {
 	n.wg.Add(1)
 	go n.raft.leaderLoop()
 	if ct, ok := n.store.(changeTracker); ok && n.replicas != nil {
-		n.wg.Add(1)
+		n.wg.Add(2)
 		go n.replicaLoop(ct)
+		go n.every(foldBackInterval, n.foldBack)
 	}
 	return nil
 }
@@ -229,7 +238,7 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 	var d Decision
 	if rt := n.route.Load(); rt != nil && n.partitioned && (rt.ring.Len() > 1 || n.leaving.Load()) {
 		if owner, addr := rt.owner(k); owner != rt.self && owner != "" {
-			d, err = n.forward(ctx, p, key, hits, addr, now, rt.ring.Len())
+			d, err = n.forward(ctx, p, key, hits, rt, owner, addr, now)
 			return n.finish(p, key, hits, d, now, err)
 		}
 	}
@@ -240,6 +249,8 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 		}
 		n.metrics.errors.Inc()
 		d, err = n.fallback(ctx, p, key, hits, now, n.liveNodes(), err)
+	} else {
+		n.copied(ctx, p, d, hits)
 	}
 	return n.finish(p, key, hits, d, now, err)
 }
