@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/cluster"
 )
 
 // SpawnConfig configures Spawn.
@@ -36,7 +37,9 @@ type SpawnConfig struct {
 	Policies []bucket.Policy
 	// Args are more arguments of `serve`, after the bench's own.
 	Args []string
-	// Env is added to the processes' environment.
+	// Env is added to the processes' environment. A cluster's nodes share
+	// a cluster key made by Spawn (RATELIMIT_CLUSTER_KEY) unless Env or
+	// Args give one.
 	Env []string
 	// Dir holds the policy file, each node's data directory and log.
 	// Default: a new temporary directory, removed by Close.
@@ -95,6 +98,13 @@ func Spawn(ctx context.Context, cfg SpawnConfig) (*Spawned, error) {
 		cfg.Binary = exe
 	}
 	s := &Spawned{cfg: cfg}
+	if cfg.Cluster && !setsClusterKey(cfg) {
+		key, err := cluster.NewClusterKey(nil)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrSpawn, err)
+		}
+		s.cfg.Env = append(s.cfg.Env[:len(s.cfg.Env):len(s.cfg.Env)], "RATELIMIT_CLUSTER_KEY="+cluster.EncodeClusterKey(key))
+	}
 	if cfg.Dir == "" {
 		dir, err := os.MkdirTemp("", "ratelimitd-bench-")
 		if err != nil {
@@ -127,6 +137,22 @@ func Spawn(ctx context.Context, cfg SpawnConfig) (*Spawned, error) {
 		}
 	}
 	return s, nil
+}
+
+// setsClusterKey reports whether cfg gives the nodes a cluster key (or
+// runs them without one) itself.
+func setsClusterKey(cfg SpawnConfig) bool {
+	for _, e := range cfg.Env {
+		if strings.HasPrefix(e, "RATELIMIT_CLUSTER_KEY=") || strings.HasPrefix(e, "RATELIMIT_INSECURE_CLUSTER=") || strings.HasPrefix(e, "RATELIMIT_PEER_TLS_CERT=") {
+			return true
+		}
+	}
+	for _, a := range cfg.Args {
+		if a == "--cluster-key" || strings.HasPrefix(a, "--cluster-key=") || a == "--insecure-cluster" || strings.HasPrefix(a, "--insecure-cluster=") || strings.HasPrefix(a, "--peer-tls-cert") {
+			return true
+		}
+	}
+	return false
 }
 
 // waitRing waits until every node's ownership ring holds n members, so

@@ -160,6 +160,10 @@ const (
 	// MaxCount is the largest limit of a counting algorithm
 	// (sliding_window, fixed_window): counters are 32 bits wide.
 	MaxCount = math.MaxUint32
+	// MaxOverrides is the most per-key overrides a policy may hold: each
+	// is replicated to every node and copied on every change of the
+	// policy, so the table stays small.
+	MaxOverrides = 1000
 	// maxExact bounds (limit+burst) × interval in microseconds.
 	maxExact = 1 << 53
 )
@@ -209,6 +213,11 @@ var ErrInvalidHits = errors.New("invalid hits")
 // ErrUnknownOverride is wrapped by errors about a key that a policy has no
 // override for.
 var ErrUnknownOverride = errors.New("unknown override")
+
+// ErrPolicyInUse is wrapped by errors about deleting a policy that other
+// components depend on (nginx's api_limit, the built-in endpoint
+// policies) without forcing it.
+var ErrPolicyInUse = errors.New("policy in use")
 
 // FieldError names the policy field that failed validation.
 type FieldError struct {
@@ -262,6 +271,9 @@ func (p *Policy) Validate() error {
 	}
 	if p.Burst > 0 && !p.Algorithm.rated() {
 		return bad("burst", "only gcra and token_bucket take a burst; %s counts hits per window", p.Algorithm)
+	}
+	if len(p.Overrides) > MaxOverrides {
+		return bad("overrides", "%d overrides, at most %d", len(p.Overrides), MaxOverrides)
 	}
 	for id, l := range p.Overrides {
 		if id == "" {

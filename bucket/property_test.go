@@ -309,3 +309,79 @@ func TestPropertyWindowChangeForgetsNothing(t *testing.T) {
 		})
 	}
 }
+
+// drawPolicy draws a valid policy of any algorithm.
+func drawPolicy(t *rapid.T) bucket.Policy {
+	p := bucket.Policy{
+		Name:      "p",
+		Algorithm: bucket.Algorithm(rapid.IntRange(0, 3).Draw(t, "algorithm")),
+		Limit:     rapid.Int64Range(1, 40).Draw(t, "limit"),
+		Window:    time.Duration(rapid.Int64Range(8, 5000).Draw(t, "window_ms")) * time.Millisecond,
+	}
+	if p.Algorithm == bucket.GCRA || p.Algorithm == bucket.TokenBucket {
+		p.Burst = rapid.Int64Range(0, 10).Draw(t, "burst")
+	}
+	if err := p.Validate(); err != nil {
+		t.Fatalf("drawn policy %+v: %v", p, err)
+	}
+	return p
+}
+
+// drawState runs a schedule of checks on a copy of s from start and
+// returns the state and the time of its last check.
+func drawState(t *rapid.T, p bucket.Policy, s bucket.State, start time.Time, label string) (bucket.State, time.Time) {
+	at := start
+	n := rapid.IntRange(0, 30).Draw(t, label+"_checks")
+	for range n {
+		at = at.Add(time.Duration(rapid.Int64Range(0, p.Window.Milliseconds()/2).Draw(t, label+"_step_ms")) * time.Millisecond)
+		bucket.Take(p, &s, rapid.Int64Range(0, p.Capacity()).Draw(t, label+"_hits"), at)
+	}
+	return s, at
+}
+
+// TestPropertyMerge: Merge is commutative and idempotent, and the merged
+// state never admits more than either input: two nodes that counted the
+// same key from a common state (the one handed over, or a fresh one) fold
+// into a state whose every later check is at most as generous as each
+// node's own.
+func TestPropertyMerge(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		p := drawPolicy(t)
+		start := buckettest.Epoch.Add(time.Duration(rapid.Int64Range(0, 10_000).Draw(t, "offset_ms")) * time.Millisecond)
+		common, at := drawState(t, p, bucket.State{}, start, "common")
+		a, atA := drawState(t, p, common, at, "a")
+		b, atB := drawState(t, p, common, at, "b")
+
+		m := bucket.Merge(p, a, b)
+		if m2 := bucket.Merge(p, b, a); m != m2 {
+			t.Fatalf("not commutative: Merge(a, b) = %+v, Merge(b, a) = %+v", m, m2)
+		}
+		if aa := bucket.Merge(p, a, a); aa != a {
+			t.Fatalf("not idempotent: Merge(a, a) = %+v, a = %+v", aa, a)
+		}
+		if mm := bucket.Merge(p, m, a); mm != m {
+			t.Fatalf("merging a again changed the merged state: %+v, was %+v", mm, m)
+		}
+
+		now := atA
+		if atB.After(now) {
+			now = atB
+		}
+		now = now.Add(time.Duration(rapid.Int64Range(0, 3*p.Window.Milliseconds()).Draw(t, "later_ms")) * time.Millisecond)
+		hits := rapid.Int64Range(1, p.Capacity()).Draw(t, "hits")
+		peek := bucket.Take(p, &m, 0, now)
+		dm := bucket.Take(p, &m, hits, now)
+		for _, in := range []struct {
+			name string
+			s    bucket.State
+		}{{"a", a}, {"b", b}} {
+			if d := bucket.Take(p, &in.s, 0, now); peek.Remaining > d.Remaining {
+				t.Fatalf("%v: %d remaining in the merged state, %d in %s: more than either input",
+					p.Algorithm, peek.Remaining, d.Remaining, in.name)
+			}
+			if d := bucket.Take(p, &in.s, hits, now); dm.Allowed && !d.Allowed {
+				t.Fatalf("%v: the merged state admits %d hits that %s alone denies", p.Algorithm, hits, in.name)
+			}
+		}
+	})
+}

@@ -278,7 +278,7 @@ func TestClusterMembersAndReady(t *testing.T) {
 	}
 	// A node whose seeds do not answer is not ready, but still starts.
 	n, err := cluster.Start(context.Background(), cluster.Config{
-		GossipAddr: "127.0.0.1:0", Gossip: cluster.LocalGossip(), Seeds: []string{"127.0.0.1:1"},
+		GossipAddr: "127.0.0.1:0", Gossip: cluster.LocalGossip(), Seeds: []string{"127.0.0.1:1"}, ClusterKey: c.Key(),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -89,10 +89,32 @@ type Config struct {
 	// Gossip tunes failure detection. Zero fields take memberlist's LAN
 	// defaults; LocalGossip gives tight timings for tests.
 	Gossip GossipConfig
-	// SecretKey, when set (16, 24 or 32 bytes), encrypts and authenticates
-	// gossip with AES-GCM; every node needs the same key.
+	// ClusterKey is the cluster's shared secret (ClusterKeySize random
+	// bytes; NewClusterKey, ParseClusterKey): every node of a cluster has
+	// the same. Keys derived from it (HKDF-SHA256, one per purpose)
+	// encrypt and authenticate gossip, and sign the short-lived
+	// certificate each node issues itself for the mutual TLS of the peer
+	// transport and of raft, so that a node without it can neither join,
+	// nor send checks, calls or raft messages, nor read them.
+	//
+	// Default: a node that starts a cluster (GossipAddr, no Seeds) uses
+	// the key kept in DataDir, or generates one and keeps it there (mode
+	// 0600; in memory without DataDir); Node.ClusterKey returns it for
+	// the nodes that join. A node with Seeds and no key fails with
+	// ErrNoClusterKey, unless it has its own credentials (PeerTLS and
+	// SecretKey) or Insecure.
+	ClusterKey []byte
+	// Insecure runs the cluster without authentication or encryption, for
+	// measurements on one machine: every address must be loopback
+	// (ErrInsecureAddr), and the node says so in a warning at start.
+	Insecure bool
+	// SecretKey, when set (16, 24 or 32 bytes), is the gossip key (AES-GCM)
+	// instead of the one derived from ClusterKey; every node needs the
+	// same. It is meant for clusters secured with their own PKI (PeerTLS)
+	// and for those that used it before ClusterKey existed.
 	SecretKey []byte
-	// PeerTLS, when set, makes peer connections and raft's TLS; set
+	// PeerTLS, when set, is the TLS of peer connections and raft instead of
+	// the certificates derived from ClusterKey: a team's own PKI. Set
 	// ClientAuth and ClientCAs for mutual authentication.
 	PeerTLS *tls.Config
 	// Transport carries checks between nodes; the node serves on it and
@@ -254,5 +276,45 @@ func (c Config) Validate() error {
 	if len(c.Seeds) > 0 && c.GossipAddr == "" {
 		return errors.New("cluster: config: Seeds: set GossipAddr to join a cluster")
 	}
+	return c.validateSecurity()
+}
+
+// validateSecurity checks the cluster key and the Insecure opt-out.
+func (c Config) validateSecurity() error {
+	if len(c.ClusterKey) != 0 && len(c.ClusterKey) != ClusterKeySize {
+		return fmt.Errorf("cluster: config: ClusterKey: %w: %d bytes, want %d", ErrBadClusterKey, len(c.ClusterKey), ClusterKeySize)
+	}
+	if c.GossipAddr == "" {
+		return nil
+	}
+	if c.Insecure {
+		if len(c.ClusterKey) > 0 || c.PeerTLS != nil || len(c.SecretKey) > 0 {
+			return errors.New("cluster: config: Insecure: set with ClusterKey, SecretKey or PeerTLS; drop one")
+		}
+		for _, a := range []struct{ name, addr string }{
+			{"GossipAddr", c.GossipAddr}, {"GossipAdvertise", c.GossipAdvertise},
+			{"PeerAddr", c.PeerAddr}, {"PeerAdvertise", c.PeerAdvertise},
+			{"RaftAddr", c.RaftAddr}, {"RaftAdvertise", c.RaftAdvertise},
+		} {
+			if a.addr != "" && !isLoopback(a.addr) {
+				return fmt.Errorf("cluster: config: %s %s: %w", a.name, a.addr, ErrInsecureAddr)
+			}
+		}
+		for _, s := range c.Seeds {
+			if !isLoopback(s) {
+				return fmt.Errorf("cluster: config: Seeds %s: %w", s, ErrInsecureAddr)
+			}
+		}
+		return nil
+	}
+	if len(c.Seeds) > 0 && len(c.ClusterKey) == 0 && !c.ownCredentials() {
+		return fmt.Errorf("cluster: config: %w", ErrNoClusterKey)
+	}
 	return nil
+}
+
+// ownCredentials reports whether the node authenticates its peers without
+// the cluster key: a gossip key and its own PKI.
+func (c Config) ownCredentials() bool {
+	return len(c.SecretKey) > 0 && c.PeerTLS != nil
 }

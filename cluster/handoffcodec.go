@@ -11,7 +11,7 @@ import (
 // The counters of a hand-off or a replica message are encoded by hand:
 // reflection cost as much CPU as the rest of copying a counter to its
 // successor. The form is the one the struct tags describe (a map with
-// "v" and "i", each item a map of p, k, t, c, e and, when not zero, s), so
+// "v", "i" and, when set, "f", each item a map of p, k, t, c, e and, when not zero, s), so
 // it reads the same either way.
 
 var (
@@ -22,8 +22,20 @@ var (
 // EncodeMsgpack writes m as the map its struct tags describe. Its receiver
 // is a value, so that msgpack.Marshal takes a message as it is.
 func (m handoffMsg) EncodeMsgpack(enc *msgpack.Encoder) error {
-	if err := enc.EncodeMapLen(2); err != nil {
+	fields := 2
+	if m.From != "" {
+		fields = 3
+	}
+	if err := enc.EncodeMapLen(fields); err != nil {
 		return err
+	}
+	if m.From != "" {
+		if err := enc.EncodeString("f"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(m.From); err != nil {
+			return err
+		}
 	}
 	if err := enc.EncodeString("v"); err != nil {
 		return err
@@ -98,6 +110,8 @@ func (m *handoffMsg) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "v":
 			m.Version, err = dec.DecodeUint8()
+		case "f":
+			m.From, err = dec.DecodeString()
 		case "i":
 			var items int
 			if items, err = dec.DecodeArrayLen(); err != nil {

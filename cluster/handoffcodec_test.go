@@ -13,6 +13,7 @@ import (
 // reflectMsg and reflectItem are handoffMsg and handoffItem without the
 // hand-written codec: what msgpack's reflection reads and writes.
 type reflectMsg struct {
+	From    string        `msgpack:"f,omitempty"`
 	Version uint8         `msgpack:"v"`
 	Items   []reflectItem `msgpack:"i"`
 }
@@ -43,7 +44,7 @@ func TestHandoffCodec(t *testing.T) {
 			}
 			return it
 		}), 0, 20).Draw(t, "items")
-		msg := handoffMsg{Version: 1, Items: items}
+		msg := handoffMsg{From: rapid.SampledFrom([]string{"", "node-1"}).Draw(t, "from"), Version: 1, Items: items}
 
 		b, err := msgpack.Marshal(msg) // a value, as the senders pass it
 		if err != nil {
@@ -53,7 +54,7 @@ func TestHandoffCodec(t *testing.T) {
 		if err := msgpack.Unmarshal(b, &back); err != nil {
 			t.Fatal(err)
 		}
-		if back.Version != 1 || len(back.Items) != len(items) || (len(items) > 0 && !reflect.DeepEqual(back.Items, items)) {
+		if back.Version != 1 || back.From != msg.From || len(back.Items) != len(items) || (len(items) > 0 && !reflect.DeepEqual(back.Items, items)) {
 			t.Fatalf("round trip: %+v, want %+v", back, msg)
 		}
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"net"
 	"slices"
@@ -69,11 +68,7 @@ type routeTable struct {
 	up map[string]context.Context
 	// succ is the ring without this node: the owners its keys would have
 	// if it failed. Nil when the node keeps no counter copies.
-	succ    *ring.Ring
-	ringCfg ring.Config
-
-	mu      sync.Mutex
-	without map[string]*ring.Ring // the ring without a member, built on first use
+	succ *ring.Ring
 }
 
 // owner returns the member that owns k, and its peer address.
@@ -85,24 +80,10 @@ func (rt *routeTable) owner(k bucket.Key) (name, addr string) {
 }
 
 // successor returns the member that would own k if owner failed (the
-// owner in the ring without it), and its peer address; "" when owner is
+// owner in rt's ring without it), and its peer address; "" when owner is
 // the only member. Every node with the same members computes the same.
-func (rt *routeTable) successor(k bucket.Key, owner string) (name, addr string) {
-	var r *ring.Ring
-	if owner == rt.self && rt.succ != nil {
-		r = rt.succ
-	} else {
-		rt.mu.Lock()
-		if r = rt.without[owner]; r == nil {
-			others := slices.DeleteFunc(rt.ring.Members(), func(m string) bool { return m == owner })
-			r = ring.New(others, rt.ringCfg)
-			if rt.without == nil {
-				rt.without = map[string]*ring.Ring{}
-			}
-			rt.without[owner] = r
-		}
-		rt.mu.Unlock()
-	}
+func (n *Node) successor(rt *routeTable, k bucket.Key, owner string) (name, addr string) {
+	r := n.ringWithout(rt, owner)
 	if r.Len() == 0 {
 		return "", ""
 	}
@@ -200,8 +181,8 @@ func (n *Node) startGossip(ctx context.Context) error {
 	if t.GossipInterval > 0 && t.GossipInterval < 100*time.Millisecond {
 		mc.GossipToTheDeadTime = 2 * time.Second
 	}
-	mc.SecretKey = cfg.SecretKey
-	mc.Logger = slog.NewLogLogger(n.log.With("component", "memberlist").Handler(), slog.LevelDebug)
+	mc.SecretKey = n.sec.gossip  // GossipVerifyIncoming: unencrypted messages are refused
+	mc.Logger = n.gossipLogger() // counts and logs refused gossip (guard.go)
 	mc.Delegate = g
 	mc.Events = g
 
@@ -396,7 +377,7 @@ func (g *gossip) routes() *routeTable {
 		names = append(names, name)
 		addrs[name] = m.PeerAddr
 	}
-	rt := &routeTable{ring: ring.New(names, g.n.cfg.Ring), self: self, addrs: addrs, ringCfg: g.n.cfg.Ring}
+	rt := &routeTable{ring: ring.New(names, g.n.cfg.Ring), self: self, addrs: addrs}
 	if g.n.replicas != nil {
 		others := slices.DeleteFunc(slices.Clone(names), func(name string) bool { return name == self })
 		rt.succ = ring.New(others, g.n.cfg.Ring)

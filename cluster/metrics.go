@@ -20,6 +20,7 @@ type metrics struct {
 	replicaErrors   prometheus.Counter
 	replicaReceived prometheus.Counter
 	replicaPromoted prometheus.Counter
+	inbound         inboundMetrics
 	cols            []prometheus.Collector
 }
 
@@ -72,11 +73,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "ratelimit", Name: "replica_promoted_total",
 			Help: "Counter copies folded into this node's counters when it took over their keys from a failed node.",
 		}),
+		inbound: newInboundMetrics(),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.errors, m.fallbacks, m.members, m.handedOff, m.receivedHandoff, m.replicaSent, m.replicaErrors, m.replicaReceived, m.replicaPromoted} {
+	for _, c := range append([]prometheus.Collector{m.decisions, m.errors, m.fallbacks, m.members, m.handedOff, m.receivedHandoff, m.replicaSent, m.replicaErrors, m.replicaReceived, m.replicaPromoted}, m.inbound.collectors()...) {
 		if err := reg.Register(c); err != nil {
 			m.unregister()
 			return nil, err

@@ -56,6 +56,8 @@ type Node struct {
 	warnings     *capLog
 
 	// Cluster side; tr and gossip are nil for a standalone node.
+	sec    secrets // credentials of the cluster ports (secret.go)
+	guard  *guard  // counts and logs what the cluster ports refuse
 	tr     transport.Transport
 	gossip *gossip
 	raft   *raftNode // nil for a standalone node
@@ -64,6 +66,7 @@ type Node struct {
 	state       *policyState // the replicated table; checks read policies
 	tableLogged bool         // logTableDiff ran; under stateMu
 	route       atomic.Pointer[routeTable]
+	without     atomic.Pointer[ringsWithout] // rings without one member, for checking what peers send
 	leaving     atomic.Bool
 	// partitioned is true when each node keeps its own counters (the
 	// memory store) and checks go to the key's owner; a store shared by all
@@ -80,6 +83,10 @@ type Node struct {
 // keeps trying in the background otherwise (Ready tells).
 func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	generated, err := cfg.resolveClusterKey()
+	if err != nil {
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
@@ -106,7 +113,17 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		clock:   cfg.Clock,
 		metrics: m,
 		stop:    make(chan struct{}),
+		sec:     cfg.secrets(time.Now),
+		guard:   newGuard(cfg.Logger.With("node", cfg.NodeName)),
 	}
+	if cfg.Metrics != nil && cfg.GossipAddr != "" {
+		if err := cfg.Metrics.Register(n.guard); err != nil {
+			m.unregister()
+			return nil, fmt.Errorf("cluster: metrics: %w", err)
+		}
+		m.cols = append(m.cols, n.guard)
+	}
+	n.sec.generated = generated
 	_, n.partitioned = cfg.Store.(handoffStore)
 	n.denials = newCapLog(n.log, slog.LevelInfo, cfg.DenialLogRate)
 	n.warnings = newCapLog(n.log, slog.LevelWarn, 1)
@@ -143,6 +160,9 @@ func (n *Node) startCluster(ctx context.Context) error {
 	} else if n.partitioned && cfg.ReplicaInterval > 0 {
 		n.log.Warn("counter copies off: the store does not track changed counters (bucket.MemoryConfig.TrackChanges); a crash of this node resets its counters")
 	}
+	if cfg.Insecure {
+		n.log.Warn("INSECURE CLUSTER: gossip, peer and raft traffic is neither authenticated nor encrypted; any process that reaches the loopback ports can rewrite policies and counters (Insecure, --insecure-cluster)")
+	}
 	n.tr = cfg.Transport
 	if n.tr == nil {
 		addr := cfg.PeerAddr
@@ -153,7 +173,7 @@ func (n *Node) startCluster(ctx context.Context) error {
 		tcp, err := transport.NewTCP(transport.TCPConfig{
 			Addr:        addr,
 			Advertise:   cfg.PeerAdvertise,
-			TLS:         cfg.PeerTLS,
+			TLS:         n.sec.peer,
 			CallTimeout: cfg.FailoverTimeout,
 			Logger:      n.log.With("component", "transport"),
 		})
@@ -163,6 +183,7 @@ func (n *Node) startCluster(ctx context.Context) error {
 		n.tr = tcp
 		n.ownTransport = true
 	}
+	n.guard.watch(n.tr)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

@@ -21,6 +21,37 @@ func DefaultPolicies() []bucket.Policy {
 	}
 }
 
+// MaxPolicies is the most policies the table holds. Every node holds the
+// whole table and rebuilds it on each change, so it stays small; a
+// SetPolicy of a new name beyond it is refused (ErrTooManyPolicies).
+const MaxPolicies = 1000
+
+// ErrTooManyPolicies: a SetPolicy would take the table past MaxPolicies.
+// It wraps bucket.ErrInvalidPolicy.
+var ErrTooManyPolicies = fmt.Errorf("cluster: more than %d policies: %w", MaxPolicies, errInvalidPolicy)
+
+// ErrPolicyInUse: DeletePolicy named a built-in policy that another
+// component depends on (the error says which); ForceDeletePolicy deletes
+// it anyway. It wraps bucket.ErrPolicyInUse.
+var ErrPolicyInUse = fmt.Errorf("cluster: %w", bucket.ErrPolicyInUse)
+
+// dependency says what depends on the built-in policy name, or "" when
+// nothing outside the table does.
+func dependency(name string) string {
+	switch name {
+	case "api_limit":
+		return "the nginx snippet (deploy/nginx/ratelimit.conf) checks every request against it, and answers 500 without it"
+	case "default", "auth", "sensitive", "admin":
+		return "it is one of the four built-in endpoint policies that clients check by name"
+	}
+	return ""
+}
+
+// inUse is the error of deleting the built-in policy name without force.
+func inUse(name, dep string) error {
+	return fmt.Errorf("%w: %q is built in: %s; delete it with force", ErrPolicyInUse, name, dep)
+}
+
 // policyTable is an immutable name → policy map, swapped whole on change so
 // that checks read it without a lock.
 type policyTable map[string]*policyEntry

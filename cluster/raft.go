@@ -77,19 +77,11 @@ func (n *Node) startRaft() error {
 		Level:  hclog.Warn,
 		Output: slogWriter{n.log.With("component", "raft")},
 	})
-	var trans *raft.NetworkTransport
-	var err error
-	if cfg.PeerTLS != nil {
-		var stream *tlsStream
-		if stream, err = newTLSStream(bind, adv, cfg.PeerTLS); err == nil {
-			trans = raft.NewNetworkTransportWithLogger(stream, 3, 5*time.Second, hlog)
-		}
-	} else {
-		trans, err = raft.NewTCPTransportWithLogger(bind, adv, 3, 5*time.Second, hlog)
-	}
+	stream, err := newRaftStream(bind, adv, n.sec.raft, n.refusedRaft)
 	if err != nil {
 		return fmt.Errorf("cluster: raft transport on %s: %w", bind, err)
 	}
+	trans := raft.NewNetworkTransportWithLogger(stream, 3, 5*time.Second, hlog)
 	rn := &raftNode{n: n, trans: trans, addr: string(trans.LocalAddr()), kick: make(chan struct{}, 1), gone: map[string]time.Time{}, appliedCh: make(chan struct{})}
 
 	var logs raft.LogStore
@@ -188,7 +180,12 @@ func (rn *raftNode) seed() {
 	if seeded {
 		return
 	}
-	data, _ := encodeCommand(command{Op: opSeed, Policies: rn.n.cfg.Policies})
+	c := command{Op: opSeed, Policies: rn.n.cfg.Policies}
+	data, err := rn.n.checkProposal(c)
+	if err != nil {
+		rn.n.warnings.warn(time.Now(), "the configured policies cannot seed the table", "err", err)
+		return
+	}
 	if err := rn.r.Apply(data, 5*time.Second).Error(); err != nil {
 		rn.n.log.Warn("seeding the policy table failed; retrying", "err", err)
 		return
@@ -292,7 +289,7 @@ func (rn *raftNode) propose(ctx context.Context, c command) error {
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
-	data, err := encodeCommand(c)
+	data, err := rn.n.checkProposal(c)
 	if err != nil {
 		return err
 	}
@@ -339,8 +336,13 @@ func (rn *raftNode) submit(ctx context.Context, data []byte) (uint64, error) {
 	return res.Index, res.err()
 }
 
-// applyLocal applies data on this node, the leader.
+// applyLocal applies data on this node, the leader, once it is a valid
+// command that applies to the current table: what reaches raft.Apply has
+// been checked here, whoever sent it.
 func (rn *raftNode) applyLocal(ctx context.Context, data []byte) (uint64, error) {
+	if err := rn.n.checkEntry(data); err != nil {
+		return 0, err
+	}
 	timeout := 5 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = max(time.Until(dl), time.Millisecond)
@@ -427,6 +429,8 @@ func (a applyResult) err() error {
 		return fmt.Errorf("%w: %s", ErrUnknownPolicy, a.Error)
 	case "unknown_override":
 		return fmt.Errorf("%w: %s", ErrUnknownOverride, a.Error)
+	case "in_use":
+		return fmt.Errorf("%w: %s", ErrPolicyInUse, a.Error)
 	}
 	return errors.New(a.Error)
 }
@@ -449,6 +453,8 @@ func (rn *raftNode) handlePolicyApply(ctx context.Context, data []byte) ([]byte,
 			res.Kind = "unknown_policy"
 		case errors.Is(err, ErrUnknownOverride):
 			res.Kind = "unknown_override"
+		case errors.Is(err, ErrPolicyInUse):
+			res.Kind = "in_use"
 		case errors.Is(err, errInvalidPolicy):
 			res.Kind = "invalid"
 		default:
@@ -508,14 +514,18 @@ func (rn *raftNode) close() {
 // fsm is the raft state machine: the node's policy table.
 type fsm struct{ n *Node }
 
-// Apply applies one committed change.
+// Apply applies one committed change. An entry that is malformed, invalid
+// or does not apply to the table is refused, counted and logged, and the
+// table stays as it was: the leader checks every command before it enters
+// the log, but the log may hold what an older or a rogue leader wrote.
 func (f fsm) Apply(l *raft.Log) any {
 	defer f.n.raft.markApplied(l.Index)
-	c, err := decodeCommand(l.Data)
-	if err != nil {
-		return fmt.Errorf("cluster: undecodable log entry %d: %w", l.Index, err)
+	c, err := f.n.decodeEntry(l.Data)
+	if err == nil {
+		_, err = f.n.applyCommand(c)
 	}
-	if _, err := f.n.applyCommand(c); err != nil {
+	if err != nil {
+		f.n.refuseCommand("applying", l.Index, err)
 		return err
 	}
 	return nil

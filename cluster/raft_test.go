@@ -65,7 +65,11 @@ func TestRaftChangesVisibleEverywhere(t *testing.T) {
 			c := testcluster.Start(t, size, testcluster.Options{Policies: hourly})
 			leader := c.Leader()
 			waitFor(t, "seeding", func() bool { return seeded(c) })
-			ctx := context.Background()
+			// A busy machine starves raft's heartbeats: leaders step down
+			// and are elected again for seconds on end. Each change may
+			// take that long; past the default 10 s it would be an error.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
 			for _, i := range c.Live() {
 				p := bucket.Policy{Name: "from-" + strconv.Itoa(i), Limit: int64(10 + i), Window: time.Minute}
 				if err := c.Node(i).SetPolicy(ctx, p); err != nil {

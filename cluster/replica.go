@@ -186,14 +186,12 @@ func (n *Node) sendReplicas(groups map[string][]handoffItem) {
 
 // receiveReplica keeps the copies a peer sent, merged with those it sent
 // before.
-func (n *Node) receiveReplica(body []byte) error {
+func (n *Node) receiveReplica(ctx context.Context, body []byte) error {
 	if n.replicas == nil {
 		return nil
 	}
-	got, err := n.receiveCounters(body, "replica", func(k bucket.Key, p bucket.Policy, st bucket.State, now time.Time) {
-		n.replicas.Merge(k, p, st, now)
-	})
-	n.metrics.replicaReceived.Add(float64(got))
+	merged, err := n.receiveStates(ctx, methodReplica, body, n.replicas.Merge)
+	n.metrics.replicaReceived.Add(float64(merged))
 	return err
 }
 
@@ -447,7 +445,7 @@ func (n *Node) sendCounters(ctx context.Context, addr, method string, items []ha
 	for len(items) > 0 {
 		chunk := items[:min(len(items), handoffChunk)]
 		items = items[len(chunk):]
-		body, err := msgpack.Marshal(handoffMsg{Version: 1, Items: chunk})
+		body, err := msgpack.Marshal(handoffMsg{From: n.cfg.NodeName, Version: 1, Items: chunk})
 		if err == nil {
 			cctx, cancel := context.WithTimeout(ctx, timeout)
 			_, err = n.tr.Call(cctx, addr, method, body)
@@ -462,23 +460,4 @@ func (n *Node) sendCounters(ctx context.Context, addr, method string, items []ha
 		}
 	}
 	return total, nil
-}
-
-// receiveCounters decodes a hand-off or replica message and gives each
-// counter whose policy this node knows to fn. It returns how many the
-// message held.
-func (n *Node) receiveCounters(body []byte, what string, fn func(k bucket.Key, p bucket.Policy, st bucket.State, now time.Time)) (int, error) {
-	var msg handoffMsg
-	if err := msgpack.Unmarshal(body, &msg); err != nil {
-		return 0, fmt.Errorf("cluster: %s: %w", what, err)
-	}
-	table := *n.policies.Load()
-	now := n.clock.Now()
-	for i := range msg.Items {
-		it := &msg.Items[i]
-		if p := table[it.Policy]; p != nil {
-			fn(it.key(), p.Policy, it.state(), now)
-		}
-	}
-	return len(msg.Items), nil
 }

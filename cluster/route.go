@@ -81,7 +81,7 @@ const (
 // successor cannot answer either does the policy's failure mode decide.
 func (n *Node) failover(ctx context.Context, p *policyEntry, key string, hits int64, rt *routeTable, owner string, now time.Time, cause error) (Decision, error) {
 	k := bucket.Key{Policy: p.Name, ID: key}
-	succ, addr := rt.successor(k, owner)
+	succ, addr := n.successor(rt, k, owner)
 	n.warnings.warn(now, "owner unreachable; its successor decides", "policy", p.Name, "owner", owner, "successor", succ, "err", cause)
 	switch {
 	case succ == rt.self:
@@ -229,9 +229,9 @@ func (n *Node) passOn(ctx context.Context, addr string, items []transport.CheckI
 func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte) ([]byte, error) {
 	switch method {
 	case methodHandoff:
-		return nil, h.n.receiveHandoff(body)
+		return nil, h.n.receiveHandoff(ctx, body)
 	case methodReplica:
-		return nil, h.n.receiveReplica(body)
+		return nil, h.n.receiveReplica(ctx, body)
 	case methodFailover:
 		return h.n.receiveFailover(ctx, body)
 	case methodFoldBack:
@@ -256,6 +256,8 @@ type handoffStore interface {
 
 // handoffMsg carries counters to their new owner.
 type handoffMsg struct {
+	// From is the sender's node name, checked against the ring.
+	From    string        `msgpack:"f,omitempty"`
 	Version uint8         `msgpack:"v"`
 	Items   []handoffItem `msgpack:"i"`
 }
@@ -319,7 +321,7 @@ func (n *Node) dropHandedOff(hs handoffStore, rt *routeTable, owner string, chun
 	for i := range chunk {
 		k := chunk[i].key()
 		if n.replicas != nil {
-			if succ, _ := rt.successor(k, owner); succ == rt.self {
+			if succ, _ := n.successor(rt, k, owner); succ == rt.self {
 				if p := table[k.Policy]; p != nil {
 					n.replicas.Merge(k, p.Policy, chunk[i].state(), n.clock.Now())
 				}
@@ -331,16 +333,14 @@ func (n *Node) dropHandedOff(hs handoffStore, rt *routeTable, owner string, chun
 
 // receiveHandoff merges the counters a peer handed to this node, their
 // new owner, into its own (the more consumed state wins).
-func (n *Node) receiveHandoff(body []byte) error {
+func (n *Node) receiveHandoff(ctx context.Context, body []byte) error {
 	hs, ok := n.store.(handoffStore)
 	if !ok {
 		return nil
 	}
-	got, err := n.receiveCounters(body, "hand-off", func(k bucket.Key, p bucket.Policy, st bucket.State, now time.Time) {
-		hs.Merge(k, p, st, now)
-	})
-	n.metrics.receivedHandoff.Add(float64(got))
-	if n.repl != nil && got > 0 {
+	merged, err := n.receiveStates(ctx, methodHandoff, body, hs.Merge)
+	n.metrics.receivedHandoff.Add(float64(merged))
+	if n.repl != nil && merged > 0 {
 		n.repl.changed()
 	}
 	return err

@@ -1,11 +1,16 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vibewell/ratelimit/bucket"
 )
@@ -38,6 +43,85 @@ type command struct {
 	Name     string          `json:"name,omitempty"`
 	Key      string          `json:"key,omitempty"`
 	Limit    int64           `json:"limit,omitempty"`
+	// Force deletes a built-in policy that other components depend on.
+	Force bool `json:"force,omitempty"`
+}
+
+// MaxCommandBytes bounds one policy command (a raft log entry): a policy
+// with MaxOverrides overrides of 512-byte keys takes about half of it.
+const MaxCommandBytes = 1 << 20
+
+// errMalformedCommand marks a command that is not one: undecodable, too
+// large, or with unknown fields.
+var errMalformedCommand = fmt.Errorf("cluster: malformed policy command: %w", errInvalidPolicy)
+
+// validate checks c on its own, before it enters the log and again before
+// the state machine applies it: the operation is known, every policy
+// valid, names and keys well formed. maxKeyLen is the key-length cap of
+// checks, which override keys obey too.
+func (c *command) validate(maxKeyLen int) error {
+	key := func() error {
+		if c.Key == "" || len(c.Key) > maxKeyLen {
+			return fmt.Errorf("%w: override key of %d bytes, want 1 to %d", errInvalidPolicy, len(c.Key), maxKeyLen)
+		}
+		return nil
+	}
+	policy := func(p *bucket.Policy) error {
+		if err := p.Validate(); err != nil {
+			return err
+		}
+		for k := range p.Overrides {
+			if len(k) > maxKeyLen {
+				return &bucket.FieldError{Policy: p.Name, Field: "overrides", Reason: fmt.Sprintf("key of %d bytes, longer than %d", len(k), maxKeyLen)}
+			}
+		}
+		return nil
+	}
+	name := func() error {
+		if err := bucket.ValidateName(c.Name); err != nil {
+			return &bucket.FieldError{Field: "name", Reason: err.Error()}
+		}
+		return nil
+	}
+	switch c.Op {
+	case opSeed:
+		if len(c.Policies) > MaxPolicies {
+			return fmt.Errorf("%w: seed of %d policies", ErrTooManyPolicies, len(c.Policies))
+		}
+		seen := make(map[string]bool, len(c.Policies))
+		for i := range c.Policies {
+			if err := policy(&c.Policies[i]); err != nil {
+				return err
+			}
+			if seen[c.Policies[i].Name] {
+				return fmt.Errorf("%w: policy %q defined twice", errInvalidPolicy, c.Policies[i].Name)
+			}
+			seen[c.Policies[i].Name] = true
+		}
+	case opSetPolicy:
+		if c.Policy == nil {
+			return fmt.Errorf("%w: no policy", errInvalidPolicy)
+		}
+		return policy(c.Policy)
+	case opDeletePolicy:
+		return name()
+	case opSetOverride:
+		if err := name(); err != nil {
+			return err
+		}
+		if c.Limit < 1 {
+			return &bucket.FieldError{Policy: c.Name, Field: "limit", Reason: fmt.Sprintf("must be at least 1, got %d", c.Limit)}
+		}
+		return key()
+	case opDeleteOverride:
+		if err := name(); err != nil {
+			return err
+		}
+		return key()
+	default:
+		return fmt.Errorf("%w: unknown operation %q", errMalformedCommand, c.Op)
+	}
+	return nil
 }
 
 // apply returns the state after c, or an error (and s unchanged) when c
@@ -65,10 +149,16 @@ func (s *policyState) apply(c command) (*policyState, error) {
 		if err := p.Validate(); err != nil {
 			return s, err
 		}
+		if _, ok := next.Policies[p.Name]; !ok && len(next.Policies) >= MaxPolicies {
+			return s, fmt.Errorf("%w: %q not added", ErrTooManyPolicies, p.Name)
+		}
 		next.Policies[p.Name] = p
 	case opDeletePolicy:
 		if _, ok := next.Policies[c.Name]; !ok {
 			return s, fmt.Errorf("%w: %q", ErrUnknownPolicy, c.Name)
+		}
+		if dep := dependency(c.Name); dep != "" && !c.Force {
+			return s, inUse(c.Name, dep)
 		}
 		delete(next.Policies, c.Name)
 	case opSetOverride, opDeleteOverride:
@@ -131,19 +221,31 @@ var ErrUnknownOverride = fmt.Errorf("cluster: %w", bucket.ErrUnknownOverride)
 // *bucket.FieldError names the field), ErrNoLeader, ErrClosed or ctx's
 // error. A standalone node changes its own table.
 func (n *Node) SetPolicy(ctx context.Context, p bucket.Policy) error {
-	if err := p.Validate(); err != nil {
-		return err
-	}
 	return n.change(ctx, command{Op: opSetPolicy, Policy: &p})
 }
 
 // DeletePolicy removes a policy; checks of it then fail with
-// ErrUnknownPolicy. See SetPolicy for when it returns.
+// ErrUnknownPolicy. A built-in policy that another component depends on
+// (api_limit for nginx, and default, auth, sensitive and admin) is not
+// deleted: the error wraps ErrPolicyInUse and says what depends on it.
+// See SetPolicy for when it returns.
 func (n *Node) DeletePolicy(ctx context.Context, name string) error {
+	return n.deletePolicy(ctx, name, false)
+}
+
+// ForceDeletePolicy is DeletePolicy, built-in policies included.
+func (n *Node) ForceDeletePolicy(ctx context.Context, name string) error {
+	return n.deletePolicy(ctx, name, true)
+}
+
+func (n *Node) deletePolicy(ctx context.Context, name string, force bool) error {
 	if _, ok := n.Policy(name); !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownPolicy, name)
 	}
-	return n.change(ctx, command{Op: opDeletePolicy, Name: name})
+	if dep := dependency(name); dep != "" && !force {
+		return inUse(name, dep)
+	}
+	return n.change(ctx, command{Op: opDeletePolicy, Name: name, Force: force})
 }
 
 // SetOverride sets the limit of one key under a policy. See SetPolicy for
@@ -180,10 +282,14 @@ func (n *Node) DeleteOverride(ctx context.Context, policy, key string) error {
 	return n.change(ctx, command{Op: opDeleteOverride, Name: policy, Key: key})
 }
 
-// change applies c through raft, or locally on a standalone node.
+// change applies c through raft, or locally on a standalone node, once
+// it is valid.
 func (n *Node) change(ctx context.Context, c command) error {
 	if n.closed.Load() {
 		return ErrClosed
+	}
+	if err := c.validate(n.cfg.MaxKeyLen); err != nil {
+		return err
 	}
 	if n.raft != nil {
 		return n.raft.propose(ctx, c)
@@ -217,6 +323,13 @@ func (n *Node) setStateLocked(st *policyState) {
 		n.log.Error("policy table rejected; keeping the previous one", "version", st.Version, "err", err)
 		return
 	}
+	if old := n.policies.Load(); old != nil {
+		for name := range *old {
+			if _, ok := t[name]; !ok {
+				n.metrics.dropPolicy(name)
+			}
+		}
+	}
 	n.policies.Store(&t)
 	if !n.tableLogged {
 		n.tableLogged = true
@@ -249,8 +362,63 @@ func (n *Node) logTableDiff(st *policyState) {
 
 func encodeCommand(c command) ([]byte, error) { return json.Marshal(c) }
 
+// decodeCommand reads one command strictly: at most MaxCommandBytes, one
+// JSON object of known fields, named exactly (encoding/json would match
+// "OP" to "op"), each once.
 func decodeCommand(b []byte) (command, error) {
 	var c command
-	err := json.Unmarshal(b, &c)
-	return c, err
+	if len(b) > MaxCommandBytes {
+		return c, fmt.Errorf("%w: %d bytes, at most %d", errMalformedCommand, len(b), MaxCommandBytes)
+	}
+	if err := exactFields(b, "op", "policy", "policies", "name", "key", "limit", "force"); err != nil {
+		return c, fmt.Errorf("%w: %w", errMalformedCommand, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return command{}, fmt.Errorf("%w: %w", errMalformedCommand, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return command{}, fmt.Errorf("%w: data after the command", errMalformedCommand)
+	}
+	return c, nil
+}
+
+// exactFields checks that the JSON object b names only the given fields,
+// each at most once and spelled exactly.
+func exactFields(b []byte, names ...string) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return errors.New("want a JSON object")
+	}
+	seen := make(map[string]bool, len(names))
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		k, _ := t.(string)
+		if !slices.Contains(names, k) {
+			return fmt.Errorf("unknown field %q", k)
+		}
+		if seen[k] {
+			return fmt.Errorf("field %q given twice", k)
+		}
+		seen[k] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropPolicy removes the series of a deleted policy, so that the metrics
+// of a table with churning policies stay bounded.
+func (m *metrics) dropPolicy(name string) {
+	if m == nil {
+		return
+	}
+	m.decisions.DeletePartialMatch(prometheus.Labels{"policy": name})
+	m.fallbacks.DeletePartialMatch(prometheus.Labels{"policy": name})
 }

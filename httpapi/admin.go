@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,7 +26,7 @@ const DefaultAdminTimeout = 10 * time.Second
 //
 // Errors that wrap bucket.ErrInvalidPolicy (a *bucket.FieldError names the
 // JSON field) are answered 400; bucket.ErrUnknownPolicy and
-// bucket.ErrUnknownOverride 404; any other error (no leader in time, a
+// bucket.ErrUnknownOverride 404; bucket.ErrPolicyInUse 409; any other error (no leader in time, a
 // closed node) 503.
 type PolicyAdmin interface {
 	// SetPolicy adds or replaces a policy, overrides included.
@@ -36,6 +37,14 @@ type PolicyAdmin interface {
 	SetOverride(ctx context.Context, policy, key string, limit int64) error
 	// DeleteOverride removes the override of one key.
 	DeleteOverride(ctx context.Context, policy, key string) error
+}
+
+// ForceDeleter is a PolicyAdmin that can delete a built-in policy other
+// components depend on, which DeletePolicy refuses with an error wrapping
+// bucket.ErrPolicyInUse (answered 409). *cluster.Node is one. DELETE
+// /v1/policies/{name}?force=true uses it.
+type ForceDeleter interface {
+	ForceDeletePolicy(ctx context.Context, name string) error
 }
 
 // errAdminOff is the message of a write while Options.AdminToken is empty.
@@ -163,6 +172,12 @@ func (h *handler) putPolicy(w http.ResponseWriter, r *http.Request) {
 		writeError(w, h.adminError(r.Context(), "set policy", err))
 		return
 	}
+	for k := range p.Overrides {
+		if len(k) > h.opts.MaxKeyLen {
+			writeError(w, badInput("overrides", "overrides: key of %d bytes, longer than %d", len(k), h.opts.MaxKeyLen))
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.opts.AdminTimeout)
 	defer cancel()
 	if err := h.opts.Admin.SetPolicy(ctx, p); err != nil {
@@ -174,13 +189,30 @@ func (h *handler) putPolicy(w http.ResponseWriter, r *http.Request) {
 
 func (h *handler) deletePolicy(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	force := false
+	if s := r.URL.Query().Get("force"); s != "" {
+		var err error
+		if force, err = strconv.ParseBool(s); err != nil {
+			writeError(w, badInput("force", "force: want true or false, got %q", s))
+			return
+		}
+	}
 	if _, ok := h.opts.Checker.Policy(name); !ok {
 		writeError(w, unknownPolicy(name))
 		return
 	}
+	del := h.opts.Admin.DeletePolicy
+	if force {
+		fd, ok := h.opts.Admin.(ForceDeleter)
+		if !ok {
+			writeError(w, &inputError{status: http.StatusNotImplemented, msg: "admin API: this node cannot force a delete"})
+			return
+		}
+		del = fd.ForceDeletePolicy
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.opts.AdminTimeout)
 	defer cancel()
-	if err := h.opts.Admin.DeletePolicy(ctx, name); err != nil {
+	if err := del(ctx, name); err != nil {
 		writeError(w, h.adminError(ctx, "delete policy", err))
 		return
 	}
@@ -284,11 +316,7 @@ func (h *handler) readAdminBody(w http.ResponseWriter, r *http.Request) ([]byte,
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
 	if err != nil {
-		var mb *http.MaxBytesError
-		if errors.As(err, &mb) {
-			return nil, h.tooLarge()
-		}
-		return nil, badInput("", "reading the body: %v", err)
+		return nil, h.bodyError(err)
 	}
 	return b, nil
 }
@@ -305,6 +333,8 @@ func (h *handler) adminError(ctx context.Context, op string, err error) *inputEr
 		return badInput("", "%s", err.Error())
 	case errors.Is(err, bucket.ErrUnknownPolicy), errors.Is(err, bucket.ErrUnknownOverride):
 		return &inputError{status: http.StatusNotFound, msg: err.Error()}
+	case errors.Is(err, bucket.ErrPolicyInUse):
+		return &inputError{status: http.StatusConflict, msg: err.Error(), field: "force"}
 	}
 	if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		h.errLog.log(op+" failed", "err", err)

@@ -99,8 +99,17 @@ func (c *Client) SetPolicy(ctx context.Context, p bucket.Policy) (bucket.Policy,
 }
 
 // DeletePolicy removes the named policy from the cluster's policy table.
+// A built-in policy that another component depends on is refused with a
+// *StatusError of status 409 that names the dependency.
 func (c *Client) DeletePolicy(ctx context.Context, name string) error {
 	_, err := c.do(ctx, http.MethodDelete, policyPath(name), nil, nil, http.StatusNoContent)
+	return err
+}
+
+// ForceDeletePolicy is DeletePolicy, built-in policies included
+// (?force=true).
+func (c *Client) ForceDeletePolicy(ctx context.Context, name string) error {
+	_, err := c.do(ctx, http.MethodDelete, policyPath(name)+"?force=true", nil, nil, http.StatusNoContent)
 	return err
 }
 

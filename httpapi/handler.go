@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -121,6 +122,10 @@ type handler struct {
 	errLog  *errorLog
 	latency [numEndpoints]prometheus.Observer // nil entries: no metrics
 
+	// tooLargeBodies and bodyTimeouts count the bodies refused by
+	// MaxBodyBytes and by the server's read deadline.
+	tooLargeBodies, bodyTimeouts prometheus.Counter
+
 	tokenHash [sha256.Size]byte // of opts.AdminToken
 }
 
@@ -156,7 +161,16 @@ func NewHandler(opts Options) (http.Handler, error) {
 	}
 	h := &handler{opts: opts, mux: http.NewServeMux(), errLog: newErrorLog(opts.Logger)}
 	h.tokenHash = sha256.Sum256([]byte(opts.AdminToken))
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "ratelimit", Subsystem: "http", Name: "bodies_refused_total",
+		Help: "Request bodies refused, by limit: max_body_bytes (answered 413) or read_timeout (the server's read deadline passed while the body arrived).",
+	}, []string{"limit"})
+	h.tooLargeBodies = refused.WithLabelValues("max_body_bytes")
+	h.bodyTimeouts = refused.WithLabelValues("read_timeout")
 	if opts.Metrics != nil {
+		if err := opts.Metrics.Register(refused); err != nil {
+			return nil, fmt.Errorf("httpapi: register metrics: %w", err)
+		}
 		hist := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "ratelimit", Subsystem: "http", Name: "check_duration_seconds",
 			Help:    "Time to answer a check request, by endpoint (check, batch, auth).",
@@ -205,16 +219,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 
 var jsonContentType = []string{"application/json"}
 
-// readBody reads the body into bufs.in, within MaxBodyBytes.
+// readBody reads the body into bufs.in, within MaxBodyBytes. The buffer
+// grows as bytes arrive, never from the declared Content-Length, so a
+// client that announces a large body and sends little holds little; the
+// server's read deadline ends a client that sends too slowly.
 func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bufs *buffers) *inputError {
 	if r.ContentLength > h.opts.MaxBodyBytes {
 		return h.tooLarge()
 	}
 	body := http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes)
 	b := bufs.in[:0]
-	if need := int(r.ContentLength) + 1; cap(b) < need { // +1: room to see EOF
-		b = make([]byte, 0, max(need, 512))
-	}
 	for {
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)]
@@ -226,18 +240,32 @@ func (h *handler) readBody(w http.ResponseWriter, r *http.Request, bufs *buffers
 		}
 		if err != nil {
 			bufs.in = b
-			var mb *http.MaxBytesError
-			if errors.As(err, &mb) {
-				return h.tooLarge()
-			}
-			return badInput("", "reading the body: %v", err)
+			return h.bodyError(err)
 		}
 	}
 	bufs.in = b
 	return nil
 }
 
+// bodyError answers an error reading a body: too large (413), too slow
+// (408: the server's read deadline passed), or broken (400).
+func (h *handler) bodyError(err error) *inputError {
+	var (
+		mb *http.MaxBytesError
+		ne net.Error
+	)
+	switch {
+	case errors.As(err, &mb):
+		return h.tooLarge()
+	case errors.As(err, &ne) && ne.Timeout():
+		h.bodyTimeouts.Inc()
+		return &inputError{status: http.StatusRequestTimeout, msg: "the body did not arrive within the server's read timeout"}
+	}
+	return badInput("", "reading the body: %v", err)
+}
+
 func (h *handler) tooLarge() *inputError {
+	h.tooLargeBodies.Inc()
 	return &inputError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("body larger than %d bytes", h.opts.MaxBodyBytes)}
 }
 

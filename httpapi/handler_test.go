@@ -254,12 +254,20 @@ func TestCheckHits(t *testing.T) {
 	}
 }
 
+// TestCheckOverrideLimitInHeaders: a key's override sets every header's
+// limit; the reset headers agree with the body's reset_after_ms.
 func TestCheckOverrideLimitInHeaders(t *testing.T) {
 	e := newEnv(t, httpapi.Options{})
-	a := e.check(t, `{"policy":"vip","key":"gold"}`)
-	wantHeaders(t, a.header, "vip", `"vip";q=50;w=60`, a.header.Get("RateLimit"), "50", "49", a.header.Get("X-RateLimit-Reset"), "")
-	a = e.check(t, `{"policy":"vip","key":"plain"}`)
-	wantHeaders(t, a.header, "vip", `"vip";q=5;w=60`, a.header.Get("RateLimit"), "5", "4", a.header.Get("X-RateLimit-Reset"), "")
+	for _, c := range []struct{ key, limit, remaining string }{{"gold", "50", "49"}, {"plain", "5", "4"}} {
+		a := e.check(t, `{"policy":"vip","key":"`+c.key+`"}`)
+		var r httpapi.CheckResponse
+		a.decode(t, &r)
+		if r.ResetAfterMS <= 0 || r.ResetAfterMS > 67_500 { // the sliding window: 60 s × 9/8
+			t.Fatalf("key %s: reset_after_ms %d, want within the window", c.key, r.ResetAfterMS)
+		}
+		reset := strconv.FormatInt((r.ResetAfterMS+999)/1000, 10)
+		wantHeaders(t, a.header, "vip", `"vip";q=`+c.limit+`;w=60`, `"vip";r=`+c.remaining+`;t=`+reset, c.limit, c.remaining, reset, "")
+	}
 }
 
 func TestCheckSlowPathDecodesTheSame(t *testing.T) {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs vet and the whole test suite with the race detector. The Redis store's
+# Runs vet, the whole test suite with the race detector, and the
+# allocation tests without it. The Redis store's
 # tests need redis-server: it is installed from Debian's packages when missing,
 # and one private instance is started on a free loopback port for the suite
 # (tests that kill or reconfigure Redis start their own). Everything this
@@ -9,10 +10,12 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests need: redis-server for the Redis store, nginx
 # for the auth_request test of deploy/nginx (/usr/sbin/nginx, which is not
-# on every PATH). Installed only when missing; apt's lists are fetched once.
+# on every PATH), chromium to render the HTML bench report. Installed only
+# when missing; apt's lists are fetched once.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || missing+=(nginx-light)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
 	echo "test: installing ${missing[*]}" >&2
 	if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -40,3 +43,9 @@ export RATELIMIT_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
 
 go vet ./...
 go test -race -timeout 15m ./...
+# The race detector allocates, so the allocation tests skip under -race:
+# they run here, without it, in the packages that have them.
+mapfile -t alloc_pkgs < <(grep -rl --include='*_test.go' 'testing.AllocsPerRun' . | xargs -n1 dirname | sort -u)
+if [ "${#alloc_pkgs[@]}" -gt 0 ]; then
+	go test -count=1 -run 'Alloc' "${alloc_pkgs[@]}"
+fi

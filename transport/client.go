@@ -814,7 +814,7 @@ func (c *clientConn) read() {
 	t := c.p.t
 	br := bufio.NewReaderSize(c.nc, readBufSize)
 	for {
-		h, body, err := readFrame(br, &c.buf, t.cfg.MaxFrame)
+		h, body, err := readFrame(br, &c.buf, t.cfg.MaxFrame, nil)
 		if err != nil {
 			if errors.Is(err, ErrFrameTooLarge) || errors.Is(err, ErrBadFrame) {
 				t.st.badFrames.Add(1)

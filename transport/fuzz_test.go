@@ -18,15 +18,21 @@ const fuzzMaxFrame = 1 << 16
 
 // FuzzDecodeFrame reads a byte stream as the server and the client do:
 // frames until an error, each body decoded as every frame type. It must
-// never panic, never read past a frame, and whatever decodes must
-// re-encode to the same values.
+// never panic, never read past a frame, never hold a buffer larger than
+// twice the bytes that arrived (plus the read buffer), whatever the
+// lengths announced, and whatever decodes must re-encode to the same
+// values.
 func FuzzDecodeFrame(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
-		br := bufio.NewReaderSize(bytes.NewReader(data), 4096)
+		const bufSize = 4096
+		br := bufio.NewReaderSize(bytes.NewReader(data), bufSize)
 		var scratch []byte
 		in := make(interner)
 		for range 64 {
-			h, body, err := readFrame(br, &scratch, fuzzMaxFrame)
+			h, body, err := readFrame(br, &scratch, fuzzMaxFrame, nil)
+			if cap(scratch) > 2*len(data)+bufSize {
+				t.Fatalf("buffer of %d bytes for a stream of %d", cap(scratch), len(data))
+			}
 			if err != nil {
 				return
 			}
@@ -116,6 +122,11 @@ func TestWriteFuzzSeeds(t *testing.T) {
 			"short_length": {0, 0, 0, 1, 1, 1, 0, 0, 0, 1},
 			"truncated":    frame(frameCheck, 1, checks)[:20],
 			"large_body":   frame(frameCheck, 9, appendCheckBatch(nil, []CheckItem{{Key: string(make([]byte, 5000))}})),
+			// A frame announced at the maximum whose body never comes (the
+			// flood of connections announcing 4 MiB frames).
+			"announced_max":  {0, 0, 0xff, 0xf0, 1, 3, 0, 0, 0, 1, 0x92, 0xa1, 'x'},
+			"announced_half": append(frame(frameCheck, 1, checks), 0, 0, 0x80, 0, 1, 1, 0, 0, 0, 2, 0x91),
+			"call_then_junk": append(frame(frameCall, 2, call), 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0, 0, 0),
 		},
 		"FuzzDecodeCheckBatch": {
 			"two":       checks,

@@ -64,7 +64,7 @@ func TestTCPRejectsGarbageFrames(t *testing.T) {
 			br := bufio.NewReader(nc)
 			if tc.wantCode != 0 {
 				var scratch []byte
-				h, body, err := readFrame(br, &scratch, 1<<16)
+				h, body, err := readFrame(br, &scratch, 1<<16, nil)
 				if err != nil {
 					t.Fatalf("want an error frame: %v", err)
 				}
@@ -136,7 +136,7 @@ func TestTCPClientRejectsGarbageAnswers(t *testing.T) {
 			}
 			br := bufio.NewReader(nc)
 			var scratch []byte
-			if _, _, err := readFrame(br, &scratch, 1<<20); err == nil {
+			if _, _, err := readFrame(br, &scratch, 1<<20, nil); err == nil {
 				nc.Write(a)
 			}
 			io.Copy(io.Discard, br) // until the client closes
@@ -185,7 +185,7 @@ func TestTCPVersionErrorFrame(t *testing.T) {
 		defer nc.Close()
 		br := bufio.NewReader(nc)
 		var scratch []byte
-		if h, _, err := readFrame(br, &scratch, 1<<20); err == nil {
+		if h, _, err := readFrame(br, &scratch, 1<<20, nil); err == nil {
 			nc.Write(rawFrame(Version, frameError, h.id, appendErrorBody(nil, codeVersion, "unsupported protocol version")))
 		}
 		io.Copy(io.Discard, br)

@@ -218,7 +218,7 @@ func (m *memTransport) deliver(ctx context.Context, to string, fn func(context.C
 	go func() {
 		defer target.wg.Done()
 		defer close(finished)
-		fn(target.ctx, h)
+		fn(WithPeerName(target.ctx, m.addr), h)
 	}()
 	select {
 	case <-finished:

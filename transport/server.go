@@ -2,10 +2,12 @@ package transport
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -14,12 +16,14 @@ import (
 // check batches go to a small pool of workers started on demand (so one
 // slow batch does not hold up the others), calls to a goroutine each.
 type srvConn struct {
-	t   *TCP
-	nc  net.Conn
-	h   Handler
-	w   frameWriter
-	in  interner
-	buf []byte // body of frames larger than the read buffer
+	t     *TCP
+	nc    net.Conn
+	h     Handler
+	ctx   context.Context // t.ctx with the peer's name
+	w     frameWriter
+	in    interner
+	buf   []byte        // body of frames larger than the read buffer
+	calls chan struct{} // a token per call being served (MaxCallsPerConn)
 
 	work    chan *job
 	workers int
@@ -41,23 +45,30 @@ func (t *TCP) serveConn(nc net.Conn, h Handler) {
 		delete(t.conns, nc)
 		t.mu.Unlock()
 	}()
+	ctx := t.ctx
 	if tc, ok := nc.(*tls.Conn); ok {
-		_ = tc.SetDeadline(time.Now().Add(t.cfg.DialTimeout))
+		_ = tc.SetDeadline(time.Now().Add(min(t.cfg.DialTimeout, t.cfg.ReadTimeout)))
 		if err := tc.HandshakeContext(t.ctx); err != nil {
-			t.log.warn("transport: tls handshake", "remote", nc.RemoteAddr().String(), "err", err)
+			t.st.handshakeErrors.Add(1)
+			t.log.warn("transport: connection refused: tls handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
 			return
 		}
 		_ = tc.SetDeadline(time.Time{})
+		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+			ctx = WithPeerName(ctx, certs[0].Subject.CommonName)
+		}
 	} else if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
 	c := &srvConn{
-		t:    t,
-		nc:   nc,
-		h:    h,
-		w:    frameWriter{nc: nc, timeout: t.cfg.CallTimeout},
-		in:   make(interner),
-		work: make(chan *job),
+		t:     t,
+		nc:    nc,
+		h:     h,
+		ctx:   ctx,
+		w:     frameWriter{nc: nc, timeout: t.cfg.CallTimeout},
+		in:    make(interner),
+		work:  make(chan *job),
+		calls: make(chan struct{}, t.cfg.MaxCallsPerConn),
 	}
 	err := c.read()
 	nc.Close() // the answers still being written fail at once
@@ -68,14 +79,38 @@ func (t *TCP) serveConn(nc net.Conn, h Handler) {
 	}
 }
 
+// Errors that end an incoming connection on a deadline.
+var (
+	errIdle        = errors.New("transport: connection idle past IdleTimeout")
+	errReadTimeout = errors.New("transport: frame not received within ReadTimeout")
+)
+
 // read serves frames until the connection fails or breaks the protocol.
+// A frame must begin within IdleTimeout and, once begun, arrive whole
+// within ReadTimeout.
 func (c *srvConn) read() error {
 	br := bufio.NewReaderSize(c.nc, readBufSize)
+	inBody := false
+	bodyDeadline := func() {
+		inBody = true
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.t.cfg.ReadTimeout))
+	}
 	for {
-		h, body, err := readFrame(br, &c.buf, c.t.cfg.MaxFrame)
+		if br.Buffered() < headerLen {
+			_ = c.nc.SetReadDeadline(time.Now().Add(c.t.cfg.IdleTimeout))
+		}
+		inBody = false
+		h, body, err := readFrame(br, &c.buf, c.t.cfg.MaxFrame, bodyDeadline)
 		if err != nil {
-			if errors.Is(err, ErrFrameTooLarge) || errors.Is(err, ErrBadFrame) {
+			switch {
+			case errors.Is(err, ErrFrameTooLarge) || errors.Is(err, ErrBadFrame):
 				c.t.st.badFrames.Add(1)
+			case errors.Is(err, os.ErrDeadlineExceeded) && inBody:
+				c.t.st.readTimeouts.Add(1)
+				err = errReadTimeout
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				c.t.st.idleClosed.Add(1)
+				err = errIdle
 			}
 			return err
 		}
@@ -104,6 +139,17 @@ func (c *srvConn) read() error {
 				return err
 			}
 			m, p := string(method), append([]byte(nil), payload...)
+			select {
+			case c.calls <- struct{}{}:
+			default:
+				c.t.st.callsThrottled.Add(1)
+				c.t.log.warn("transport: calls throttled: too many in flight on one connection", "remote", c.nc.RemoteAddr().String(), "max_calls_per_conn", c.t.cfg.MaxCallsPerConn)
+				select {
+				case c.calls <- struct{}{}:
+				case <-c.t.ctx.Done():
+					return ErrClosed
+				}
+			}
 			c.wg.Add(1)
 			go c.call(h.id, m, p)
 		default:
@@ -145,7 +191,7 @@ func (c *srvConn) serveChecks(j *job) {
 	}
 	j.results = j.results[:n]
 	clear(j.results)
-	c.h.HandleChecks(c.t.ctx, j.items, j.results)
+	c.h.HandleChecks(c.ctx, j.items, j.results)
 	c.t.st.batchesServed.Add(1)
 
 	buf := c.w.begin()
@@ -169,7 +215,8 @@ func (c *srvConn) serveChecks(j *job) {
 
 func (c *srvConn) call(id uint32, method string, body []byte) {
 	defer c.wg.Done()
-	resp, err := c.h.HandleCall(c.t.ctx, method, body)
+	defer func() { <-c.calls }()
+	resp, err := c.h.HandleCall(c.ctx, method, body)
 	buf := c.w.begin()
 	start := len(buf)
 	buf = appendHeader(buf, frameCallResp, id)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +68,27 @@ type TCPConfig struct {
 	// rest are counted in the next line). Default: discard.
 	Logger *slog.Logger
 
+	// The limits below bound what one incoming connection can take, so
+	// that neither a stranger nor a faulty peer can exhaust the node; each
+	// time one trips it is counted in Stats.
+
+	// MaxConns bounds the incoming connections served at once; a
+	// connection beyond it is closed at accept (Stats.ConnsRefused).
+	// Default: 256, far above a cluster's needs (ConnsPerPeer per peer).
+	MaxConns int
+	// MaxCallsPerConn bounds the calls of one incoming connection served
+	// at once; past it the connection's reader waits for one to finish
+	// (Stats.CallsThrottled), which pushes back on the peer. Default: 64.
+	MaxCallsPerConn int
+	// ReadTimeout bounds the arrival of a frame once its first bytes came,
+	// and of a TLS handshake; past it the connection is closed
+	// (Stats.ReadTimeouts). Default: 5s.
+	ReadTimeout time.Duration
+	// IdleTimeout closes an incoming connection that brings no frame for
+	// this long (Stats.IdleClosed); peers redial on their next request.
+	// Default: 5 minutes.
+	IdleTimeout time.Duration
+
 	peerIdle time.Duration // tests shorten it; default peerIdleTimeout
 }
 
@@ -81,6 +103,11 @@ const (
 	DefaultCallTimeout  = 2 * time.Second
 	DefaultBackoffMin   = 10 * time.Millisecond
 	DefaultBackoffMax   = time.Second
+
+	DefaultMaxConns        = 256
+	DefaultMaxCallsPerConn = 64
+	DefaultReadTimeout     = 5 * time.Second
+	DefaultIdleTimeout     = 5 * time.Minute
 )
 
 func (c TCPConfig) withDefaults() TCPConfig {
@@ -108,6 +135,10 @@ func (c TCPConfig) withDefaults() TCPConfig {
 	defd(&c.BackoffMin, DefaultBackoffMin)
 	defd(&c.BackoffMax, DefaultBackoffMax)
 	defd(&c.peerIdle, peerIdleTimeout)
+	def(&c.MaxConns, DefaultMaxConns)
+	def(&c.MaxCallsPerConn, DefaultMaxCallsPerConn)
+	defd(&c.ReadTimeout, DefaultReadTimeout)
+	defd(&c.IdleTimeout, DefaultIdleTimeout)
 	c.BackoffMax = max(c.BackoffMax, c.BackoffMin)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -134,11 +165,30 @@ type Stats struct {
 	BadFrames uint64
 	// Timeouts counts requests failed by the default call timeout.
 	Timeouts uint64
+
+	// Refusals of incoming connections, each closing its connection
+	// except CallsThrottled.
+
+	// HandshakeErrors counts TLS handshakes that failed: most often a
+	// peer without the cluster's credentials.
+	HandshakeErrors uint64
+	// ConnsRefused counts connections closed at accept by MaxConns.
+	ConnsRefused uint64
+	// ReadTimeouts counts frames (or handshakes) that did not arrive whole
+	// within ReadTimeout.
+	ReadTimeouts uint64
+	// IdleClosed counts connections closed after IdleTimeout without a
+	// frame.
+	IdleClosed uint64
+	// CallsThrottled counts calls that waited for MaxCallsPerConn.
+	CallsThrottled uint64
 }
 
 type stats struct {
 	checkFrames, checksSent, callsSent, batchesServed atomic.Uint64
 	dials, dialErrors, badFrames, timeouts            atomic.Uint64
+	handshakeErrors, connsRefused, readTimeouts       atomic.Uint64
+	idleClosed, callsThrottled                        atomic.Uint64
 }
 
 // TCP is the Transport between nodes: persistent TCP (or TLS) connections
@@ -215,6 +265,12 @@ func (t *TCP) Stats() Stats {
 		DialErrors:    t.st.dialErrors.Load(),
 		BadFrames:     t.st.badFrames.Load(),
 		Timeouts:      t.st.timeouts.Load(),
+
+		HandshakeErrors: t.st.handshakeErrors.Load(),
+		ConnsRefused:    t.st.connsRefused.Load(),
+		ReadTimeouts:    t.st.readTimeouts.Load(),
+		IdleClosed:      t.st.idleClosed.Load(),
+		CallsThrottled:  t.st.callsThrottled.Load(),
 	}
 }
 
@@ -264,6 +320,13 @@ func (t *TCP) Serve(h Handler) error {
 			t.mu.Unlock()
 			nc.Close()
 			return nil
+		}
+		if len(t.conns) >= t.cfg.MaxConns {
+			t.mu.Unlock()
+			t.st.connsRefused.Add(1)
+			t.log.warn("transport: connection refused: too many connections", "remote", nc.RemoteAddr().String(), "max_conns", t.cfg.MaxConns)
+			nc.Close()
+			continue
 		}
 		t.conns[nc] = struct{}{}
 		t.wg.Add(1)
@@ -451,7 +514,12 @@ func (w *frameWriter) end(buf []byte) error {
 
 // readFrame reads the next frame from br. The body aliases br's buffer (or
 // *scratch, for frames larger than it) and is valid until the next call.
-func readFrame(br bufioReader, scratch *[]byte, maxFrame int) (header, []byte, error) {
+// A body larger than br's buffer is read into *scratch, grown as its bytes
+// arrive rather than from the announced length, so a peer that announces
+// a large frame and sends nothing costs no more than the read buffer.
+// waitBody, when not nil, is called before the body is awaited (the
+// server sets its read deadline there).
+func readFrame(br bufioReader, scratch *[]byte, maxFrame int, waitBody func()) (header, []byte, error) {
 	hb, err := br.Peek(headerLen)
 	if err != nil {
 		if len(hb) > 0 && errors.Is(err, io.EOF) {
@@ -466,6 +534,9 @@ func readFrame(br bufioReader, scratch *[]byte, maxFrame int) (header, []byte, e
 	if _, err := br.Discard(headerLen); err != nil {
 		return header{}, nil, err
 	}
+	if waitBody != nil && br.Buffered() < h.bodyLen {
+		waitBody()
+	}
 	if h.bodyLen <= br.Size() {
 		body, err := br.Peek(h.bodyLen)
 		if err != nil {
@@ -474,13 +545,21 @@ func readFrame(br bufioReader, scratch *[]byte, maxFrame int) (header, []byte, e
 		_, _ = br.Discard(h.bodyLen)
 		return h, body, nil
 	}
-	if cap(*scratch) < h.bodyLen {
-		*scratch = make([]byte, h.bodyLen)
+	body := (*scratch)[:0]
+	for len(body) < h.bodyLen {
+		if len(body) == cap(body) {
+			// Double at most: the buffer never outgrows twice the bytes
+			// that arrived (plus one read buffer).
+			body = slices.Grow(body, min(h.bodyLen-len(body), max(cap(body), br.Size())))
+		}
+		n, err := br.Read(body[len(body):min(cap(body), h.bodyLen)])
+		body = body[:len(body)+n]
+		if err != nil && len(body) < h.bodyLen {
+			*scratch = body[:0]
+			return header{}, nil, unexpected(err)
+		}
 	}
-	body := (*scratch)[:h.bodyLen]
-	if _, err := io.ReadFull(br, body); err != nil {
-		return header{}, nil, unexpected(err)
-	}
+	*scratch = body[:0]
 	return h, body, nil
 }
 
@@ -497,6 +576,7 @@ type bufioReader interface {
 	Peek(n int) ([]byte, error)
 	Discard(n int) (int, error)
 	Size() int
+	Buffered() int
 }
 
 const readBufSize = 64 << 10

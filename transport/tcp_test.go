@@ -617,7 +617,7 @@ func TestTCPBrokenConnectionFailsRequestsInFlight(t *testing.T) {
 			return
 		}
 		var scratch []byte
-		readFrame(bufio.NewReader(nc), &scratch, 1<<20) // take the request, then die
+		readFrame(bufio.NewReader(nc), &scratch, 1<<20, nil) // take the request, then die
 		nc.Close()
 	}()
 	cli := newClient(t, TCPConfig{})

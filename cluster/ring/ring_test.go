@@ -34,7 +34,8 @@ func TestSameOwnersWhateverTheOrder(t *testing.T) {
 	}
 }
 
-// TestSpread: each member's share of keys is within ±15% of even.
+// TestSpread: each member's share of keys is within ±12% of even (the
+// ring is deterministic: 10.5% is the most measured, at 7 members).
 func TestSpread(t *testing.T) {
 	ks := keys(200_000)
 	for _, n := range []int{2, 3, 5, 7, 16} {
@@ -46,7 +47,7 @@ func TestSpread(t *testing.T) {
 			}
 			even := float64(len(ks)) / float64(n)
 			for m, c := range count {
-				if dev := float64(c)/even - 1; dev > 0.15 || dev < -0.15 {
+				if dev := float64(c)/even - 1; dev > 0.12 || dev < -0.12 {
 					t.Errorf("member %s owns %d keys, %.1f%% off an even share", m, c, dev*100)
 				}
 			}
@@ -59,7 +60,10 @@ func TestSpread(t *testing.T) {
 
 // TestMembershipChangeMovesFewKeys: adding a member moves about its share
 // of keys, and keys only move to the new member; removing one moves only
-// the keys it owned (groupcache TestConsistency).
+// the keys it owned (groupcache TestConsistency). The ring is
+// deterministic; the bounds are the measured figures (21.0% moved, 99.8%
+// of them to the new member, 99.7% kept) with a small margin, so that a
+// change of the hashing or the partition layout that moves more shows.
 func TestMembershipChangeMovesFewKeys(t *testing.T) {
 	ks := keys(100_000)
 	before := ring.New(names(4), ring.Config{})
@@ -73,10 +77,10 @@ func TestMembershipChangeMovesFewKeys(t *testing.T) {
 			}
 		}
 	}
-	if share := float64(moved) / float64(len(ks)); share > 0.30 {
-		t.Errorf("adding a 5th member moved %.1f%% of keys, want about 20%%", share*100)
+	if share := float64(moved) / float64(len(ks)); share > 0.23 {
+		t.Errorf("adding a 5th member moved %.1f%% of keys, want at most 23%% (its share is 20%%)", share*100)
 	}
-	if float64(toNew) < 0.6*float64(moved) {
+	if float64(toNew) < 0.98*float64(moved) {
 		t.Errorf("of %d moved keys only %d went to the new member", moved, toNew)
 	}
 	removed := ring.New([]string{"node-0", "node-1", "node-3"}, ring.Config{})
@@ -92,7 +96,7 @@ func TestMembershipChangeMovesFewKeys(t *testing.T) {
 			owned2++
 		}
 	}
-	if kept := float64(stay) / float64(len(ks)-owned2); kept < 0.7 {
+	if kept := float64(stay) / float64(len(ks)-owned2); kept < 0.99 {
 		t.Errorf("removing a member kept only %.1f%% of the other members' keys in place", kept*100)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -38,6 +39,10 @@ type node struct {
 	env                map[string]string
 }
 
+// testClusterKey is the cluster key of the test clusters (a fixed one: a
+// test cluster is on loopback, and its nodes must share it).
+const testClusterKey = "dGVzdC1jbHVzdGVyLWtleS0zMi1ieXRlcy1sb25nISE"
+
 var ringRebuilt = regexp.MustCompile(`msg="ring rebuilt" .*members=2\b`)
 
 var logAddr = regexp.MustCompile(`\bmsg=listening\b.*\bgossip=(\S+) peer=(\S+) raft=(\S+)`)
@@ -47,6 +52,13 @@ var logAddr = regexp.MustCompile(`\bmsg=listening\b.*\bgossip=(\S+) peer=(\S+) r
 // extra args; it waits for the listening line and reads the addresses.
 func startNode(t *testing.T, name string, env map[string]string, args ...string) *node {
 	t.Helper()
+	if _, ok := env["RATELIMIT_CLUSTER_KEY"]; !ok && !hasFlag(args, "--cluster-key") && !hasFlag(args, "--insecure-cluster") {
+		env = maps.Clone(env)
+		if env == nil {
+			env = map[string]string{}
+		}
+		env["RATELIMIT_CLUSTER_KEY"] = testClusterKey // one cluster per test; strangers are tested in security_test.go
+	}
 	all := []string{"--node-name", name, "--gossip-profile", "local", "--http-addr", "127.0.0.1:0", "--admin-token", adminToken}
 	if !hasFlag(args, "--gossip-addr") {
 		all = append(all, "--gossip-addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0")
@@ -60,15 +72,6 @@ func startNode(t *testing.T, name string, env map[string]string, args ...string)
 	}
 	n.Gossip, n.Peer, n.Raft = m[1], m[2], m[3]
 	return n
-}
-
-func hasFlag(args []string, flag string) bool {
-	for _, a := range args {
-		if a == flag || strings.HasPrefix(a, flag+"=") {
-			return true
-		}
-	}
-	return false
 }
 
 // restart starts n again on the same ports with the same flags, plus

@@ -38,6 +38,7 @@ type serveConfig struct {
 	MaxBatch        int64
 	MaxKeyLen       int64
 	MaxHits         int64
+	HTTPReadTimeout time.Duration
 	ShutdownTimeout time.Duration
 
 	// The cluster.
@@ -47,6 +48,8 @@ type serveConfig struct {
 	GossipAdv       string
 	GossipProfile   string
 	GossipKey       []byte
+	ClusterKey      []byte
+	InsecureCluster bool
 	PeerAddr        string
 	PeerAdv         string
 	RaftAddr        string
@@ -118,6 +121,8 @@ func serveSettings(c *serveConfig) []setting {
 			"Longest key, in bytes."),
 		intOpt(&c.MaxHits, 1, math.MaxInt64, "max-hits", strconv.Itoa(cluster.DefaultMaxHits),
 			"Most hits one check may take."),
+		durationOpt(&c.HTTPReadTimeout, time.Millisecond, "http-read-timeout", "10s",
+			"How long a client may take to send one request, headers and body; a slower connection is closed (counted in ratelimit_http_read_timeouts_total)."),
 		durationOpt(&c.ShutdownTimeout, time.Millisecond, "shutdown-timeout", "10s",
 			"How long SIGINT/SIGTERM waits for the node's hand-off and in-flight HTTP requests before closing them."),
 
@@ -131,8 +136,12 @@ func serveSettings(c *serveConfig) []setting {
 			"Address peers reach --gossip-addr at, when it differs (NAT, 0.0.0.0).").defaultDoc("--gossip-addr, or a private address of the host for 0.0.0.0"),
 		choiceOpt(&c.GossipProfile, "gossip-profile", "lan",
 			"Failure-detection timings: lan detects a crashed node in about 5 s; local, for nodes on one machine, in about 1 s.", "lan", "local"),
+		std("string", "cluster-key", "",
+			"The cluster's secret, the same on every node (`ratelimitd keygen` makes one): keys derived from it encrypt and authenticate gossip and the mutual TLS of peers and raft, so a node without it can neither join nor talk to the cluster. A node that starts a cluster without one generates it (kept in --data-dir) and logs the command line that joins it; a node with --join needs it.", parseClusterKey(&c.ClusterKey)).defaultDoc("the one kept in --data-dir, else a new one when starting a cluster"),
+		boolOpt(&c.InsecureCluster, "insecure-cluster",
+			"Run the cluster without authentication or encryption, for measurements on one machine: every cluster address must be loopback. Logged as a warning."),
 		std("string", "gossip-key", "",
-			"Key that encrypts and authenticates gossip (AES-GCM): 16, 24 or 32 bytes in base64, the same on every node.", parseGossipKey(&c.GossipKey)).defaultDoc("none: gossip in the clear"),
+			"Key that encrypts and authenticates gossip (AES-GCM) instead of the one derived from --cluster-key: 16, 24 or 32 bytes in base64, the same on every node. With --peer-tls-*, it secures a cluster without --cluster-key.", parseGossipKey(&c.GossipKey)).defaultDoc("derived from --cluster-key"),
 		stringOpt(&c.PeerAddr, "peer-addr", "",
 			"Address where the node serves checks forwarded by peers, host:port.").defaultDoc("the host of --gossip-addr, its port + 1 (127.0.0.1:7947)"),
 		stringOpt(&c.PeerAdv, "peer-advertise", "",
@@ -436,7 +445,46 @@ func (c *serveConfig) checkCluster(res resolved) error {
 	if n := len(slices.DeleteFunc(tls, func(s string) bool { return s == "" })); n != 0 && n != 3 {
 		return errors.New("--peer-tls-cert, --peer-tls-key and --peer-tls-ca go together: set all three or none")
 	}
+	return c.checkInsecure(res)
+}
+
+// checkInsecure refuses --insecure-cluster with credentials or with an
+// address other peers could reach.
+func (c *serveConfig) checkInsecure(res resolved) error {
+	if !c.InsecureCluster {
+		return nil
+	}
+	src := sourceOr(res, "insecure-cluster")
+	if len(c.ClusterKey) > 0 || len(c.GossipKey) > 0 || c.PeerTLSCert != "" {
+		return fmt.Errorf("%s: an insecure cluster takes no --cluster-key, --gossip-key or --peer-tls-*; drop one", src)
+	}
+	for _, a := range []struct{ flag, addr string }{
+		{"gossip-addr", c.GossipAddr}, {"gossip-advertise", c.GossipAdv}, {"peer-addr", c.PeerAddr},
+		{"peer-advertise", c.PeerAdv}, {"raft-addr", c.RaftAddr}, {"raft-advertise", c.RaftAdv},
+	} {
+		if a.addr != "" && !loopbackAddr(a.addr) {
+			return fmt.Errorf("%s: %s %s is not a loopback address; an insecure cluster stays on 127.0.0.1", src, sourceOr(res, a.flag), a.addr)
+		}
+	}
+	for _, j := range c.Join {
+		if !loopbackAddr(j) {
+			return fmt.Errorf("%s: %s %s is not a loopback address; an insecure cluster stays on 127.0.0.1", src, sourceOr(res, "join"), j)
+		}
+	}
 	return nil
+}
+
+// loopbackAddr reports whether host:port names a loopback address.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // sourceOr names where flag's value came from, or the flag itself.

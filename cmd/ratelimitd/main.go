@@ -60,6 +60,7 @@ func commands() []command {
 		{"serve", "run a node with the HTTP check API", runServe},
 		{"check", "ask a node for a decision: check [--addr URL] [--hits N] POLICY KEY", runCheck},
 		{"policy", "list, get, set and delete policies and overrides of a running cluster", runPolicy},
+		{"keygen", "print a new cluster key, for --cluster-key (RATELIMIT_CLUSTER_KEY)", runKeygen},
 		{"version", "print the version, VCS revision and Go version", runVersion},
 		{"bench", "load a node, a cluster or Redis; report throughput, latency and accuracy", runBench},
 	}

@@ -40,6 +40,9 @@ type policyConfig struct {
 	Burst       int64
 	FailureMode string
 	Shadow      bool
+
+	// policy delete
+	Force bool
 }
 
 // policyConnSettings are the settings of every policy command: where the
@@ -81,6 +84,12 @@ func policySetSettings(c *policyConfig) []setting {
 	)
 }
 
+func policyDeleteSettings(c *policyConfig) []setting {
+	return append(policyConnSettings(c),
+		boolOpt(&c.Force, "force", "Delete a built-in policy that other components depend on (api_limit for nginx; default, auth, sensitive, admin).").noFile(),
+	)
+}
+
 func policyListSettings(c *policyConfig) []setting {
 	return append(policyConnSettings(c),
 		boolOpt(&c.JSON, "json", "Print the table as JSON instead of columns.").noFile(),
@@ -98,7 +107,7 @@ Commands:
   get NAME                          one policy, as JSON
   set --file FILE                   add or replace a policy from a file
   set --name NAME [--limit N ...]   add a policy, or change the fields given
-  delete NAME                       remove a policy
+  delete [--force] NAME             remove a policy (--force: a built-in one)
   override set POLICY KEY LIMIT     set the limit of one key under a policy
   override delete POLICY KEY        remove the override of one key
 
@@ -131,8 +140,12 @@ fields not given (its overrides too); a new one needs --limit and
 --window-ms.`,
 		},
 		"delete": {
-			synopsis: "delete [flags] NAME", nargs: 1, table: policyConnSettings, do: policyDelete,
-			doc: "Removes a policy; checks of it then fail as checks of an unknown policy.",
+			synopsis: "delete [flags] NAME", nargs: 1, table: policyDeleteSettings, do: policyDelete,
+			doc: `Removes a policy; checks of it then fail as checks of an unknown policy.
+
+A built-in policy that other components depend on (api_limit, which the
+nginx snippet checks; default, auth, sensitive, admin) is refused with the
+dependency named, unless --force is given.`,
 		},
 		"override set": {
 			synopsis: "override set [flags] POLICY KEY LIMIT", nargs: 3, table: policyConnSettings, do: overrideSet,
@@ -346,7 +359,15 @@ func readPolicyFile(path string, readFile func(string) ([]byte, error)) (bucket.
 
 func policyDelete(ctx context.Context, r *policyRun) error {
 	name := r.res.Args[0]
-	if err := r.client.DeletePolicy(ctx, name); err != nil {
+	del := r.client.DeletePolicy
+	if r.c.Force {
+		del = r.client.ForceDeletePolicy
+	}
+	if err := del(ctx, name); err != nil {
+		var se *httpapi.StatusError
+		if errors.As(err, &se) && se.StatusCode == http.StatusConflict {
+			return fmt.Errorf("%w (--force deletes it anyway)", err)
+		}
 		return err
 	}
 	fmt.Fprintf(r.s.stdout, "deleted policy %s\n", name)

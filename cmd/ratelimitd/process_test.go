@@ -35,27 +35,28 @@ func postCheck(t *testing.T, url, policy, key string) (int, http.Header, map[str
 	return resp.StatusCode, resp.Header, m
 }
 
-// TestProcessDefaults runs the binary as a user would, with no flag and no
-// variable: the auth policy allows 10 checks of one key and denies the
+// TestProcessDefaults runs the binary as a user would, with no flag and
+// no variable but the two listen addresses (on free ports: the default
+// ones, 8080 and 7946-7948, may be held by `make run`; TestServeConfigDefaults
+// checks them): the auth policy allows 10 checks of one key and denies the
 // 11th with Retry-After; SIGTERM ends it with exit code 0. The default node
-// starts a cluster of its own on the default gossip, peer and raft ports.
+// starts a cluster of its own, its peer and raft listeners beside gossip.
 func TestProcessDefaults(t *testing.T) {
-	const addr = "127.0.0.1:8080"
-	binary(t) // build first, so the ports are probed just before the start
-	for _, a := range []string{addr, "127.0.0.1:7946", "127.0.0.1:7947", "127.0.0.1:7948"} {
-		if ln, err := net.Listen("tcp", a); err != nil {
-			t.Fatalf("this test runs ratelimitd with no flags, on its default ports (HTTP 8080, gossip 7946, peer 7947, raft 7948), "+
-				"but %s is taken by another process (which one is unknown to the test): free it and run again: %v", a, err)
-		} else {
-			ln.Close()
+	p := startServe(t, nil, map[string]string{"RATELIMIT_HTTP_ADDR": "127.0.0.1:0", "RATELIMIT_GOSSIP_ADDR": "127.0.0.1:0"})
+	m := logAddr.FindStringSubmatch(p.log.String())
+	if m == nil {
+		t.Fatalf("the listening line lacks the cluster addresses; log:\n%s", p.log)
+	}
+	ports := map[string]bool{}
+	for _, a := range m[1:] {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil || host != "127.0.0.1" || port == "0" {
+			t.Errorf("cluster address %q, want one on 127.0.0.1 with its port", a)
 		}
+		ports[port] = true
 	}
-	p := startServe(t, nil, nil)
-	if p.Addr != addr {
-		t.Fatalf("listening on %s, want the default %s", p.Addr, addr)
-	}
-	if log := p.log.String(); !strings.Contains(log, "gossip=127.0.0.1:7946 peer=127.0.0.1:7947 raft=127.0.0.1:7948") {
-		t.Errorf("the listening line lacks the default cluster addresses; log:\n%s", log)
+	if len(ports) != 3 {
+		t.Errorf("gossip, peer and raft share ports: %v", m[1:])
 	}
 	for i := 1; i <= 11; i++ {
 		status, h, body := postCheck(t, p.URL, "auth", "ip:203.0.113.7")

@@ -159,6 +159,9 @@ type procOptions struct {
 	// environment is not inherited, so a variable set where the tests run
 	// cannot change what they see.
 	Env map[string]string
+	// Wrap, when set, is a command that runs the binary, e.g. "ip netns
+	// exec NS" (it must exec it, so that the pid is ratelimitd's).
+	Wrap []string
 }
 
 // start starts a ratelimitd process and stops it by pid at the end of the
@@ -166,7 +169,11 @@ type procOptions struct {
 func start(t testing.TB, opts procOptions) *proc {
 	t.Helper()
 	p := &proc{t: t, log: newLogWatcher(), done: make(chan struct{})}
-	p.cmd = exec.Command(binary(t), opts.Args...)
+	args := serveCommand(opts.Args, opts.Env)
+	p.cmd = exec.Command(binary(t), args...)
+	if len(opts.Wrap) > 0 {
+		p.cmd = exec.Command(opts.Wrap[0], append(append(opts.Wrap[1:len(opts.Wrap):len(opts.Wrap)], binary(t)), args...)...)
+	}
 	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range opts.Env {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)
@@ -192,8 +199,43 @@ func start(t testing.TB, opts procOptions) *proc {
 	return p
 }
 
-// startServe starts `ratelimitd serve` with args and env, and waits up to
-// 30 s for its listening line.
+// listenSettings are serve's settings that bind ports (peer and raft
+// follow the gossip port), with their variables. Their defaults are fixed
+// ports (8080, 7946-7948) that `make run` or a deployed node may hold, so a
+// test never leaves them at their defaults.
+var listenSettings = [][2]string{{"--http-addr", "RATELIMIT_HTTP_ADDR"}, {"--gossip-addr", "RATELIMIT_GOSSIP_ADDR"}}
+
+// freePorts returns serve's args with every listen address that neither
+// args nor env sets put on a free loopback port.
+func freePorts(args []string, env map[string]string) []string {
+	var out []string
+	for _, s := range listenSettings {
+		if !hasFlag(args, s[0]) && env[s[1]] == "" {
+			out = append(out, s[0], "127.0.0.1:0")
+		}
+	}
+	return append(out, args...)
+}
+
+// serveCommand returns args with free ports added when args run serve.
+func serveCommand(args []string, env map[string]string) []string {
+	if len(args) > 0 && args[0] == "serve" {
+		return append([]string{"serve"}, freePorts(args[1:], env)...)
+	}
+	return args
+}
+
+func hasFlag(args []string, flag string) bool {
+	for _, a := range args {
+		if a == flag || strings.HasPrefix(a, flag+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// startServe starts `ratelimitd serve` with args and env, on free ports
+// unless they set them, and waits up to 30 s for its listening line.
 func startServe(t testing.TB, args []string, env map[string]string) *proc {
 	t.Helper()
 	p := start(t, procOptions{Args: append([]string{"serve"}, args...), Env: env})

@@ -26,7 +26,7 @@ func serveInProcess(t *testing.T, env map[string]string, args ...string) (string
 	log := newLogWatcher()
 	code := make(chan int, 1)
 	go func() {
-		code <- run(ctx, append([]string{"serve"}, args...), func(k string) string { return env[k] }, io.Discard, log)
+		code <- run(ctx, append([]string{"serve"}, freePorts(args, env)...), func(k string) string { return env[k] }, io.Discard, log)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -52,7 +52,7 @@ func serveInProcess(t *testing.T, env map[string]string, args ...string) (string
 // runCmd runs `run args...` to its end with a fake environment.
 func runCmd(env map[string]string, args ...string) (code int, stdout, stderr string) {
 	var out, errb bytes.Buffer
-	code = run(context.Background(), args, func(k string) string { return env[k] }, &out, &errb)
+	code = run(context.Background(), serveCommand(args, env), func(k string) string { return env[k] }, &out, &errb)
 	return code, out.String(), errb.String()
 }
 
@@ -215,7 +215,7 @@ func startRun(t *testing.T, args ...string) (addr string, log *logWatcher, cance
 	d := make(chan struct{})
 	code = new(int)
 	go func() {
-		*code = run(ctx, append([]string{"serve"}, args...), func(string) string { return "" }, io.Discard, log)
+		*code = run(ctx, append([]string{"serve"}, freePorts(args, nil)...), func(string) string { return "" }, io.Discard, log)
 		close(d)
 	}()
 	t.Cleanup(func() {

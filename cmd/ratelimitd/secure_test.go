@@ -25,7 +25,8 @@ func TestClusterSecure(t *testing.T) {
 	dir := t.TempDir()
 	ca, cert, key := testpki.NewCA(t).WriteFiles(t, dir, "node")
 	gkey := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
-	env := map[string]string{"RATELIMIT_GOSSIP_KEY": gkey, "RATE_LIMIT_DEFAULT_MAX": "10", "RATE_LIMIT_DEFAULT_WINDOW_MS": "3600000"}
+	// Own credentials, no cluster key (an empty variable is unset).
+	env := map[string]string{"RATELIMIT_GOSSIP_KEY": gkey, "RATELIMIT_CLUSTER_KEY": "", "RATE_LIMIT_DEFAULT_MAX": "10", "RATE_LIMIT_DEFAULT_WINDOW_MS": "3600000"}
 	tls := []string{"--peer-tls-cert", cert, "--peer-tls-key", key, "--peer-tls-ca", ca}
 	n1 := startNode(t, "s1", env, tls...)
 	n2 := startNode(t, "s2", env, append(tls, "--join", n1.Gossip)...)

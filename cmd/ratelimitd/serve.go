@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -187,6 +188,8 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 			*a.adv = adv
 		}
 		ccfg.Seeds = seeds(cfg, log)
+		ccfg.ClusterKey = cfg.ClusterKey
+		ccfg.Insecure = cfg.InsecureCluster
 		ccfg.SecretKey = cfg.GossipKey
 		ccfg.PeerTLS = peerTLS
 		ccfg.ForwardTimeout = cfg.ForwardTimeout
@@ -210,11 +213,20 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		if closeStore != nil {
 			closeStore()
 		}
+		if errors.Is(err, cluster.ErrNoClusterKey) {
+			return &configError{errors.New("--join: a node that joins a cluster needs its key: set --cluster-key (RATELIMIT_CLUSTER_KEY) to the key the first node logged, or one made by `ratelimitd keygen` and given to every node")}
+		}
+		if errors.Is(err, cluster.ErrBadClusterKey) || errors.Is(err, cluster.ErrInsecureAddr) {
+			return &configError{err}
+		}
 		if !cfg.Standalone {
 			return fmt.Errorf("%w (cluster addresses: --gossip-addr %s, --peer-addr %s, --raft-addr %s; --standalone runs without them)",
 				err, cfg.GossipAddr, cfg.PeerAddr, cfg.RaftAddr)
 		}
 		return err
+	}
+	if !cfg.Standalone {
+		logClusterKey(log, node, cfg)
 	}
 	closeNode := func(cctx context.Context) {
 		if err := node.Close(cctx); err != nil {
@@ -243,9 +255,17 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		closeNode(context.WithoutCancel(ctx))
 		return err
 	}
+	counted, err := countReadTimeouts(ln, reg)
+	if err != nil {
+		ln.Close()
+		closeNode(context.WithoutCancel(ctx))
+		return err
+	}
+	ln = counted
 	srv := &http.Server{
 		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.HTTPReadTimeout,
+		ReadTimeout:       cfg.HTTPReadTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		TLSConfig:         apiTLS,
@@ -453,4 +473,38 @@ func redactURL(raw string) string {
 		return "(unparsable)"
 	}
 	return u.Redacted()
+}
+
+// logClusterKey tells, once, the key of a cluster this node just created
+// and the command line that joins another node to it; a key configured or
+// read from --data-dir is never logged.
+func logClusterKey(log *slog.Logger, node *cluster.Node, cfg serveConfig) {
+	key, generated := node.ClusterKey()
+	if !generated {
+		return
+	}
+	gossip := node.GossipAddr()
+	kept := "kept in " + filepath.Join(cfg.DataDir, "cluster.key") + "; restarts reuse it"
+	if cfg.DataDir == "" {
+		kept = "in memory only: without --data-dir a restart makes a new key, and the other nodes must be given it"
+	}
+	log.Warn("new cluster key generated: only nodes started with it can join this cluster; keep it secret", "kept", kept)
+	log.Info("another node joins this cluster with: " + joinCommand(gossip, cfg.HTTPAddr, cluster.EncodeClusterKey(key)))
+}
+
+// joinCommand is the command line of a node that joins the cluster whose
+// gossip address is gossip. On loopback the joiner is on the same host,
+// so it takes the next free-looking ports: HTTP port + 1, gossip port +
+// 10 (peer and raft follow it).
+func joinCommand(gossip, httpAddr, key string) string {
+	cmd := "ratelimitd serve --join " + gossip + " --cluster-key " + key
+	host, port, err := splitPort(gossip)
+	if err != nil || !loopbackAddr(gossip) {
+		return cmd + " --gossip-addr <this host's address>:7946 --http-addr <this host's address>:8080"
+	}
+	hhost, hport, err := splitPort(httpAddr)
+	if err != nil || port == 0 || hport == 0 {
+		return cmd + " --gossip-addr " + net.JoinHostPort(host, "0") + " --http-addr " + net.JoinHostPort(host, "0")
+	}
+	return cmd + " --gossip-addr " + net.JoinHostPort(host, strconv.Itoa(port+10)) + " --http-addr " + net.JoinHostPort(hhost, strconv.Itoa(hport+1))
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/vibewell/ratelimit/cluster"
 )
 
 // A setting is one line of a subcommand's configuration table: its flag,
@@ -137,6 +139,19 @@ func listOpt(p *[]string, flagName, doc string) setting {
 func envOnly(s setting, name string) setting {
 	s.Env = []envVar{{Name: name}}
 	return s
+}
+
+// parseClusterKey returns a parser of a cluster key (base64url of 32
+// bytes). Its errors never repeat the value, a secret.
+func parseClusterKey(p *[]byte) func(string) error {
+	return func(v string) error {
+		k, err := cluster.ParseClusterKey(v)
+		if err != nil {
+			return errors.New(strings.TrimPrefix(err.Error(), "cluster: "))
+		}
+		*p = k
+		return nil
+	}
 }
 
 // parseGossipKey returns a parser of a base64 key of 16, 24 or 32 bytes.

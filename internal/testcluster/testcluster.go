@@ -33,6 +33,12 @@ type Options struct {
 	// Persist gives each node a data directory (kept across Restart), so
 	// that raft keeps its log and snapshots on disk.
 	Persist bool
+	// ClusterKey is every node's cluster key. Default: a new key for each
+	// cluster (Key returns it).
+	ClusterKey []byte
+	// Insecure runs the nodes without a key (cluster.Config.Insecure), for
+	// comparisons; ClusterKey is then ignored.
+	Insecure bool
 }
 
 // addrs are the addresses a node slot had, reused by Restart so that raft
@@ -54,11 +60,27 @@ type Cluster struct {
 	seq   int
 }
 
+// Key returns the cluster key every node is started with (nil when
+// Insecure).
+func (c *Cluster) Key() []byte {
+	if c.opts.Insecure {
+		return nil
+	}
+	return c.opts.ClusterKey
+}
+
 // Start starts n nodes, joins them, and waits until they converge. The
 // cluster is closed by t.Cleanup.
 func Start(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, opts: opts}
+	if c.opts.ClusterKey == nil && !c.opts.Insecure {
+		k, err := cluster.NewClusterKey(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.opts.ClusterKey = k
+	}
 	if opts.InMemory {
 		c.net = transport.NewNetwork()
 	}
@@ -102,11 +124,16 @@ func (c *Cluster) startAt(i int, name string) {
 		PeerAddr:    a.peer,
 		RaftAddr:    a.raft,
 		DataDir:     a.dataDir,
-		Gossip:      cluster.LocalGossip(),
-		RaftTimeout: 200 * time.Millisecond,
+		Gossip:      Gossip(),
+		RaftTimeout: RaftTimeout,
 		VoterGrace:  time.Second,
 		Logger:      c.opts.Logger,
 		Seeds:       c.seeds(),
+		ClusterKey:  c.opts.ClusterKey,
+		Insecure:    c.opts.Insecure,
+	}
+	if c.opts.Insecure {
+		cfg.ClusterKey = nil
 	}
 	if c.net != nil {
 		cfg.Transport = c.net.Transport(name)
@@ -127,6 +154,25 @@ func (c *Cluster) startAt(i int, name string) {
 		c.addrs[i].peer = n.PeerAddr()
 	}
 	c.mu.Unlock()
+}
+
+// RaftTimeout is the nodes' raft timeout: an election takes one to two of
+// it. Shorter, a busy machine (a loaded 2-core CI runner) starves the
+// heartbeats and leaders come and go.
+const RaftTimeout = time.Second
+
+// Gossip returns the nodes' membership timings: a crash is detected in
+// about 2-4 s. They are cluster.LocalGossip's, with probes that wait long
+// enough for a node of a busy machine to answer: with LocalGossip's 150 ms,
+// at load 10 on 2 cores, nodes are declared dead and refute it over and
+// over, and the ring never settles.
+func Gossip() cluster.GossipConfig {
+	g := cluster.LocalGossip()
+	g.ProbeInterval = 500 * time.Millisecond
+	g.ProbeTimeout = 400 * time.Millisecond
+	g.SuspicionMult = 4
+	g.TCPTimeout = 2 * time.Second
+	return g
 }
 
 func (c *Cluster) seeds() []string {

@@ -1,0 +1,42 @@
+package cluster
+
+import (
+	"crypto/tls"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Hooks for the security tests of package cluster_test, which play a
+// stranger: a node with another cluster key has the same code, not the
+// same key.
+
+// StrangerTLS returns the peer (raft == false) or raft TLS configuration
+// of a node named name holding key.
+func StrangerTLS(key []byte, name string, raft bool) *tls.Config {
+	purpose := purposePeer
+	if raft {
+		purpose = purposeRaft
+	}
+	return keyTLS(key, purpose, name, time.Now)
+}
+
+// StrangerRaftStream returns a raft stream layer on a free loopback port
+// that dials with config (nil: plain TCP).
+func StrangerRaftStream(config *tls.Config) (raft.StreamLayer, error) {
+	return newRaftStream("127.0.0.1:0", nil, config, func(string, string, error) {})
+}
+
+// Refused returns how many refusals of (port, reason) the node counted.
+func (n *Node) Refused(port, reason string) uint64 { return n.guard.count(port, reason) }
+
+// ApplyEntry hands data to n's state machine as a committed log entry, as
+// a leader that skipped the checks of applyLocal would: the state machine
+// must refuse it on its own.
+func (n *Node) ApplyEntry(data []byte) error {
+	last := n.raft.r.AppliedIndex()
+	if err, ok := (fsm{n}).Apply(&raft.Log{Index: last, Data: data}).(error); ok {
+		return err
+	}
+	return nil
+}
