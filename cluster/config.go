@@ -131,7 +131,7 @@ type Config struct {
 	// (or at once when the owner refuses the connection or is dropped from
 	// the ring) the key's successor decides against its copy of the
 	// counter, and the policy's failure mode only if the successor cannot
-	// answer either. Default: 2s.
+	// answer either. Default: 10s.
 	FailoverTimeout time.Duration
 	// Ring sets how keys spread over nodes; every node must use the same.
 	Ring ring.Config
@@ -192,7 +192,7 @@ const (
 	DefaultSweepInterval   = time.Minute
 	DefaultDenialLogRate   = 10
 	DefaultForwardTimeout  = 250 * time.Millisecond
-	DefaultFailoverTimeout = 2 * time.Second
+	DefaultFailoverTimeout = 10 * time.Second
 	DefaultReplicaInterval = 100 * time.Millisecond
 )
 

@@ -184,6 +184,19 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 				continue
 			}
 		}
+		if rt != nil && n.replicas != nil {
+			// A peer whose ring already dropped a failed owner sends its
+			// checks here, the new owner, before this node's ring has
+			// dropped it: they are decided on the copy, as the failover
+			// checks of the other peers are, not on a fresh counter.
+			if owner, _ := rt.owner(k); owner != rt.self && owner != "" {
+				if succ, _ := n.successor(rt, k, owner); succ == rt.self {
+					d, _ := n.decideOnCopy(ctx, p, k, it.Hits, now)
+					results[i] = toWire(d)
+					continue
+				}
+			}
+		}
 		d, err := n.store.Take(ctx, k, p.Policy, it.Hits, now)
 		if err != nil {
 			results[i] = transport.CheckResult{Status: transport.StatusUnavailable}

@@ -59,7 +59,10 @@ func startNode(t *testing.T, name string, env map[string]string, args ...string)
 		}
 		env["RATELIMIT_CLUSTER_KEY"] = testClusterKey // one cluster per test; strangers are tested in security_test.go
 	}
-	all := []string{"--node-name", name, "--gossip-profile", "local", "--http-addr", "127.0.0.1:0", "--admin-token", adminToken}
+	all := []string{"--node-name", name, "--http-addr", "127.0.0.1:0", "--admin-token", adminToken}
+	if !hasFlag(args, "--gossip-profile") {
+		all = append(all, "--gossip-profile", "local")
+	}
 	if !hasFlag(args, "--gossip-addr") {
 		all = append(all, "--gossip-addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0")
 	}

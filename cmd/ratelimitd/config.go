@@ -154,7 +154,7 @@ func serveSettings(c *serveConfig) []setting {
 			"Number of raft voters; the other nodes receive the policy table without voting."),
 		durationOpt(&c.ForwardTimeout, time.Millisecond, "forward-timeout", "250ms",
 			"How long a check forwarded to its key's owner is expected to take; a slower one is logged and still waits for the owner."),
-		durationOpt(&c.FailoverTimeout, time.Millisecond, "failover-timeout", "2s",
+		durationOpt(&c.FailoverTimeout, time.Millisecond, "failover-timeout", "10s",
 			"How long a forwarded check waits for an owner that is still a member; past it (or at once when the owner refuses the connection or leaves the ring) the key's successor decides."),
 		durationOpt(&c.ReplicaInterval, 0, "replica-interval", "100ms",
 			"0 turns off the counter copies; any other value leaves them on: a node copies each counter that changed to the node that would take over its key if it crashed, continuously (one round trip behind)."),

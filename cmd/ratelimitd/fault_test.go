@@ -47,6 +47,7 @@ func TestOwnerKilledMidRun(t *testing.T) {
 			nodes := startCluster(t, 3, nil, func(int) []string {
 				return []string{"--policies", file, "--gossip-profile", tc.profile}
 			})
+
 			keys := map[string]string{}
 			for _, p := range []string{"async", "sync"} {
 				for i := 0; keys[p] == ""; i++ {
