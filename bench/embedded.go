@@ -55,6 +55,14 @@ func startNodes(ctx context.Context, n int, base cluster.Config) ([]*cluster.Nod
 		}
 		return nil, err
 	}
+	if n > 1 && base.ClusterKey == nil && !base.Insecure {
+		// The nodes of one embedded cluster share a key of their own.
+		k, err := cluster.NewClusterKey(nil)
+		if err != nil {
+			return nil, fmt.Errorf("bench: cluster key: %w", err)
+		}
+		base.ClusterKey = k
+	}
 	for i := range n {
 		cfg := base
 		if n > 1 {

@@ -47,12 +47,10 @@ type mapEntry struct {
 	listed  bool
 }
 
-
 // admitted counts hits that e admitted under capacity, and reports whether
 // e should now be listed as changed.
 func (e *mapEntry) admitted(hits, capacity int64) bool {
-	e.pending = uint32(min(int64(e.pending)+hits, MaxCount))
-	return !e.listed && int64(e.pending) >= max(1, capacity/changeStep)
+	return !e.listed
 }
 
 // mapChangedRef is a counter on a shard's changed list.
@@ -60,7 +58,6 @@ type mapChangedRef struct {
 	key string // the encoded key
 	e   *mapEntry
 }
-
 
 // newMapStore returns an empty store.
 func newMapStore(cfg MemoryConfig) *mapStore {

@@ -162,15 +162,11 @@ func (s *MemoryStore) Take(_ context.Context, k Key, p Policy, hits int64, now t
 	return d, nil
 }
 
-// changeStep is the share of a counter's capacity that its admitted hits
-// reach before TrackChanges lists it.
-const changeStep = 16
-
-// admitted counts hits that e admitted under capacity, and reports whether
-// e should now be listed as changed.
+// admitted reports whether e, which just admitted hits, should now be
+// listed as changed: at every admitted hit, so that the copy on the key's
+// successor lags by one round of copies, not by a share of the limit.
 func (e *cell) admitted(hits, capacity int64) bool {
-	e.pending = uint32(min(int64(e.pending)+hits, MaxCount))
-	return e.flags&slotListed == 0 && int64(e.pending) >= max(1, capacity/changeStep)
+	return e.flags&slotListed == 0
 }
 
 // markChanged puts slot n, e, on the shard's changed list; the lock is

@@ -100,6 +100,57 @@ func (m *FailureMode) UnmarshalText(b []byte) error {
 	return fmt.Errorf("unknown failure mode %q (want local, open or closed)", b)
 }
 
+// Replication says when a cluster node copies a change of a counter to
+// the node that would own its key if this one failed (its successor). The
+// zero value is ReplicateAsync.
+type Replication uint8
+
+// The replication modes.
+const (
+	// ReplicateAsync answers at once; the change follows in the next round
+	// of copies (one round trip later), so a crash forgives at most that
+	// round's hits.
+	ReplicateAsync Replication = iota
+	// ReplicateSync answers an allowed check only once its change is on
+	// the successor, at the cost of one more round trip: a crash of the
+	// owner forgives no hit.
+	ReplicateSync
+)
+
+var replicationNames = [...]string{"async", "sync"}
+
+// String returns the mode's name as used in policy files and the API.
+func (r Replication) String() string {
+	if int(r) < len(replicationNames) {
+		return replicationNames[r]
+	}
+	return fmt.Sprintf("replication(%d)", uint8(r))
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (r Replication) MarshalText() ([]byte, error) {
+	if int(r) >= len(replicationNames) {
+		return nil, fmt.Errorf("bucket: unknown replication %d", uint8(r))
+	}
+	return []byte(r.String()), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler. An empty text is the
+// default, ReplicateAsync.
+func (r *Replication) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*r = ReplicateAsync
+		return nil
+	}
+	for i, n := range replicationNames {
+		if string(b) == n {
+			*r = Replication(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown replication %q (want async or sync)", b)
+}
+
 // Limits on policy values. They keep every computation exact in int64 and in
 // the float64 arithmetic of the Redis scripts (integers below 2^53).
 const (
@@ -138,6 +189,10 @@ type Policy struct {
 	FailureMode FailureMode
 	// Shadow decides and counts but always allows: a dry run.
 	Shadow bool
+	// Replication says whether an allowed check waits until the key's
+	// successor has its change (ReplicateSync), for policies where one
+	// extra hit after a crash matters.
+	Replication Replication
 	// Overrides replaces Limit for particular keys, e.g. {"user:42": 100}.
 	Overrides map[string]int64
 }
@@ -197,6 +252,9 @@ func (p *Policy) Validate() error {
 	}
 	if int(p.FailureMode) >= len(failureModeNames) {
 		return bad("failure_mode", "unknown failure mode %d", p.FailureMode)
+	}
+	if int(p.Replication) >= len(replicationNames) {
+		return bad("replication", "unknown replication %d", p.Replication)
 	}
 	switch {
 	case p.Window <= 0:
@@ -323,6 +381,7 @@ type policyJSON struct {
 	Burst       int64            `json:"burst"`
 	FailureMode FailureMode      `json:"failure_mode"`
 	Shadow      bool             `json:"shadow"`
+	Replication Replication      `json:"replication,omitempty"`
 	Overrides   map[string]int64 `json:"overrides,omitempty"`
 }
 
@@ -331,7 +390,7 @@ type policyJSON struct {
 func (p Policy) MarshalJSON() ([]byte, error) {
 	return json.Marshal(policyJSON{
 		Name: p.Name, Algorithm: p.Algorithm, Limit: p.Limit, WindowMS: p.Window.Milliseconds(),
-		Burst: p.Burst, FailureMode: p.FailureMode, Shadow: p.Shadow, Overrides: p.Overrides,
+		Burst: p.Burst, FailureMode: p.FailureMode, Shadow: p.Shadow, Replication: p.Replication, Overrides: p.Overrides,
 	})
 }
 
@@ -354,7 +413,7 @@ func (p *Policy) UnmarshalJSON(b []byte) error {
 	}
 	*p = Policy{
 		Name: j.Name, Algorithm: j.Algorithm, Limit: j.Limit, Window: time.Duration(j.WindowMS) * time.Millisecond,
-		Burst: j.Burst, FailureMode: j.FailureMode, Shadow: j.Shadow, Overrides: j.Overrides,
+		Burst: j.Burst, FailureMode: j.FailureMode, Shadow: j.Shadow, Replication: j.Replication, Overrides: j.Overrides,
 	}
 	return nil
 }

@@ -37,7 +37,7 @@ func (n *Node) AllowBatch(ctx context.Context, checks []Check, out []Result) err
 	route := rt != nil && n.partitioned && (rt.ring.Len() > 1 || n.leaving.Load())
 	entries := make([]*policyEntry, len(checks))
 	var local []int
-	remote := map[string][]int{} // peer address → check indexes
+	remote := map[string][]int{} // owner → check indexes
 	for i, c := range checks {
 		p, err := n.checkInput(table, c.Policy, c.Key, c.Hits)
 		if err != nil {
@@ -46,20 +46,20 @@ func (n *Node) AllowBatch(ctx context.Context, checks []Check, out []Result) err
 		}
 		entries[i] = p
 		if route {
-			if owner, addr := rt.owner(bucket.Key{Policy: c.Policy, ID: c.Key}); owner != rt.self && owner != "" {
+			if owner, _ := rt.owner(bucket.Key{Policy: c.Policy, ID: c.Key}); owner != rt.self && owner != "" {
 				if d, ok := n.denyCache.lookup(p, c.Key, c.Hits, now); ok {
 					out[i] = Result{Decision: d}
 					continue
 				}
-				remote[addr] = append(remote[addr], i)
+				remote[owner] = append(remote[owner], i)
 				continue
 			}
 		}
 		local = append(local, i)
 	}
 	n.decideLocal(ctx, checks, local, entries, now, out)
-	for addr, idx := range remote {
-		n.decideRemote(ctx, checks, idx, entries, addr, now, rt.ring.Len(), out)
+	for owner, idx := range remote {
+		n.decideRemote(ctx, checks, idx, entries, rt, owner, now, out)
 	}
 	for i, c := range checks {
 		if p := entries[i]; p != nil {
@@ -74,7 +74,6 @@ func (n *Node) decideLocal(ctx context.Context, checks []Check, idx []int, entri
 	if len(idx) == 0 {
 		return
 	}
-	defer n.replicaWake.poke()
 	if bs, ok := n.store.(bucket.BatchStore); ok && len(idx) > 1 {
 		batch := make([]bucket.Check, len(idx))
 		decs := make([]bucket.Decision, len(idx))
@@ -98,33 +97,46 @@ func (n *Node) decideLocal(ctx context.Context, checks []Check, idx []int, entri
 		}
 		return
 	}
+	var copy *policyEntry // a policy whose change is to be copied, sync ones first
 	for _, i := range idx {
 		c := checks[i]
 		d, err := n.store.Take(ctx, bucket.Key{Policy: c.Policy, ID: c.Key}, entries[i].Policy, c.Hits, now)
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case err != nil && ctx.Err() == nil:
 			n.metrics.errors.Inc()
 			d, err = n.fallback(ctx, entries[i], c.Key, c.Hits, now, n.liveNodes(), err)
+		case err == nil && d.Allowed && c.Hits > 0:
+			if copy == nil || entries[i].Replication == bucket.ReplicateSync {
+				copy = entries[i]
+			}
 		}
 		out[i] = Result{Decision: d, Err: err}
 	}
+	if copy != nil {
+		n.copied(ctx, copy, Decision{Allowed: true}, 1)
+	}
 }
 
-// decideRemote sends the checks at idx to their owner at addr in one
-// message.
-func (n *Node) decideRemote(ctx context.Context, checks []Check, idx []int, entries []*policyEntry, addr string, now time.Time, live int, out []Result) {
+// decideRemote sends the checks at idx to their owner in one message, and
+// waits for it as forward does; the checks it cannot decide go to their
+// successor one by one.
+func (n *Node) decideRemote(ctx context.Context, checks []Check, idx []int, entries []*policyEntry, rt *routeTable, owner string, now time.Time, out []Result) {
+	addr := rt.addrs[owner]
 	items := make([]transport.CheckItem, len(idx))
 	res := make([]transport.CheckResult, len(idx))
 	for j, i := range idx {
 		items[j] = transport.CheckItem{Policy: checks[i].Policy, Key: checks[i].Key, Hits: checks[i].Hits}
 	}
-	err := n.tr.CheckMany(ctx, addr, items, res)
+	fctx, done := n.forwardCtx(ctx, rt, owner)
+	err := n.tr.CheckMany(fctx, addr, items, res)
+	done()
 	for j, i := range idx {
 		c := checks[i]
 		switch {
 		case err != nil && ctx.Err() != nil:
 			out[i] = Result{Err: ctx.Err()}
 		case err != nil:
-			d, ferr := n.fallback(ctx, entries[i], c.Key, c.Hits, now, live, fmt.Errorf("%w: %s: %w", ErrOwnerUnavailable, addr, err))
+			d, ferr := n.failover(ctx, entries[i], c.Key, c.Hits, rt, owner, now, fmt.Errorf("%w: %s: %w", ErrOwnerUnavailable, addr, err))
 			out[i] = Result{Decision: d, Err: ferr}
 		case res[j].Status == transport.StatusOK:
 			out[i] = Result{Decision: fromWire(res[j])}
@@ -132,7 +144,7 @@ func (n *Node) decideRemote(ctx context.Context, checks []Check, idx []int, entr
 		case res[j].Status == transport.StatusBadRequest:
 			out[i] = Result{Err: fmt.Errorf("%w: refused by its owner", ErrInvalidKey)}
 		default:
-			d, ferr := n.fallback(ctx, entries[i], c.Key, c.Hits, now, live, fmt.Errorf("%w: %s answered %s", ErrOwnerUnavailable, addr, res[j].Status))
+			d, ferr := n.failover(ctx, entries[i], c.Key, c.Hits, rt, owner, now, fmt.Errorf("%w: %s answered %s", ErrOwnerUnavailable, addr, res[j].Status))
 			out[i] = Result{Decision: d, Err: ferr}
 		}
 	}

@@ -30,6 +30,7 @@ var clusterBenchPolicies = []bucket.Policy{
 	{Name: "p", Limit: 1 << 31, Window: time.Hour, FailureMode: bucket.FailClosed},
 	{Name: "churn", Limit: 100, Window: time.Minute},
 	{Name: "sixteen", Limit: 16, Window: time.Hour, FailureMode: bucket.FailClosed},
+	{Name: "psync", Limit: 1 << 31, Window: time.Hour, FailureMode: bucket.FailClosed, Replication: bucket.ReplicateSync},
 }
 
 // benchCluster is a test cluster with the peer transports of its nodes,
@@ -193,6 +194,53 @@ func BenchmarkClusterRemoteVsLocal(b *testing.B) {
 	b.ReportMetric(float64(denied), "fallbacks")
 }
 
+// BenchmarkClusterSyncReplication is the cost of "replication": "sync":
+// one caller on node 0 of a 3-node cluster checks a key another node owns,
+// in alternating runs of 100 under policy "p" (copies sent after the
+// answer) and "psync" (the owner answers once the successor has the
+// change). Reported: the p50 and p99 of each, timed alone, and sync/async
+// of the p50s.
+func BenchmarkClusterSyncReplication(b *testing.B) {
+	c := startBenchCluster(b, false)
+	n := c.Node(0)
+	ctx := context.Background()
+	remote := keysOwned(c, 0, false, 1)[0]
+	for _, policy := range []string{"p", "psync"} {
+		if _, err := n.Allow(ctx, policy, remote, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	const run = 100
+	lat := map[string][]time.Duration{}
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		m := min(run, b.N-done)
+		for _, policy := range []string{"p", "psync"} {
+			for range m {
+				t0 := time.Now()
+				d, err := n.Allow(ctx, policy, remote, 1)
+				el := time.Since(t0)
+				if err != nil || !d.Allowed {
+					b.Fatalf("%s: %+v %v", policy, d, err)
+				}
+				lat[policy] = append(lat[policy], el)
+			}
+		}
+		done += m
+	}
+	b.StopTimer()
+	checkRing(b, c)
+	for _, l := range lat {
+		slices.Sort(l)
+	}
+	async, sync := percentile(lat["p"], 0.50), percentile(lat["psync"], 0.50)
+	b.ReportMetric(float64(async.Nanoseconds())/1e3, "async-p50-µs")
+	b.ReportMetric(float64(percentile(lat["p"], 0.99).Nanoseconds())/1e3, "async-p99-µs")
+	b.ReportMetric(float64(sync.Nanoseconds())/1e3, "sync-p50-µs")
+	b.ReportMetric(float64(percentile(lat["psync"], 0.99).Nanoseconds())/1e3, "sync-p99-µs")
+	b.ReportMetric(float64(sync)/float64(async), "sync/async-p50")
+}
+
 // sequentialRate is the decisions/s of one caller on node checking keys
 // in turn, over count checks: the baseline of the concurrent benchmarks.
 func sequentialRate(b *testing.B, n *cluster.Node, keys []string, count int) float64 {
@@ -340,14 +388,13 @@ func parallelChecks(b *testing.B, nodes []*cluster.Node, policy string, par int,
 }
 
 // BenchmarkClusterReplicaCost is what the counter copies cost: two 3-node
-// clusters, one copying changed counters every 100 ms (the default) and
+// clusters, one copying changed counters continuously (the default) and
 // one without copies, each deciding checks of keys drawn uniformly from
 // 30,000 fresh keys (about 2/3 remote) from 128×GOMAXPROCS goroutines.
-// Policy "p" (limit 2^31) moves a counter by 1/16 of its capacity almost
-// never, so it is rarely copied; "sixteen" (16 an hour) is copied on every
-// admitted hit, the worst case (about half its checks are denied, which
-// copies nothing). Sub-benchmarks alternate; compare decisions/s, and
-// copies/check.
+// Every admitted hit is copied (in the next round), with policy "p" (limit
+// 2^31, never denies) as with "sixteen" (16 an hour: about half its checks
+// are denied, which copies nothing). Sub-benchmarks alternate; compare
+// decisions/s, and copies/check.
 func BenchmarkClusterReplicaCost(b *testing.B) {
 	on := startBenchCluster(b, false)
 	off := startBenchCluster(b, false, func(cfg *cluster.Config) { cfg.ReplicaInterval = -1 })
@@ -356,7 +403,7 @@ func BenchmarkClusterReplicaCost(b *testing.B) {
 			for _, tc := range []struct {
 				name string
 				c    *benchCluster
-			}{{"copies=100ms", on}, {"copies=off", off}} {
+			}{{"copies=on", on}, {"copies=off", off}} {
 				name := policy + "/" + tc.name + "/round=" + strconv.Itoa(round)
 				b.Run(name, func(b *testing.B) {
 					keys := make([]string, 30_000)

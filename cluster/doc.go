@@ -23,7 +23,9 @@
 // the owner of each (policy, key) by consistent hashing, and forward each
 // check to its owner, batched; the policy table is replicated by raft. When
 // owners change, counters move with their keys (a graceful Leave hands them
-// over), and every ReplicaInterval each node copies the counters that moved
-// to the node that would take over their keys, so that a crash forgives
-// little. When an owner cannot answer, the policy's FailureMode decides.
+// over), and each node copies the counters that checks changed, one round
+// trip behind, to the node that would take over their keys (its
+// successor), so that a crash forgives little. A slow owner is waited
+// for; an owner that cannot answer is replaced by the key's successor,
+// and the policy's FailureMode decides only when neither can answer.
 package cluster

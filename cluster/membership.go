@@ -44,6 +44,13 @@ type nodeMeta struct {
 	Leaving bool `msgpack:"l,omitempty"`
 }
 
+// memberUp is a member's context in the route tables, ended when the
+// member leaves the ring.
+type memberUp struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
 // viewEntry is a member as last heard of, and when.
 type viewEntry struct {
 	Member
@@ -51,11 +58,14 @@ type viewEntry struct {
 }
 
 // routeTable says who owns which key: an immutable snapshot published on
-// every membership change.
+// every membership change (but for its cache of successor rings).
 type routeTable struct {
 	ring  *ring.Ring
 	self  string
 	addrs map[string]string // member name → peer address
+	// up holds a context per member, cancelled once a later table drops
+	// the member: a forward waiting for its answer then stops waiting.
+	up map[string]context.Context
 	// succ is the ring without this node: the owners its keys would have
 	// if it failed. Nil when the node keeps no counter copies.
 	succ *ring.Ring
@@ -69,6 +79,35 @@ func (rt *routeTable) owner(k bucket.Key) (name, addr string) {
 	return name, rt.addrs[name]
 }
 
+// successor returns the member that would own k if owner failed (the
+// owner in rt's ring without it), and its peer address; "" when owner is
+// the only member. Every node with the same members computes the same.
+func (n *Node) successor(rt *routeTable, k bucket.Key, owner string) (name, addr string) {
+	r := n.ringWithout(rt, owner)
+	if r.Len() == 0 {
+		return "", ""
+	}
+	var buf [128]byte
+	enc, _ := k.AppendBinary(buf[:0])
+	name = r.Owner(enc)
+	return name, rt.addrs[name]
+}
+
+// upCtx returns the context that ends when member leaves the ring.
+func (rt *routeTable) upCtx(member string) context.Context {
+	if ctx := rt.up[member]; ctx != nil {
+		return ctx
+	}
+	return droppedCtx
+}
+
+// droppedCtx is the context of a member no table holds.
+var droppedCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
 // gossip is the membership side of a node: memberlist and the member view
 // it maintains from memberlist's events.
 type gossip struct {
@@ -80,6 +119,7 @@ type gossip struct {
 	left   map[string]bool      // members that left gracefully
 	view   map[string]viewEntry // every member heard of, for Members
 	change chan struct{}        // a rebuild is due (capacity 1)
+	up     map[string]memberUp  // a context per member in the last ring built
 	joined chan struct{}        // closed once a join succeeded
 }
 
@@ -95,6 +135,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 		alive:  make(map[string]nodeMeta),
 		left:   make(map[string]bool),
 		view:   make(map[string]viewEntry),
+		up:     make(map[string]memberUp),
 		change: make(chan struct{}, 1),
 		joined: make(chan struct{}),
 	}
@@ -340,6 +381,22 @@ func (g *gossip) routes() *routeTable {
 	if g.n.replicas != nil {
 		others := slices.DeleteFunc(slices.Clone(names), func(name string) bool { return name == self })
 		rt.succ = ring.New(others, g.n.cfg.Ring)
+	}
+	// A member's context lives as long as it stays in the rings built.
+	rt.up = make(map[string]context.Context, len(names))
+	for _, name := range names {
+		u, ok := g.up[name]
+		if !ok {
+			u.ctx, u.cancel = context.WithCancel(context.Background())
+			g.up[name] = u
+		}
+		rt.up[name] = u.ctx
+	}
+	for name, u := range g.up {
+		if _, ok := rt.up[name]; !ok {
+			u.cancel()
+			delete(g.up, name)
+		}
 	}
 	return rt
 }

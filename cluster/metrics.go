@@ -43,7 +43,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ratelimit", Name: "fallbacks_total",
-			Help: "Checks decided by the policy's failure mode because the counter's owner or store could not answer, by policy and mode.",
+			Help: "Checks decided without their owner, by policy and by who decided: the key's successor (mode \"successor\"), or the policy's failure mode (open, closed, local) when the counter could not be reached.",
 		}, []string{"policy", "mode"}),
 		members: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "ratelimit", Name: "cluster_members",
@@ -99,8 +99,10 @@ func (m *metrics) forPolicy(name string) *decisionCounters {
 	}
 }
 
-func (m *metrics) fallback(policy string, mode bucket.FailureMode) {
-	m.fallbacks.WithLabelValues(policy, mode.String()).Inc()
+// fallback counts a check decided without its owner: by the key's
+// successor ("successor") or by the policy's failure mode.
+func (m *metrics) fallback(policy, mode string) {
+	m.fallbacks.WithLabelValues(policy, mode).Inc()
 }
 
 func (c *decisionCounters) record(d bucket.Decision) {

@@ -42,12 +42,15 @@ type Node struct {
 	store    bucket.Store
 	local    *bucket.MemoryStore // counters of the local failure mode
 	replicas *bucket.MemoryStore // copies of the counters of the keys whose successor this node is; or nil
-	// replicaWake wakes the copy loop when a counter may have changed; nil without copies.
-	replicaWake *wakeGate
 	// replicasSent counts the copies sent (Stats).
 	replicasSent atomic.Uint64
+	repl         *replicator  // the rounds of copies; nil without copies
+	copyMu       sync.RWMutex // checks decided on a copy (read) against its promotion
+	taken        takenHits    // hits admitted on copies, to fold back
+	// ownTransport: the node made its TCP transport, whose call timeout
+	// is FailoverTimeout.
+	ownTransport bool
 	clock        bucket.Clock
-	coarse       *coarseClock // the default clock, stopped on Close; or nil
 	policies     atomic.Pointer[policyTable]
 	metrics      *metrics
 	denials      *logcap.Logger
@@ -104,14 +107,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		m.unregister()
 		return nil, fmt.Errorf("cluster: config: Policies: %w", err)
 	}
-	var coarse *coarseClock
-	switch {
-	case cfg.Clock != nil:
-	case cfg.ClockResolution < 0:
-		cfg.Clock = bucket.SystemClock{}
-	default:
-		coarse = newCoarseClock(cfg.ClockResolution)
-		cfg.Clock = coarse
+	if cfg.Clock == nil {
+		cfg.Clock = newMonoClock()
 	}
 	n := &Node{
 		cfg:     cfg,
@@ -119,7 +116,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		store:   cfg.Store,
 		local:   bucket.NewMemoryStore(bucket.MemoryConfig{Shards: 16}),
 		clock:   cfg.Clock,
-		coarse:  coarse,
 		metrics: m,
 		stop:    make(chan struct{}),
 		halted:  make(chan struct{}),
@@ -136,7 +132,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.sec.generated = generated
 	_, n.partitioned = cfg.Store.(handoffStore)
 	n.denials, n.warnings = n.newEventLogs()
-	n.denyCache = newDenyCache(cfg.DenyCacheKeys, 2*max(cfg.ClockResolution, 0))
+	n.denyCache = newDenyCache(cfg.DenyCacheKeys, 0)
 	n.denyCache.register(m)
 	n.policies.Store(&table)
 	n.state = &policyState{Policies: map[string]bucket.Policy{}}
@@ -168,7 +164,7 @@ func (n *Node) startCluster(ctx context.Context) error {
 	cfg := n.cfg
 	if ct, ok := n.store.(changeTracker); ok && ct.Tracking() && cfg.ReplicaInterval > 0 {
 		n.replicas = bucket.NewMemoryStore(bucket.MemoryConfig{MaxKeys: cfg.MaxKeys})
-		n.replicaWake = newWakeGate()
+		n.repl = newReplicator()
 	} else if n.partitioned && cfg.ReplicaInterval > 0 {
 		n.log.Warn("counter copies off: the store does not track changed counters (bucket.MemoryConfig.TrackChanges); a crash of this node resets its counters")
 	}
@@ -186,13 +182,14 @@ func (n *Node) startCluster(ctx context.Context) error {
 			Addr:        addr,
 			Advertise:   cfg.PeerAdvertise,
 			TLS:         n.sec.peer,
-			CallTimeout: cfg.ForwardTimeout,
+			CallTimeout: cfg.FailoverTimeout,
 			Logger:      n.log.With("component", "transport"),
 		})
 		if err != nil {
 			return fmt.Errorf("cluster: peer transport: %w", err)
 		}
 		n.tr = tcp
+		n.ownTransport = true
 	}
 	n.guard.watch(n.tr)
 	n.wg.Add(1)
@@ -211,8 +208,9 @@ func (n *Node) startCluster(ctx context.Context) error {
 	n.wg.Add(1)
 	go n.raft.leaderLoop()
 	if ct, ok := n.store.(changeTracker); ok && n.replicas != nil {
-		n.wg.Add(1)
+		n.wg.Add(2)
 		go n.replicaLoop(ct)
+		go n.every(foldBackInterval, n.foldBack)
 	}
 	return nil
 }
@@ -269,18 +267,19 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 	var d Decision
 	if rt := n.route.Load(); rt != nil && n.partitioned && (rt.ring.Len() > 1 || n.leaving.Load()) {
 		if owner, addr := rt.owner(k); owner != rt.self && owner != "" {
-			d, err = n.forward(ctx, p, key, hits, addr, now, rt.ring.Len())
+			d, err = n.forward(ctx, p, key, hits, rt, owner, addr, now)
 			return n.finish(p, key, hits, d, now, err)
 		}
 	}
 	d, err = n.store.Take(ctx, k, p.Policy, hits, now)
-	n.replicaWake.poke()
 	if err != nil {
 		if ctx.Err() != nil {
 			return Decision{}, ctx.Err()
 		}
 		n.metrics.errors.Inc()
 		d, err = n.fallback(ctx, p, key, hits, now, n.liveNodes(), err)
+	} else {
+		n.copied(ctx, p, d, hits)
 	}
 	return n.finish(p, key, hits, d, now, err)
 }
@@ -550,8 +549,5 @@ func (n *Node) shutdown() {
 	}
 	if n.tr != nil {
 		n.tr.Close()
-	}
-	if n.coarse != nil {
-		n.coarse.close()
 	}
 }

@@ -2,6 +2,9 @@ package cluster
 
 import (
 	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -9,15 +12,22 @@ import (
 	"github.com/vibewell/ratelimit/bucket"
 )
 
-// Counter copies: every ReplicaInterval a node sends the counters that
-// moved (by 1/16 of their capacity; see bucket.MemoryConfig.TrackChanges)
-// to the node that would own each key if this one failed (its successor:
-// the owner in the ring without this node), which keeps them apart from its
-// own counters. When the ring drops a crashed node, each successor folds
-// the copies of the keys it now owns into its counters before it takes
-// their checks. A crash so forgives, per key, less than 1/16 of the
-// capacity plus the hits of the last interval, instead of the whole
-// counter.
+// Counter copies. A node copies every counter that a check changed to the
+// node that would own its key if this one failed (its successor: the
+// owner in the ring without this node), which keeps the copies apart from
+// its own counters. Copies are sent continuously, without a timer: a round
+// takes what changed since the last one and leaves as soon as the one
+// before it has returned, so a copy lags its counter by one round (a
+// round trip and the changes gathered during it). A policy with
+// Replication "sync" goes further: its allowed checks are answered only
+// once a round that includes them has reached the successor.
+//
+// The successor uses its copies twice: when the owner cannot answer a
+// check, it decides the check against its copy and counts it there (see
+// failover), and when the ring drops a crashed owner, it folds the copies
+// of the keys it now owns into its counters before it takes their checks.
+// The hits it admitted for an owner that is still a member are sent back
+// to the owner (fold-back), so that neither side's hits are forgotten.
 
 // methodReplica carries counter copies to a successor.
 const methodReplica = "replica"
@@ -29,19 +39,97 @@ type changeTracker interface {
 	Changed(fn func(k bucket.Key, st bucket.State))
 }
 
-// replicaTimeout bounds one replica call.
+// replicaTimeout bounds one replica or fold-back call.
 const replicaTimeout = 2 * time.Second
 
-// replicaLoop sends what changed every ReplicaInterval until the node
-// stops; while no check comes, it sleeps until one does (n.replicaWake).
+// replicator runs the copy rounds.
+type replicator struct {
+	pending atomic.Bool   // a round is due
+	kick    chan struct{} // wakes the loop (capacity 1)
+
+	mu   sync.Mutex
+	next *copyRound // the round that starts next, if a sync check waits for it
+}
+
+// copyRound is closed once its copies have been sent (or have failed).
+type copyRound struct{ done chan struct{} }
+
+func newReplicator() *replicator { return &replicator{kick: make(chan struct{}, 1)} }
+
+// changed tells the loop that a counter changed: one atomic load when a
+// round is already due.
+func (r *replicator) changed() {
+	if !r.pending.Load() && r.pending.CompareAndSwap(false, true) {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// replicaLoop sends a round of copies each time counters changed, one
+// round at a time, until the node stops.
 func (n *Node) replicaLoop(tr changeTracker) {
-	n.everyWhileBusy(n.cfg.ReplicaInterval, n.replicaWake, func() bool {
-		changed := false
+	defer n.wg.Done()
+	r := n.repl
+	for {
+		select {
+		case <-n.stop:
+			r.mu.Lock()
+			if r.next != nil {
+				close(r.next.done)
+				r.next = nil
+			}
+			r.mu.Unlock()
+			return
+		case <-r.kick:
+		}
+		r.pending.Store(false)
+		r.mu.Lock()
+		round := r.next
+		r.next = nil
+		r.mu.Unlock()
 		n.sendReplicas(n.successorGroups(func(add func(bucket.Key, bucket.State) bool) {
-			tr.Changed(func(k bucket.Key, st bucket.State) { changed = true; add(k, st) })
+			tr.Changed(func(k bucket.Key, st bucket.State) { add(k, st) })
 		}))
-		return changed
-	})
+		if round != nil {
+			close(round.done)
+		}
+	}
+}
+
+// waitCopied returns once a round of copies that started after the call
+// has ended: the changes made before the call are then on the successor
+// (or could not be sent; see replica_send_errors_total). It gives up when
+// ctx ends or the node stops.
+func (n *Node) waitCopied(ctx context.Context) {
+	r := n.repl
+	r.mu.Lock()
+	round := r.next
+	if round == nil {
+		round = &copyRound{done: make(chan struct{})}
+		r.next = round
+	}
+	r.mu.Unlock()
+	r.changed()
+	select {
+	case <-round.done:
+	case <-ctx.Done():
+	case <-n.stop:
+	}
+}
+
+// copied is called after a check decided d in this node's store: it
+// starts a round of copies, and with sync replication waits for it.
+func (n *Node) copied(ctx context.Context, p *policyEntry, d Decision, hits int64) {
+	if n.repl == nil || !d.Allowed || hits <= 0 {
+		return
+	}
+	if p.Replication == bucket.ReplicateSync {
+		n.waitCopied(ctx)
+		return
+	}
+	n.repl.changed()
 }
 
 // replicateAll sends every counter this node owns to its successor: after
@@ -72,37 +160,26 @@ func (n *Node) successorGroups(each func(add func(bucket.Key, bucket.State) bool
 			return true
 		}
 		if to := rt.succ.Owner(enc); to != "" {
-			groups[to] = append(groups[to], handoffItem{Policy: k.Policy, Key: k.ID, T: st.T, Count: st.Count, Idle: st.Idle, Span: st.Span})
+			groups[to] = append(groups[to], itemOf(k, st))
 		}
 		return true
 	})
 	return groups
 }
 
-// sendReplicas sends each group to its successor, in chunks.
+// sendReplicas sends each group to its successor.
 func (n *Node) sendReplicas(groups map[string][]handoffItem) {
 	rt := n.route.Load()
 	if rt == nil {
 		return
 	}
 	for to, items := range groups {
-		addr := rt.addrs[to]
-		for len(items) > 0 {
-			chunk := items[:min(len(items), handoffChunk)]
-			items = items[len(chunk):]
-			body, err := msgpack.Marshal(handoffMsg{From: n.cfg.NodeName, Version: 1, Items: chunk})
-			if err == nil {
-				ctx, cancel := context.WithTimeout(context.Background(), replicaTimeout)
-				_, err = n.tr.Call(ctx, addr, methodReplica, body)
-				cancel()
-			}
-			if err != nil {
-				n.metrics.replicaErrors.Add(float64(len(chunk)))
-				n.warnings.Log("copying counters to their successor failed; a crash of this node would lose their last hits", "to", to, "counters", len(chunk), "err", err)
-				continue
-			}
-			n.metrics.replicaSent.Add(float64(len(chunk)))
-			n.replicasSent.Add(uint64(len(chunk)))
+		sent, err := n.sendCounters(context.Background(), rt.addrs[to], methodReplica, items, replicaTimeout, nil)
+		n.metrics.replicaSent.Add(float64(sent))
+		n.replicasSent.Add(uint64(sent))
+		if err != nil {
+			n.metrics.replicaErrors.Add(float64(len(items) - sent))
+			n.warnings.Log("copying counters to their successor failed; a crash of this node would lose their last hits", "to", to, "counters", len(items)-sent, "err", err)
 		}
 	}
 }
@@ -119,9 +196,13 @@ func (n *Node) receiveReplica(ctx context.Context, body []byte) error {
 }
 
 // promoteReplicas folds the copies of the keys that rt gives this node
-// into its own counters (the more consumed state wins) and drops them from
-// the copies. It runs before rt takes effect.
+// into its own counters (the more consumed state wins), drops them from
+// the copies, and publishes rt: under copyMu, so that no check decided on
+// a copy meanwhile is lost.
 func (n *Node) promoteReplicas(rt *routeTable) {
+	n.copyMu.Lock()
+	defer n.copyMu.Unlock()
+	defer n.route.Store(rt)
 	hs, ok := n.store.(handoffStore)
 	if !ok || n.replicas == nil || rt == nil {
 		return
@@ -150,4 +231,233 @@ func (n *Node) promoteReplicas(rt *routeTable) {
 	}
 	n.metrics.replicaPromoted.Add(float64(len(mine)))
 	n.log.Info("took over counter copies of keys now owned here", "counters", len(mine))
+}
+
+// decideOnCopy decides a check whose owner could not answer, on the node
+// that succeeds it: against the copy of the counter, counted in the copy
+// and kept for the fold-back. A key this node owns by now (its copy
+// promoted) is decided in the store. ok is false when the node keeps no
+// copies.
+func (n *Node) decideOnCopy(ctx context.Context, p *policyEntry, k bucket.Key, hits int64, now time.Time) (d Decision, ok bool) {
+	if n.replicas == nil {
+		return Decision{}, false
+	}
+	n.copyMu.RLock()
+	defer n.copyMu.RUnlock()
+	if rt := n.route.Load(); rt != nil {
+		if owner, _ := rt.owner(k); owner == rt.self {
+			d, err := n.store.Take(ctx, k, p.Policy, hits, now)
+			return d, err == nil
+		}
+	}
+	d, _ = n.replicas.Take(ctx, k, p.Policy, hits, now)
+	if d.Allowed && hits > 0 {
+		n.taken.add(k, hits)
+	}
+	return d, true
+}
+
+// failoverReq is a check sent to a key's successor because its owner
+// could not answer; failoverRes is the answer.
+type failoverReq struct {
+	Policy string `msgpack:"p"`
+	Key    string `msgpack:"k"`
+	Hits   int64  `msgpack:"h"`
+}
+
+type failoverRes struct {
+	OK         bool          `msgpack:"ok"`
+	Allowed    bool          `msgpack:"a"`
+	Limit      int64         `msgpack:"l"`
+	Remaining  int64         `msgpack:"r"`
+	ResetAfter time.Duration `msgpack:"ra"`
+	RetryAfter time.Duration `msgpack:"ry"`
+}
+
+func (r failoverRes) decision() Decision {
+	return Decision{Allowed: r.Allowed, Limit: r.Limit, Remaining: r.Remaining, ResetAfter: r.ResetAfter, RetryAfter: r.RetryAfter}
+}
+
+// receiveFailover decides a check a peer could not get its owner to
+// decide.
+func (n *Node) receiveFailover(ctx context.Context, body []byte) ([]byte, error) {
+	var req failoverReq
+	if err := msgpack.Unmarshal(body, &req); err != nil {
+		return nil, fmt.Errorf("cluster: failover: %w", err)
+	}
+	p, err := n.checkInput(*n.policies.Load(), req.Policy, req.Key, req.Hits)
+	if err != nil {
+		return nil, err
+	}
+	var res failoverRes
+	if d, ok := n.decideOnCopy(ctx, p, bucket.Key{Policy: req.Policy, ID: req.Key}, req.Hits, n.clock.Now()); ok {
+		res = failoverRes{OK: true, Allowed: d.Allowed, Limit: d.Limit, Remaining: d.Remaining, ResetAfter: d.ResetAfter, RetryAfter: d.RetryAfter}
+	}
+	return msgpack.Marshal(res)
+}
+
+// takenHits are the hits a successor admitted for owners that could not
+// answer, by key, until they are folded back into the owners' counters.
+type takenHits struct {
+	mu sync.Mutex
+	m  map[bucket.Key]int64
+}
+
+func (t *takenHits) add(k bucket.Key, hits int64) {
+	t.mu.Lock()
+	if t.m == nil {
+		t.m = map[bucket.Key]int64{}
+	}
+	t.m[k] += hits
+	t.mu.Unlock()
+}
+
+// snapshot returns the hits taken so far, or nil.
+func (t *takenHits) snapshot() map[bucket.Key]int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.m) == 0 {
+		return nil
+	}
+	out := make(map[bucket.Key]int64, len(t.m))
+	for k, v := range t.m {
+		out[k] = v
+	}
+	return out
+}
+
+// settle forgets hits of k that were folded back (or need not be).
+func (t *takenHits) settle(k bucket.Key, hits int64) {
+	t.mu.Lock()
+	if t.m[k] -= hits; t.m[k] <= 0 {
+		delete(t.m, k)
+	}
+	t.mu.Unlock()
+}
+
+// foldBackInterval is how often a successor tries to give the hits it
+// admitted for an unreachable owner back to it.
+const foldBackInterval = 250 * time.Millisecond
+
+// foldBack sends the hits this node admitted for owners that could not
+// answer back to them, where they are added to the counters (not merged:
+// both sides' hits count). Keys this node owns by now need no fold-back:
+// their copies, which counted the hits, became its counters.
+func (n *Node) foldBack() {
+	taken := n.taken.snapshot()
+	rt := n.route.Load()
+	if taken == nil || rt == nil {
+		return
+	}
+	groups := map[string][]failoverReq{}
+	for k, hits := range taken {
+		owner, _ := rt.owner(k)
+		if owner == rt.self || owner == "" {
+			n.taken.settle(k, hits)
+			continue
+		}
+		groups[owner] = append(groups[owner], failoverReq{Policy: k.Policy, Key: k.ID, Hits: hits})
+	}
+	for owner, items := range groups {
+		for len(items) > 0 {
+			chunk := items[:min(len(items), handoffChunk)]
+			items = items[len(chunk):]
+			body, err := msgpack.Marshal(chunk)
+			if err == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), replicaTimeout)
+				_, err = n.tr.Call(ctx, rt.addrs[owner], methodFoldBack, body)
+				cancel()
+			}
+			if err != nil {
+				n.warnings.Log("folding hits back into their owner's counters failed; retrying", "to", owner, "counters", len(chunk), "err", err)
+				break
+			}
+			for _, it := range chunk {
+				n.taken.settle(bucket.Key{Policy: it.Policy, ID: it.Key}, it.Hits)
+			}
+			n.log.Info("folded hits admitted for an unreachable owner back into its counters", "to", owner, "counters", len(chunk))
+		}
+	}
+}
+
+// receiveFoldBack adds to this node's counters the hits a successor
+// admitted while this node could not answer.
+func (n *Node) receiveFoldBack(ctx context.Context, body []byte) error {
+	var items []failoverReq
+	if err := msgpack.Unmarshal(body, &items); err != nil {
+		return fmt.Errorf("cluster: fold-back: %w", err)
+	}
+	if len(items) > handoffChunk {
+		return fmt.Errorf("cluster: fold-back: %d counters, at most %d", len(items), handoffChunk)
+	}
+	table := *n.policies.Load()
+	now := n.clock.Now()
+	for _, it := range items {
+		p, err := n.checkInput(table, it.Policy, it.Key, it.Hits)
+		if err != nil {
+			continue
+		}
+		k := bucket.Key{Policy: it.Policy, ID: it.Key}
+		if _, err := n.store.Take(ctx, k, unbounded(p.Policy, it.Key), it.Hits, now); err != nil {
+			return fmt.Errorf("cluster: fold-back: %w", err)
+		}
+	}
+	if n.repl != nil {
+		n.repl.changed()
+	}
+	return nil
+}
+
+// unbounded returns p for key with a capacity no count reaches and the
+// same time step, so that a Take under it adds hits whatever the counter
+// holds: how hits admitted elsewhere are added to a counter. They count
+// from now, later than they came, which only makes the limit stricter.
+func unbounded(p bucket.Policy, key string) bucket.Policy {
+	p.Limit = p.LimitFor(key)
+	p.Overrides = nil
+	switch p.Algorithm {
+	case bucket.GCRA, bucket.TokenBucket:
+		interval := max(1, p.Window.Microseconds()/p.Limit)
+		p.Burst = (1<<53)/interval - p.Limit - 1
+	default:
+		p.Limit = bucket.MaxCount
+	}
+	return p
+}
+
+// itemOf is a counter as a hand-off or replica message carries it.
+func itemOf(k bucket.Key, st bucket.State) handoffItem {
+	return handoffItem{Policy: k.Policy, Key: k.ID, T: st.T, Count: st.Count, Idle: st.Idle, Span: st.Span}
+}
+
+func (it *handoffItem) key() bucket.Key { return bucket.Key{Policy: it.Policy, ID: it.Key} }
+
+func (it *handoffItem) state() bucket.State {
+	return bucket.State{T: it.T, Count: it.Count, Idle: it.Idle, Span: it.Span}
+}
+
+// sendCounters sends items to addr with method (hand-off or replica), in
+// chunks of handoffChunk, each within timeout. sent(chunk), when not nil,
+// runs after each chunk that arrived. It stops at the first failure and
+// returns how many counters arrived.
+func (n *Node) sendCounters(ctx context.Context, addr, method string, items []handoffItem, timeout time.Duration, sent func(chunk []handoffItem)) (int, error) {
+	total := 0
+	for len(items) > 0 {
+		chunk := items[:min(len(items), handoffChunk)]
+		items = items[len(chunk):]
+		body, err := msgpack.Marshal(handoffMsg{From: n.cfg.NodeName, Version: 1, Items: chunk})
+		if err == nil {
+			cctx, cancel := context.WithTimeout(ctx, timeout)
+			_, err = n.tr.Call(cctx, addr, method, body)
+			cancel()
+		}
+		if err != nil {
+			return total, err
+		}
+		total += len(chunk)
+		if sent != nil {
+			sent(chunk)
+		}
+	}
+	return total, nil
 }

@@ -17,22 +17,29 @@ import (
 // itself does not return it.
 var ErrOwnerUnavailable = errors.New("cluster: owner unavailable")
 
-// forward sends a check to the peer that owns its key.
-func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int64, addr string, now time.Time, live int) (Decision, error) {
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) > n.cfg.ForwardTimeout {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, n.cfg.ForwardTimeout)
-		defer cancel()
-	}
+// forward sends a check to the peer that owns its key and waits for its
+// answer: a slow owner is not a dead one, and any other node deciding the
+// check meanwhile could admit beyond the limit. The wait ends early only
+// when the owner refuses the connection (or answers that it cannot decide)
+// or membership drops it from the ring; else it lasts up to
+// FailoverTimeout. In those cases, and only then, the key's successor
+// decides (see failover).
+func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int64, rt *routeTable, owner, addr string, now time.Time) (Decision, error) {
 	if d, ok := n.denyCache.lookup(p, key, hits, now); ok {
 		return d, nil
 	}
-	res, err := n.tr.Check(ctx, addr, transport.CheckItem{Policy: p.Name, Key: key, Hits: hits})
+	fctx, done := n.forwardCtx(ctx, rt, owner)
+	start := time.Now()
+	res, err := n.tr.Check(fctx, addr, transport.CheckItem{Policy: p.Name, Key: key, Hits: hits})
+	done()
+	if took := time.Since(start); took > n.cfg.ForwardTimeout {
+		n.warnings.Log("a forwarded check took longer than ForwardTimeout; it waited for its owner", "owner", owner, "took", took, "err", err)
+	}
 	if err != nil {
-		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, transport.ErrTimeout) {
+		if cerr := ctx.Err(); cerr != nil {
 			return Decision{}, cerr
 		}
-		return n.fallback(ctx, p, key, hits, now, live, fmt.Errorf("%w: %s: %w", ErrOwnerUnavailable, addr, err))
+		return n.failover(ctx, p, key, hits, rt, owner, now, fmt.Errorf("%w: %s: %w", ErrOwnerUnavailable, addr, err))
 	}
 	switch res.Status {
 	case transport.StatusOK:
@@ -42,14 +49,78 @@ func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int
 	case transport.StatusBadRequest:
 		return Decision{}, fmt.Errorf("%w: refused by its owner", ErrInvalidKey)
 	default:
-		return n.fallback(ctx, p, key, hits, now, live, fmt.Errorf("%w: %s answered %s", ErrOwnerUnavailable, addr, res.Status))
+		return n.failover(ctx, p, key, hits, rt, owner, now, fmt.Errorf("%w: %s answered %s", ErrOwnerUnavailable, addr, res.Status))
 	}
+}
+
+// forwardCtx returns the context a forward to owner waits under: ctx,
+// ended also when membership drops owner, and at FailoverTimeout. A ctx
+// that cannot end costs nothing here: the member's own context serves,
+// and the transport's call timeout (FailoverTimeout) bounds the wait.
+func (n *Node) forwardCtx(ctx context.Context, rt *routeTable, owner string) (context.Context, func()) {
+	up := rt.upCtx(owner)
+	dl, hasDL := ctx.Deadline()
+	if ctx.Done() == nil && n.ownTransport {
+		return up, func() {}
+	}
+	var cancel context.CancelFunc
+	if !hasDL || time.Until(dl) > n.cfg.FailoverTimeout {
+		ctx, cancel = context.WithTimeout(ctx, n.cfg.FailoverTimeout)
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+	}
+	stop := context.AfterFunc(up, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// Methods of HandleCall.
+const (
+	methodHandoff  = "handoff"
+	methodFailover = "failover"
+	methodFoldBack = "foldback"
+)
+
+// failover decides a check whose owner cannot answer: the key's
+// successor, which holds the copy of its counter, decides against the copy
+// and counts in it (this node, if it is the successor). Only when the
+// successor cannot answer either does the policy's failure mode decide.
+func (n *Node) failover(ctx context.Context, p *policyEntry, key string, hits int64, rt *routeTable, owner string, now time.Time, cause error) (Decision, error) {
+	k := bucket.Key{Policy: p.Name, ID: key}
+	succ, addr := n.successor(rt, k, owner)
+	n.warnings.Log("owner unreachable; its successor decides", "policy", p.Name, "owner", owner, "successor", succ, "err", cause)
+	switch {
+	case succ == rt.self:
+		if d, ok := n.decideOnCopy(ctx, p, k, hits, now); ok {
+			n.metrics.fallback(p.Name, "successor")
+			return d, nil
+		}
+	case succ != "":
+		cctx, cancel := context.WithTimeout(ctx, n.cfg.FailoverTimeout)
+		body, err := msgpack.Marshal(failoverReq{Policy: p.Name, Key: key, Hits: hits})
+		if err == nil {
+			body, err = n.tr.Call(cctx, addr, methodFailover, body)
+		}
+		cancel()
+		var res failoverRes
+		if err == nil {
+			err = msgpack.Unmarshal(body, &res)
+		}
+		if err == nil && res.OK {
+			n.metrics.fallback(p.Name, "successor")
+			return res.decision(), nil
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return Decision{}, cerr
+		}
+		cause = fmt.Errorf("%w; its successor %s: %v", cause, succ, err)
+	}
+	return n.fallback(ctx, p, key, hits, now, rt.ring.Len(), cause)
 }
 
 // fallback decides a check whose counter cannot be reached (its owner, or
 // the store's backend) by the policy's failure mode.
 func (n *Node) fallback(ctx context.Context, p *policyEntry, key string, hits int64, now time.Time, live int, cause error) (Decision, error) {
-	n.metrics.fallback(p.Name, p.FailureMode)
+	n.metrics.fallback(p.Name, p.FailureMode.String())
 	n.warnings.Log("counter unreachable; failure mode decides", "policy", p.Name, "mode", p.FailureMode.String(), "err", cause)
 	capacity := p.Capacity()
 	switch p.FailureMode {
@@ -67,28 +138,7 @@ func (n *Node) fallback(ctx context.Context, p *policyEntry, key string, hits in
 	if q.Algorithm == bucket.GCRA || q.Algorithm == bucket.TokenBucket {
 		q.Limit = min(q.Limit, q.Window.Microseconds())
 	}
-	k := bucket.Key{Policy: p.Name, ID: key}
-	// On the key's successor, the copy of its counter says what the owner
-	// had already admitted: a check passes only if both the share and the
-	// copy let it, and the copy counts it, so that it is in the counter
-	// this node starts from if the owner turns out to have crashed. Never
-	// more lenient than the share alone.
-	copied := false
-	if n.replicas != nil {
-		if c, _ := n.replicas.Take(ctx, k, p.Policy, 0, now); c.Remaining < c.Limit {
-			if !c.Allowed {
-				return c, nil
-			}
-			copied = true
-		}
-	}
-	d, err := n.local.Take(ctx, k, q, hits, now)
-	if err == nil && d.Allowed && copied && hits > 0 {
-		if c, _ := n.replicas.Take(ctx, k, p.Policy, hits, now); !c.Allowed {
-			return c, nil
-		}
-	}
-	return d, err
+	return n.local.Take(ctx, bucket.Key{Policy: p.Name, ID: key}, q, hits, now)
 }
 
 func fromWire(r transport.CheckResult) Decision {
@@ -117,6 +167,7 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 	rt := n.route.Load()
 	leaving := n.leaving.Load()
 	var moved map[string][]int // a leaving node's checks, by new owner
+	changed, sync := false, false
 	for i := range items {
 		it := &items[i]
 		p := table[it.Policy]
@@ -138,14 +189,38 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 				continue
 			}
 		}
+		if rt != nil && n.replicas != nil {
+			// A peer whose ring already dropped a failed owner sends its
+			// checks here, the new owner, before this node's ring has
+			// dropped it: they are decided on the copy, as the failover
+			// checks of the other peers are, not on a fresh counter.
+			if owner, _ := rt.owner(k); owner != rt.self && owner != "" {
+				if succ, _ := n.successor(rt, k, owner); succ == rt.self {
+					d, _ := n.decideOnCopy(ctx, p, k, it.Hits, now)
+					results[i] = toWire(d)
+					continue
+				}
+			}
+		}
 		d, err := n.store.Take(ctx, k, p.Policy, it.Hits, now)
 		if err != nil {
 			results[i] = transport.CheckResult{Status: transport.StatusUnavailable}
 			continue
 		}
+		if d.Allowed && it.Hits > 0 {
+			changed = true
+			sync = sync || p.Replication == bucket.ReplicateSync
+		}
 		results[i] = toWire(d)
 	}
-	n.replicaWake.poke()
+	if n.repl != nil && changed {
+		// One wait for the whole batch: its changes leave in one round.
+		if sync {
+			n.waitCopied(ctx)
+		} else {
+			n.repl.changed()
+		}
+	}
 	for addr, idx := range moved {
 		n.passOn(ctx, addr, items, idx, results)
 	}
@@ -168,11 +243,8 @@ func (n *Node) passOn(ctx context.Context, addr string, items []transport.CheckI
 	}
 }
 
-// Methods of HandleCall.
-const methodHandoff = "handoff"
-
 // HandleCall serves calls off the check path: counter hand-off, copies,
-// refunds and policy writes.
+// fail-over, fold-back, refunds and policy writes.
 func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte) ([]byte, error) {
 	switch method {
 	case methodHandoff:
@@ -185,6 +257,10 @@ func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte)
 		return nil, h.n.receiveReplica(ctx, body)
 	case methodRefund:
 		return h.n.receiveRefund(ctx, body)
+	case methodFailover:
+		return h.n.receiveFailover(ctx, body)
+	case methodFoldBack:
+		return nil, h.n.receiveFoldBack(ctx, body)
 	case methodPolicyApply:
 		if h.n.raft == nil {
 			return nil, errors.New("cluster: this node keeps no replicated policy table")
@@ -238,40 +314,50 @@ func (n *Node) handOff(ctx context.Context, rt *routeTable, drop bool) int {
 	groups := map[string][]handoffItem{}
 	hs.Range(n.clock.Now(), func(k bucket.Key, st bucket.State) bool {
 		if owner, _ := rt.owner(k); owner != rt.self && owner != "" {
-			groups[owner] = append(groups[owner], handoffItem{Policy: k.Policy, Key: k.ID, T: st.T, Count: st.Count, Idle: st.Idle, Span: st.Span})
+			groups[owner] = append(groups[owner], itemOf(k, st))
 		}
 		return true
 	})
-	sent := 0
+	total := 0
 	for owner, items := range groups {
-		for len(items) > 0 {
-			chunk := items[:min(len(items), handoffChunk)]
-			items = items[len(chunk):]
-			body, err := msgpack.Marshal(handoffMsg{From: n.cfg.NodeName, Version: 1, Items: chunk})
-			if err == nil {
-				cctx, cancel := context.WithTimeout(ctx, handoffTimeout)
-				_, err = n.tr.Call(cctx, rt.addrs[owner], methodHandoff, body)
-				cancel()
-			}
-			if err != nil {
-				n.log.Warn("hand-off failed; counters stay here", "to", owner, "counters", len(chunk), "err", err)
-				continue
-			}
-			sent += len(chunk)
+		sent, err := n.sendCounters(ctx, rt.addrs[owner], methodHandoff, items, handoffTimeout, func(chunk []handoffItem) {
 			if drop {
-				for _, it := range chunk {
-					hs.Delete(bucket.Key{Policy: it.Policy, ID: it.Key})
+				n.dropHandedOff(hs, rt, owner, chunk)
+			}
+		})
+		total += sent
+		if err != nil {
+			n.log.Warn("hand-off failed; counters stay here", "to", owner, "counters", len(items)-sent, "err", err)
+		}
+	}
+	if total > 0 {
+		n.metrics.handedOff.Add(float64(total))
+		n.log.Info("handed off counters", "counters", total, "owners", len(groups))
+	}
+	return total
+}
+
+// dropHandedOff deletes the counters that reached their new owner; those
+// whose successor this node is stay as copies, so that a check this node
+// decides for the owner while it cannot answer starts from them (the
+// owner's own copies replace them once it sends some).
+func (n *Node) dropHandedOff(hs handoffStore, rt *routeTable, owner string, chunk []handoffItem) {
+	table := *n.policies.Load()
+	for i := range chunk {
+		k := chunk[i].key()
+		if n.replicas != nil {
+			if succ, _ := n.successor(rt, k, owner); succ == rt.self {
+				if p := table[k.Policy]; p != nil {
+					n.replicas.Merge(k, p.Policy, chunk[i].state(), n.clock.Now())
 				}
 			}
 		}
+		hs.Delete(k)
 	}
-	if sent > 0 {
-		n.metrics.handedOff.Add(float64(sent))
-		n.log.Info("handed off counters", "counters", sent, "owners", len(groups))
-	}
-	return sent
 }
 
+// receiveHandoff merges the counters a peer handed to this node, their
+// new owner, into its own (the more consumed state wins).
 func (n *Node) receiveHandoff(ctx context.Context, body []byte) error {
 	hs, ok := n.store.(handoffStore)
 	if !ok {
@@ -279,6 +365,8 @@ func (n *Node) receiveHandoff(ctx context.Context, body []byte) error {
 	}
 	merged, err := n.receiveStates(ctx, methodHandoff, body, hs.Merge)
 	n.metrics.receivedHandoff.Add(float64(merged))
-	n.replicaWake.poke()
+	if n.repl != nil && merged > 0 {
+		n.repl.changed()
+	}
 	return err
 }

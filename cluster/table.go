@@ -344,7 +344,7 @@ func (n *Node) logTableDiff(st *policyState) {
 	for _, p := range n.cfg.Policies {
 		q, ok := st.Policies[p.Name]
 		if !ok || q.Algorithm != p.Algorithm || q.Limit != p.Limit || q.Window != p.Window ||
-			q.Burst != p.Burst || q.FailureMode != p.FailureMode || q.Shadow != p.Shadow || !maps.Equal(q.Overrides, p.Overrides) {
+			q.Burst != p.Burst || q.FailureMode != p.FailureMode || q.Shadow != p.Shadow || q.Replication != p.Replication || !maps.Equal(q.Overrides, p.Overrides) {
 			differ = append(differ, p.Name)
 		}
 	}

@@ -411,6 +411,7 @@ var policyFields = []struct {
 	{"burst", func() any { return new(int64) }},
 	{"failure_mode", func() any { return new(bucket.FailureMode) }},
 	{"shadow", func() any { return new(bool) }},
+	{"replication", func() any { return new(bucket.Replication) }},
 	{"overrides", func() any { return new(map[string]int64) }},
 }
 

@@ -58,6 +58,7 @@ type serveConfig struct {
 	RaftAdv         string
 	Voters          int64
 	ForwardTimeout  time.Duration
+	FailoverTimeout time.Duration
 	ReplicaInterval time.Duration
 	PeerTLSCert     string
 	PeerTLSKey      string
@@ -158,9 +159,11 @@ func serveSettings(c *serveConfig) []setting {
 		intOpt(&c.Voters, 1, 9, "voters", "3",
 			"Number of raft voters; the other nodes receive the policy table without voting."),
 		durationOpt(&c.ForwardTimeout, time.Millisecond, "forward-timeout", "250ms",
-			"How long a check forwarded to its key's owner may take; past it the policy's failure mode decides."),
+			"How long a check forwarded to its key's owner is expected to take; a slower one is logged and still waits for the owner."),
+		durationOpt(&c.FailoverTimeout, time.Millisecond, "failover-timeout", "10s",
+			"How long a forwarded check waits for an owner that is still a member; past it (or at once when the owner refuses the connection or leaves the ring) the key's successor decides."),
 		durationOpt(&c.ReplicaInterval, 0, "replica-interval", "100ms",
-			"How often a node copies its counters that moved (by 1/16 of their limit) to the node that would take over their keys if it crashed, so that a crash forgives less than that plus the last interval's hits. 0 turns the copies off."),
+			"0 turns off the counter copies; any other value leaves them on: a node copies each counter that changed to the node that would take over its key if it crashed, continuously (one round trip behind)."),
 		stringOpt(&c.PeerTLSCert, "peer-tls-cert", "",
 			"PEM certificate of this node for mutual TLS between peers (checks forwarded and raft); needs --peer-tls-key and --peer-tls-ca.").defaultDoc("none: peers in the clear"),
 		stringOpt(&c.PeerTLSKey, "peer-tls-key", "",

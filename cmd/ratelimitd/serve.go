@@ -224,6 +224,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		ccfg.SecretKey = cfg.GossipKey
 		ccfg.PeerTLS = peerTLS
 		ccfg.ForwardTimeout = cfg.ForwardTimeout
+		ccfg.FailoverTimeout = cfg.FailoverTimeout
 		ccfg.ReplicaInterval = cfg.ReplicaInterval
 		if cfg.ReplicaInterval == 0 {
 			ccfg.ReplicaInterval = -1 // off; zero is the library's default

@@ -316,6 +316,15 @@ func (c *Cluster) Partition(a, b []int) {
 	c.net.Partition(c.nameList(a), c.nameList(b))
 }
 
+// Delay makes every check to or from node i take d longer (needs
+// Options.InMemory); 0 removes the delay. Gossip is not delayed.
+func (c *Cluster) Delay(i int, d time.Duration) {
+	if c.net == nil {
+		c.t.Fatal("testcluster: Delay needs Options.InMemory")
+	}
+	c.net.Delay(c.nameList([]int{i})[0], d)
+}
+
 // Heal undoes every Partition.
 func (c *Cluster) Heal() {
 	if c.net != nil {
