@@ -16,11 +16,11 @@ import (
 	"github.com/vibewell/ratelimit/internal/testcluster"
 )
 
-// A flood of fresh keys through a 3-node cluster, four times what its
+// A flood of fresh keys through a 3-node cluster, twice what its
 // stores hold, evicts no used-up counter: every one keeps denying, from
 // every node, and the stores' metrics show the evictions.
 func TestClusterFloodKeepsDenials(t *testing.T) {
-	const maxKeys = 512
+	const maxKeys = 4096 // 16 a shard: 90 used-up keys never fill one
 	regs := make([]*prometheus.Registry, 3)
 	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly, Configure: func(i int, cfg *cluster.Config) {
 		cfg.MaxKeys = maxKeys
@@ -45,7 +45,7 @@ func TestClusterFloodKeepsDenials(t *testing.T) {
 		used = append(used, key)
 	}
 
-	const flood, batch = 4 * 3 * maxKeys, 128
+	const flood, batch = 2 * 3 * maxKeys, 256
 	checks := make([]cluster.Check, batch)
 	out := make([]cluster.Result, batch)
 	for b := range flood / batch {
