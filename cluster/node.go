@@ -49,6 +49,7 @@ type Node struct {
 	policies     atomic.Pointer[policyTable]
 	metrics      *metrics
 	denials      *logcap.Logger
+	denied       deniedKeys // the most denied keys, by policy (TopDenied)
 	warnings     *logcap.Logger
 
 	// Cluster side; tr and gossip are nil for a standalone node.
@@ -297,6 +298,7 @@ func (n *Node) finish(p *policyEntry, key string, hits int64, d Decision, now ti
 	}
 	d = d.ApplyShadow(&p.Policy)
 	p.counters.record(d)
+	n.recordDenied(p.Name, key, d, now)
 	if n.cfg.LogDenials && (!d.Allowed || d.Shadowed) {
 		n.logDenied(p.Name, key, hits, d)
 	}

@@ -176,6 +176,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		MaxHits:    cfg.MaxHits,
 		HTTPAddr:   ln.Addr().String(),
 	}
+	ccfg.TopDeniedSlots = topDeniedSlots(cfg.TopDeniedSlots)
 	if !cfg.Standalone {
 		ccfg.GossipAddr = cfg.GossipAddr
 		ccfg.GossipAdvertise = cfg.GossipAdv
@@ -267,6 +268,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		}
 	}
 
+	reg.MustRegister(newStatusCollector(node))
 	handler, err := httpapi.NewHandler(httpapi.Options{
 		Checker:      node,
 		Gatherer:     reg,
@@ -279,6 +281,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		AdminToken:   cfg.AdminToken,
 		Admin:        node,
 		Status:       func() any { return node.Status() },
+		Operator:     nodeOperator{node},
 	})
 	if err != nil {
 		ln.Close()
