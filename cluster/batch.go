@@ -70,6 +70,7 @@ func (n *Node) decideLocal(ctx context.Context, checks []Check, idx []int, entri
 	if len(idx) == 0 {
 		return
 	}
+	defer n.replicaWake.poke()
 	if bs, ok := n.store.(bucket.BatchStore); ok && len(idx) > 1 {
 		batch := make([]bucket.Check, len(idx))
 		decs := make([]bucket.Decision, len(idx))

@@ -418,13 +418,22 @@ func localRate(nodes []*cluster.Node, keys [3][]string, goroutines, count int) f
 // transport), and one through the leader, the baseline. Reported: p50 and
 // p99 in µs of each, the follower/leader ratio of the p50s, and the p50
 // of the follower's acknowledgement (SetPolicy returning). Run with
-// -benchtime 100x for 100 writes of each.
+// -benchtime 100x for 100 writes of each. The "-before" clusters run
+// raft's former timing (CommitTimeout 2 ms, which kept an idle leader at a
+// fifth of a core, RaftTimeout 1 s, no barrier after a change): the
+// baseline of the idle-cost work, in the same run.
 func BenchmarkClusterPolicyPropagation(b *testing.B) {
-	clusters := map[string]*benchCluster{
-		"memory": startBenchCluster(b, false),
-		"bbolt":  startBenchCluster(b, true),
+	before := func(cfg *cluster.Config) {
+		cluster.SetLegacyRaftCommit(cfg, 2*time.Millisecond)
+		cfg.RaftTimeout = time.Second
 	}
-	for _, name := range []string{"memory", "bbolt"} {
+	clusters := map[string]*benchCluster{
+		"memory":        startBenchCluster(b, false),
+		"bbolt":         startBenchCluster(b, true),
+		"memory-before": startBenchCluster(b, false, before),
+		"bbolt-before":  startBenchCluster(b, true, before),
+	}
+	for _, name := range []string{"memory-before", "memory", "bbolt-before", "bbolt"} {
 		c := clusters[name]
 		b.Run(name, func(b *testing.B) {
 			ctx := context.Background()

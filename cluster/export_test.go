@@ -40,3 +40,7 @@ func (n *Node) ApplyEntry(data []byte) error {
 	}
 	return nil
 }
+
+// SetLegacyRaftCommit gives cfg raft's former timing: CommitTimeout d and
+// no barrier after each change (benchmarks compare against it).
+func SetLegacyRaftCommit(cfg *Config, d time.Duration) { cfg.legacyCommit = d }

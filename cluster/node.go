@@ -41,6 +41,8 @@ type Node struct {
 	store    bucket.Store
 	local    *bucket.MemoryStore // counters of the local failure mode
 	replicas *bucket.MemoryStore // copies of the counters of the keys whose successor this node is; or nil
+	// replicaWake wakes the copy loop when a counter may have changed; nil without copies.
+	replicaWake *wakeGate
 	// replicasSent counts the copies sent (Stats).
 	replicasSent atomic.Uint64
 	clock        bucket.Clock
@@ -48,6 +50,7 @@ type Node struct {
 	policies     atomic.Pointer[policyTable]
 	metrics      *metrics
 	denials      *capLog
+	denied       deniedKeys // the most denied keys, by policy (TopDenied)
 	warnings     *capLog
 
 	// Cluster side; tr and gossip are nil for a standalone node.
@@ -61,6 +64,7 @@ type Node struct {
 	state       *policyState // the replicated table; checks read policies
 	tableLogged bool         // logTableDiff ran; under stateMu
 	route       atomic.Pointer[routeTable]
+	ringPub     ringPublished                // the published view of route (ringview.go)
 	without     atomic.Pointer[ringsWithout] // rings without one member, for checking what peers send
 	leaving     atomic.Bool
 	// partitioned is true when each node keeps its own counters (the
@@ -158,6 +162,7 @@ func (n *Node) startCluster(ctx context.Context) error {
 	cfg := n.cfg
 	if ct, ok := n.store.(changeTracker); ok && ct.Tracking() && cfg.ReplicaInterval > 0 {
 		n.replicas = bucket.NewMemoryStore(bucket.MemoryConfig{})
+		n.replicaWake = newWakeGate()
 	} else if n.partitioned && cfg.ReplicaInterval > 0 {
 		n.log.Warn("counter copies off: the store does not track changed counters (bucket.MemoryConfig.TrackChanges); a crash of this node resets its counters")
 	}
@@ -263,6 +268,7 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 		}
 	}
 	d, err = n.store.Take(ctx, k, p.Policy, hits, now)
+	n.replicaWake.poke()
 	if err != nil {
 		if ctx.Err() != nil {
 			return Decision{}, ctx.Err()
@@ -295,6 +301,7 @@ func (n *Node) finish(p *policyEntry, key string, hits int64, d Decision, now ti
 	}
 	d = d.ApplyShadow(&p.Policy)
 	p.counters.record(d)
+	n.recordDenied(p.Name, key, d, now)
 	if n.cfg.LogDenials && (!d.Allowed || d.Shadowed) {
 		n.denials.denied(p.Name, key, hits, d, now)
 	}

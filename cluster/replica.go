@@ -33,12 +33,14 @@ type changeTracker interface {
 const replicaTimeout = 2 * time.Second
 
 // replicaLoop sends what changed every ReplicaInterval until the node
-// stops.
+// stops; while no check comes, it sleeps until one does (n.replicaWake).
 func (n *Node) replicaLoop(tr changeTracker) {
-	n.every(n.cfg.ReplicaInterval, func() {
+	n.everyWhileBusy(n.cfg.ReplicaInterval, n.replicaWake, func() bool {
+		changed := false
 		n.sendReplicas(n.successorGroups(func(add func(bucket.Key, bucket.State) bool) {
-			tr.Changed(func(k bucket.Key, st bucket.State) { add(k, st) })
+			tr.Changed(func(k bucket.Key, st bucket.State) { changed = true; add(k, st) })
 		}))
+		return changed
 	})
 }
 

@@ -140,6 +140,7 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 		}
 		results[i] = toWire(d)
 	}
+	n.replicaWake.poke()
 	for addr, idx := range moved {
 		n.passOn(ctx, addr, items, idx, results)
 	}
@@ -171,6 +172,10 @@ func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte)
 	switch method {
 	case methodHandoff:
 		return nil, h.n.receiveHandoff(ctx, body)
+	case methodTopDenied:
+		return h.n.serveTopDenied(body)
+	case methodCounts:
+		return h.n.serveCounts()
 	case methodReplica:
 		return nil, h.n.receiveReplica(ctx, body)
 	case methodRefund:
@@ -269,5 +274,6 @@ func (n *Node) receiveHandoff(ctx context.Context, body []byte) error {
 	}
 	merged, err := n.receiveStates(ctx, methodHandoff, body, hs.Merge)
 	n.metrics.receivedHandoff.Add(float64(merged))
+	n.replicaWake.poke()
 	return err
 }

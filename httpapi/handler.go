@@ -73,6 +73,9 @@ type Options struct {
 	// Status is served on GET /v1/cluster, as JSON; for a node, a func
 	// returning node.Status(). Default: none, and /v1/cluster answers 404.
 	Status func() any
+	// Operator answers GET /v1/top, /v1/owner and /v1/overview (admin
+	// API). Default: none, and they answer 404.
+	Operator Operator
 	// AdminTimeout bounds a policy write, so that a write without a raft
 	// leader fails with a 503 rather than hang. Default: 10 s.
 	AdminTimeout time.Duration
@@ -198,6 +201,8 @@ func NewHandler(opts Options) (http.Handler, error) {
 	// request, so /v1/auth answers every method.
 	h.mux.HandleFunc("/v1/auth", h.auth)
 	h.adminRoutes()
+	h.operatorRoutes()
+	h.ringRoutes()
 	if err := h.refundRoutes(); err != nil {
 		return nil, err
 	}
@@ -350,6 +355,7 @@ func (h *handler) check(w http.ResponseWriter, r *http.Request) {
 	}
 	hdr := w.Header()
 	SetHeaders(hdr, &p, req.Key, d)
+	h.setRingHeader(hdr)
 	hdr["Content-Type"] = jsonContentType
 	status := http.StatusOK
 	if !d.Allowed {

@@ -643,8 +643,9 @@ func (p *peer) finish(r *request, results []CheckResult, resp []byte, err error)
 	r.done <- struct{}{}
 }
 
-// expire fails the requests whose deadline passed before now (unix ns).
-func (p *peer) expire(now int64) {
+// expire fails the requests whose deadline passed before now (unix ns),
+// and reports whether others are still pending.
+func (p *peer) expire(now int64) (pending bool) {
 	p.mu.Lock()
 	conns := append([]*clientConn(nil), p.conns...)
 	p.mu.Unlock()
@@ -660,12 +661,14 @@ func (p *peer) expire(now int64) {
 				delete(c.pending, id)
 			}
 		}
+		pending = pending || len(c.pending) > 0
 		c.mu.Unlock()
 		for _, r := range late {
 			p.t.st.timeouts.Add(1)
 			p.finish(r, nil, nil, fmt.Errorf("transport: %s: %w (no answer within %v)", p.addr, ErrTimeout, p.t.cfg.CallTimeout))
 		}
 	}
+	return pending
 }
 
 // idle reports whether the peer has nothing to do: no connection, queue,
@@ -790,6 +793,9 @@ func (c *clientConn) send(r *request) {
 			c.pending[id] = r
 		}
 		c.mu.Unlock()
+		if failErr == nil {
+			t.wakeSweep()
+		}
 	}
 	if failErr == nil {
 		if items > 0 {

@@ -216,6 +216,9 @@ type TCP struct {
 	jobs  sync.Pool // *job
 
 	st stats
+
+	sweepParked atomic.Bool   // the sweeper sleeps until a request is sent
+	sweepWake   chan struct{} // wakes it
 }
 
 var _ Transport = (*TCP)(nil)
@@ -238,6 +241,8 @@ func NewTCP(cfg TCPConfig) (*TCP, error) {
 		log:   &logLimiter{log: cfg.Logger},
 		peers: make(map[string]*peer),
 		conns: make(map[io.Closer]struct{}),
+
+		sweepWake: make(chan struct{}, 1),
 	}
 	if t.addr == "" {
 		t.addr = ln.Addr().String()
@@ -422,27 +427,57 @@ func (t *TCP) backoff(n int) time.Duration {
 
 // sweep fails requests that outlive the default call timeout, so that a
 // ctx without deadline never waits forever and a lost answer frees its
-// in-flight slot.
+// in-flight slot, and retires idle peers. It looks every CallTimeout/8
+// while requests are in flight; while none are, it sleeps until one is
+// sent (wakeSweep) or peerIdle passes, so an idle transport does not wake.
 func (t *TCP) sweep() {
 	defer t.wg.Done()
-	tick := time.NewTicker(max(t.cfg.CallTimeout/8, time.Millisecond))
+	busy := max(t.cfg.CallTimeout/8, time.Millisecond)
+	tick := time.NewTimer(busy)
 	defer tick.Stop()
 	var ps []*peer
+	expire := func() (pending bool) {
+		now := time.Now().UnixNano()
+		ps = ps[:0]
+		t.mu.Lock()
+		for _, p := range t.peers {
+			ps = append(ps, p)
+		}
+		t.mu.Unlock()
+		for _, p := range ps {
+			pending = p.expire(now) || pending
+			p.maybeRetire(now)
+		}
+		return pending
+	}
 	for {
 		select {
 		case <-t.ctx.Done():
 			return
-		case now := <-tick.C:
-			ps = ps[:0]
-			t.mu.Lock()
-			for _, p := range t.peers {
-				ps = append(ps, p)
+		case <-tick.C:
+		case <-t.sweepWake:
+		}
+		next := busy
+		if !expire() {
+			// Park, then look once more: a request sent before the
+			// mark is seen now, one sent after it wakes the sweeper.
+			t.sweepParked.Store(true)
+			if expire() {
+				t.sweepParked.Store(false)
+			} else {
+				next = t.cfg.peerIdle
 			}
-			t.mu.Unlock()
-			for _, p := range ps {
-				p.expire(now.UnixNano())
-				p.maybeRetire(now.UnixNano())
-			}
+		}
+		tick.Reset(next)
+	}
+}
+
+// wakeSweep wakes a parked sweeper; called after a request is pending.
+func (t *TCP) wakeSweep() {
+	if t.sweepParked.Load() && t.sweepParked.CompareAndSwap(true, false) {
+		select {
+		case t.sweepWake <- struct{}{}:
+		default:
 		}
 	}
 }

@@ -159,6 +159,8 @@ type procOptions struct {
 	// environment is not inherited, so a variable set where the tests run
 	// cannot change what they see.
 	Env map[string]string
+	// Binary is the executable. Default: binary(t).
+	Binary string
 	// Wrap, when set, is a command that runs the binary, e.g. "ip netns
 	// exec NS" (it must exec it, so that the pid is ratelimitd's).
 	Wrap []string
@@ -169,10 +171,14 @@ type procOptions struct {
 func start(t testing.TB, opts procOptions) *proc {
 	t.Helper()
 	p := &proc{t: t, log: newLogWatcher(), done: make(chan struct{})}
+	bin := opts.Binary
+	if bin == "" {
+		bin = binary(t)
+	}
 	args := serveCommand(opts.Args, opts.Env)
-	p.cmd = exec.Command(binary(t), args...)
+	p.cmd = exec.Command(bin, args...)
 	if len(opts.Wrap) > 0 {
-		p.cmd = exec.Command(opts.Wrap[0], append(append(opts.Wrap[1:len(opts.Wrap):len(opts.Wrap)], binary(t)), args...)...)
+		p.cmd = exec.Command(opts.Wrap[0], append(append(opts.Wrap[1:len(opts.Wrap):len(opts.Wrap)], bin), args...)...)
 	}
 	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range opts.Env {
