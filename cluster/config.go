@@ -54,6 +54,11 @@ type Config struct {
 	// DenialLogRate caps denial log lines per second; the rest are counted
 	// and summarised. Default: 10.
 	DenialLogRate int
+	// TopDeniedSlots is the number of keys per policy and minute that the
+	// node keeps of its denials, for TopDenied (see topk for the error
+	// bound). Memory: about 1.7 KiB per slot for each policy that denied
+	// anything. Default: 64. Negative turns the counting off.
+	TopDeniedSlots int
 	// MaxKeyLen bounds the length of a key, in bytes. Default: 512.
 	MaxKeyLen int
 	// MaxHits bounds the hits of one check. Default: 1,000,000.

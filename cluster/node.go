@@ -50,6 +50,7 @@ type Node struct {
 	policies     atomic.Pointer[policyTable]
 	metrics      *metrics
 	denials      *capLog
+	denied       deniedKeys // the most denied keys, by policy (TopDenied)
 	warnings     *capLog
 
 	// Cluster side; tr and gossip are nil for a standalone node.
@@ -300,6 +301,7 @@ func (n *Node) finish(p *policyEntry, key string, hits int64, d Decision, now ti
 	}
 	d = d.ApplyShadow(&p.Policy)
 	p.counters.record(d)
+	n.recordDenied(p.Name, key, d, now)
 	if n.cfg.LogDenials && (!d.Allowed || d.Shadowed) {
 		n.denials.denied(p.Name, key, hits, d, now)
 	}

@@ -171,6 +171,10 @@ func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte)
 	switch method {
 	case methodHandoff:
 		return nil, h.n.receiveHandoff(ctx, body)
+	case methodTopDenied:
+		return h.n.serveTopDenied(body)
+	case methodCounts:
+		return h.n.serveCounts()
 	case methodReplica:
 		return nil, h.n.receiveReplica(ctx, body)
 	case methodPolicyApply:

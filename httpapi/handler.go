@@ -68,6 +68,9 @@ type Options struct {
 	// Status is served on GET /v1/cluster, as JSON; for a node, a func
 	// returning node.Status(). Default: none, and /v1/cluster answers 404.
 	Status func() any
+	// Operator answers GET /v1/top, /v1/owner and /v1/overview (admin
+	// API). Default: none, and they answer 404.
+	Operator Operator
 	// AdminTimeout bounds a policy write, so that a write without a raft
 	// leader fails with a 503 rather than hang. Default: 10 s.
 	AdminTimeout time.Duration
@@ -190,6 +193,7 @@ func NewHandler(opts Options) (http.Handler, error) {
 	h.mux.HandleFunc("/v1/auth", h.auth)
 	h.adminRoutes()
 	h.ringRoutes()
+	h.operatorRoutes()
 	h.route("GET", "/healthz", h.healthz)
 	h.route("GET", "/readyz", h.readyz)
 	if opts.Gatherer != nil {

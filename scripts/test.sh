@@ -41,6 +41,22 @@ for _ in $(seq 1 100); do
 done
 export RATELIMIT_TEST_REDIS_URL="redis://127.0.0.1:$port/0"
 
+# --- Alert rules (deploy/prometheus) and the dashboard's browser test ---
+# promtool, from Debian's prometheus package, checks the alert rules and
+# runs their unit tests; the browser test (cmd/ratelimitd, TestOperatorView)
+# drives chromium, installed above, and leaves its screenshots in
+# $RATELIMIT_TEST_ARTIFACTS (default: test-artifacts/).
+if ! command -v promtool >/dev/null 2>&1; then
+	echo "test: installing prometheus (for promtool)" >&2
+	if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+	$SUDO apt-get update -qq >/dev/null
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+promtool check rules deploy/prometheus/alerts.yml
+(cd deploy/prometheus && promtool test rules alerts_test.yml)
+export RATELIMIT_TEST_ARTIFACTS="${RATELIMIT_TEST_ARTIFACTS:-$PWD/test-artifacts}"
+# --- end of the alert rules block ---
+
 go vet ./...
 go test -race -timeout 15m ./...
 # The race detector allocates, so the allocation tests skip under -race:

@@ -37,6 +37,7 @@ type serveConfig struct {
 	MaxBodyBytes    int64
 	MaxBatch        int64
 	MaxKeyLen       int64
+	TopDeniedSlots  int64
 	MaxHits         int64
 	HTTPReadTimeout time.Duration
 	ShutdownTimeout time.Duration
@@ -116,6 +117,7 @@ func serveSettings(c *serveConfig) []setting {
 			"Largest request body the HTTP API reads, in bytes."),
 		intOpt(&c.MaxBatch, 1, 1_000_000, "max-batch", strconv.Itoa(httpapi.DefaultMaxBatch),
 			"Most checks in one POST /v1/check/batch."),
+		intOpt(&c.TopDeniedSlots, 0, 4096, "top-denied-slots", "64", "Keys per policy and minute kept of the denials, for ratelimitd top and the dashboard: about 1.7 KiB each for every policy that denied; 0 turns the counting off."),
 		intOpt(&c.MaxKeyLen, 1, 1<<20, "max-key-len", strconv.Itoa(cluster.DefaultMaxKeyLen),
 			"Longest key, in bytes."),
 		intOpt(&c.MaxHits, 1, math.MaxInt64, "max-hits", strconv.Itoa(cluster.DefaultMaxHits),

@@ -60,6 +60,8 @@ func commands() []command {
 		{"serve", "run a node with the HTTP check API", runServe},
 		{"check", "ask a node for a decision: check [--addr URL] [--hits N] POLICY KEY", runCheck},
 		{"policy", "list, get, set and delete policies and overrides of a running cluster", runPolicy},
+		{"top", "the most denied keys of a policy, cluster-wide, like top(1): top [--window 5m] POLICY", runTop},
+		{"owner", "where a key's counter lives and its value: owner POLICY KEY", runOwner},
 		{"keygen", "print a new cluster key, for --cluster-key (RATELIMIT_CLUSTER_KEY)", runKeygen},
 		{"version", "print the version, VCS revision and Go version", runVersion},
 		{"bench", "load a node, a cluster or Redis; report throughput, latency and accuracy", runBench},

@@ -163,6 +163,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		MaxHits:    cfg.MaxHits,
 		HTTPAddr:   ln.Addr().String(),
 	}
+	ccfg.TopDeniedSlots = topDeniedSlots(cfg.TopDeniedSlots)
 	if !cfg.Standalone {
 		ccfg.GossipAddr = cfg.GossipAddr
 		ccfg.GossipAdvertise = cfg.GossipAdv
@@ -236,6 +237,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		}
 	}
 
+	reg.MustRegister(newStatusCollector(node))
 	handler, err := httpapi.NewHandler(httpapi.Options{
 		Checker:      node,
 		Gatherer:     reg,
@@ -248,6 +250,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		AdminToken:   cfg.AdminToken,
 		Admin:        node,
 		Status:       func() any { return node.Status() },
+		Operator:     nodeOperator{node},
 	})
 	if err != nil {
 		ln.Close()
