@@ -419,7 +419,7 @@ func (p *Policy) UnmarshalJSON(b []byte) error {
 }
 
 // policyFields are the names of policyJSON's fields.
-var policyFields = [...]string{"name", "algorithm", "limit", "window_ms", "burst", "failure_mode", "shadow", "overrides"}
+var policyFields = [...]string{"name", "algorithm", "limit", "window_ms", "burst", "failure_mode", "shadow", "replication", "overrides"}
 
 // exactFields refuses a policy object whose field names are not exactly
 // policyFields, or that names one twice; encoding/json would match them
