@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -187,13 +188,26 @@ func (h *handler) checkBatchLen(n int, field string) *inputError {
 func (h *handler) decodeRefundBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	b, ierr := h.readAdminBody(w, r)
 	if ierr == nil {
-		ierr = decodeStrict(b, v)
+		ierr = decodeStrict(b, v, refundFields(v)...)
 	}
 	if ierr != nil {
 		writeError(w, ierr)
 		return false
 	}
 	return true
+}
+
+// refundFields are the JSON field names of the struct v points to, which
+// decodeStrict refuses in another case or twice.
+func refundFields(v any) []string {
+	t := reflect.TypeOf(v).Elem()
+	names := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 // validateRefund checks one item's fields and policy.
