@@ -43,14 +43,7 @@ type mapShard struct {
 type mapEntry struct {
 	State
 	worth
-	pending uint32
-	listed  bool
-}
-
-// admitted counts hits that e admitted under capacity, and reports whether
-// e should now be listed as changed.
-func (e *mapEntry) admitted(hits, capacity int64) bool {
-	return !e.listed
+	listed bool
 }
 
 // mapChangedRef is a counter on a shard's changed list.
@@ -95,7 +88,7 @@ func (s *mapStore) Take(_ context.Context, k Key, p Policy, hits int64, now time
 		if fresh.State != (State{}) {
 			fresh.worth = worthOf(d, &fresh.State, now)
 			key := string(enc)
-			if s.insert(sh, key, fresh, now) && s.track && d.Allowed && hits > 0 && fresh.admitted(hits, d.Limit) {
+			if s.insert(sh, key, fresh, now) && s.track && d.Allowed && hits > 0 && !fresh.listed {
 				sh.markChanged(key, fresh)
 			}
 		}
@@ -104,7 +97,7 @@ func (s *mapStore) Take(_ context.Context, k Key, p Policy, hits int64, now time
 	}
 	d := Take(p, &e.State, hits, now)
 	e.worth = worthOf(d, &e.State, now)
-	if s.track && d.Allowed && hits > 0 && e.admitted(hits, d.Limit) {
+	if s.track && d.Allowed && hits > 0 && !e.listed {
 		sh.markChanged(string(enc), e)
 	}
 	sh.mu.Unlock()
@@ -132,7 +125,7 @@ func (s *mapStore) Changed(fn func(k Key, st State)) {
 		sh.mu.Lock()
 		list := sh.changed
 		for _, c := range list {
-			c.e.listed, c.e.pending = false, 0
+			c.e.listed = false
 			if k, ok := decodeKey(c.key); ok {
 				fn(k, c.e.State)
 			}

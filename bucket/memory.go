@@ -67,9 +67,8 @@ const inlineKey = 23
 type cell struct {
 	State
 	worth
-	pending uint32 // hits admitted since the counter was last listed as changed
-	klen    uint32 // length of the encoded key
-	flags   uint8
+	klen  uint32 // length of the encoded key
+	flags uint8
 	// key is the encoded key if it fits, else its offset in the arena
 	// (little-endian, in the first 4 bytes).
 	key [inlineKey]byte
@@ -143,7 +142,9 @@ func (s *MemoryStore) Take(_ context.Context, k Key, p Policy, hits int64, now t
 		e := sh.at(n)
 		d := Take(p, &e.State, hits, now)
 		e.worth = worthOf(d, &e.State, now)
-		if s.track && d.Allowed && hits > 0 && e.admitted(hits, d.Limit) {
+		// With TrackChanges, every admitted hit lists the counter (once until
+		// Changed takes it), so its copy lags by one round of copies.
+		if s.track && d.Allowed && hits > 0 && e.flags&slotListed == 0 {
 			sh.markChanged(n, e)
 		}
 		sh.mu.Unlock()
@@ -153,20 +154,13 @@ func (s *MemoryStore) Take(_ context.Context, k Key, p Policy, hits int64, now t
 	d := Take(p, &st, hits, now)
 	if st != (State{}) {
 		if n, ok := s.insert(sh, h, enc, st, worthOf(d, &st, now), now); ok && s.track && d.Allowed && hits > 0 {
-			if e := sh.at(n); e.admitted(hits, d.Limit) {
+			if e := sh.at(n); e.flags&slotListed == 0 {
 				sh.markChanged(n, e)
 			}
 		}
 	}
 	sh.mu.Unlock()
 	return d, nil
-}
-
-// admitted reports whether e, which just admitted hits, should now be
-// listed as changed: at every admitted hit, so that the copy on the key's
-// successor lags by one round of copies, not by a share of the limit.
-func (e *cell) admitted(hits, capacity int64) bool {
-	return e.flags&slotListed == 0
 }
 
 // markChanged puts slot n, e, on the shard's changed list; the lock is
@@ -194,7 +188,6 @@ func (s *MemoryStore) Changed(fn func(k Key, st State)) {
 				continue // freed, or listed twice after a reuse
 			}
 			e.flags &^= slotListed
-			e.pending = 0
 			if k, ok := decodeKey(string(sh.keyOf(e))); ok {
 				fn(k, e.State)
 			}
