@@ -121,7 +121,20 @@ type gossip struct {
 	change chan struct{}        // a rebuild is due (capacity 1)
 	up     map[string]memberUp  // a context per member in the last ring built
 	joined chan struct{}        // closed once a join succeeded
+	// lost holds the members that failed (not left), by name, with the
+	// gossip address to rejoin them at: see reconnectLoop.
+	lost map[string]lostMember
 }
+
+// lostMember is a member that failed, and since when.
+type lostMember struct {
+	addr  string
+	since time.Time
+}
+
+// reconnectFor is how long a node keeps trying to rejoin a member that
+// failed: a partition that lasts longer leaves two clusters.
+const reconnectFor = 24 * time.Hour
 
 func (n *Node) startGossip(ctx context.Context) error {
 	cfg := n.cfg
@@ -136,6 +149,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 		left:   make(map[string]bool),
 		view:   make(map[string]viewEntry),
 		up:     make(map[string]memberUp),
+		lost:   make(map[string]lostMember),
 		change: make(chan struct{}, 1),
 		joined: make(chan struct{}),
 	}
@@ -191,8 +205,9 @@ func (n *Node) startGossip(ctx context.Context) error {
 		return fmt.Errorf("cluster: gossip on %s: %w", cfg.GossipAddr, err)
 	}
 	g.ml = ml
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go g.rebuildLoop()
+	go g.reconnectLoop(max(time.Second, 5*mc.ProbeInterval))
 	if len(cfg.Seeds) == 0 {
 		close(g.joined)
 	} else if err := g.join(ctx); err != nil {
@@ -338,6 +353,13 @@ func (g *gossip) update(m *memberlist.Node, alive bool) {
 		v.PeerAddr, v.HTTPAddr = meta.PeerAddr, meta.HTTPAddr
 	}
 	g.view[m.Name] = v
+	if state == "dead" && m.Name != g.n.cfg.NodeName {
+		if _, ok := g.lost[m.Name]; !ok {
+			g.lost[m.Name] = lostMember{addr: v.GossipAddr, since: v.since}
+		}
+	} else {
+		delete(g.lost, m.Name)
+	}
 	if alive {
 		g.alive[m.Name] = meta
 		delete(g.left, m.Name)
@@ -426,6 +448,48 @@ func (g *gossip) rebuildLoop() {
 		g.n.handOff(ctx, rt, true)
 		cancel()
 		g.n.replicateAll()
+	}
+}
+
+// reconnectLoop tries, every interval, to join again the members that
+// failed. memberlist itself stops probing a dead member and gossips to it
+// only for a while (GossipToTheDeadTime), so two sides of a network
+// partition that heals later would otherwise stay two clusters for good,
+// each owning every key. A member that answers a join and learns it was
+// declared dead refutes it, and both sides merge their views (see
+// docs/architecture.md, "Faults on separate hosts").
+func (g *gossip) reconnectLoop(interval time.Duration) {
+	defer g.n.wg.Done()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-g.n.stop:
+			return
+		case <-tick.C:
+		}
+		g.mu.Lock()
+		var addrs, names []string
+		for name, l := range g.lost {
+			if time.Since(l.since) > reconnectFor {
+				delete(g.lost, name)
+				continue
+			}
+			names, addrs = append(names, name), append(addrs, l.addr)
+		}
+		g.mu.Unlock()
+		for i, addr := range addrs {
+			select {
+			case <-g.n.stop:
+				return
+			default:
+			}
+			// A member still down refuses (or times out at TCPTimeout):
+			// expected, so not logged.
+			if n, err := g.ml.Join([]string{addr}); err == nil && n > 0 {
+				g.n.log.Info("reached a failed member again; rejoining it", "member", names[i], "addr", addr)
+			}
+		}
 	}
 }
 
