@@ -45,6 +45,11 @@ func (n *Node) AllowBatch(ctx context.Context, checks []Check, out []Result) err
 			continue
 		}
 		entries[i] = p
+		if rt != nil && rt.minority {
+			d, err := n.fallback(ctx, p, c.Key, c.Hits, now, rt.known, rt.minorityErr())
+			out[i] = Result{Decision: d, Err: err}
+			continue
+		}
 		if route {
 			if owner, _ := rt.owner(bucket.Key{Policy: c.Policy, ID: c.Key}); owner != rt.self && owner != "" {
 				if d, ok := n.denyCache.lookup(p, c.Key, c.Hits, now); ok {
@@ -112,8 +117,15 @@ func (n *Node) decideLocal(ctx context.Context, checks []Check, idx []int, entri
 		}
 		out[i] = Result{Decision: d, Err: err}
 	}
-	if copy != nil {
-		n.copied(ctx, copy, Decision{Allowed: true}, 1)
+	if copy != nil && !n.copied(ctx, copy, Decision{Allowed: true}, 1) {
+		// A sync policy's copy did not reach its successor: its allowed
+		// checks are not answered allowed on this counter alone.
+		for _, i := range idx {
+			if c := checks[i]; entries[i].Replication == bucket.ReplicateSync && out[i].Err == nil && out[i].Decision.Allowed && c.Hits > 0 {
+				d, err := n.fallback(ctx, entries[i], c.Key, c.Hits, now, n.liveNodes(), errNotCopied)
+				out[i] = Result{Decision: d, Err: err}
+			}
+		}
 	}
 }
 

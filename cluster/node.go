@@ -265,6 +265,10 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 	now := n.clock.Now()
 	k := bucket.Key{Policy: policy, ID: key}
 	var d Decision
+	if rt := n.route.Load(); rt != nil && rt.minority {
+		d, err = n.fallback(ctx, p, key, hits, now, rt.known, rt.minorityErr())
+		return n.finish(p, key, hits, d, now, err)
+	}
 	if rt := n.route.Load(); rt != nil && n.partitioned && (rt.ring.Len() > 1 || n.leaving.Load()) {
 		if owner, addr := rt.owner(k); owner != rt.self && owner != "" {
 			d, err = n.forward(ctx, p, key, hits, rt, owner, addr, now)
@@ -278,8 +282,8 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 		}
 		n.metrics.errors.Inc()
 		d, err = n.fallback(ctx, p, key, hits, now, n.liveNodes(), err)
-	} else {
-		n.copied(ctx, p, d, hits)
+	} else if !n.copied(ctx, p, d, hits) {
+		d, err = n.fallback(ctx, p, key, hits, now, n.liveNodes(), errNotCopied)
 	}
 	return n.finish(p, key, hits, d, now, err)
 }

@@ -80,6 +80,18 @@ const (
 	methodFoldBack = "foldback"
 )
 
+// errNotCopied is the cause logged when a check of a sync policy was
+// allowed on its owner's counter but the copy of the change did not reach
+// the successor: the failure mode decides the check instead (the hit
+// stays counted, which only makes the limit stricter).
+var errNotCopied = fmt.Errorf("%w: the copy of a sync policy's change did not reach its successor", ErrOwnerUnavailable)
+
+// minorityErr is the cause logged when a node on the small side of a
+// partition decides a check by the failure mode.
+func (rt *routeTable) minorityErr() error {
+	return fmt.Errorf("%w: this node reaches %d of the %d members it knows", ErrOwnerUnavailable, rt.ring.Len(), rt.known)
+}
+
 // failover decides a check whose owner cannot answer: the key's
 // successor, which holds the copy of its counter, decides against the copy
 // and counts in it (this node, if it is the successor). Only when the
@@ -168,6 +180,7 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 	leaving := n.leaving.Load()
 	var moved map[string][]int // a leaving node's checks, by new owner
 	changed, sync := false, false
+	var synced []int // allowed checks of sync policies
 	for i := range items {
 		it := &items[i]
 		p := table[it.Policy]
@@ -180,6 +193,11 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 			continue
 		}
 		k := bucket.Key{Policy: it.Policy, ID: it.Key}
+		if rt != nil && rt.minority {
+			d, _ := n.fallback(ctx, p, it.Key, it.Hits, now, rt.known, rt.minorityErr())
+			results[i] = toWire(d)
+			continue
+		}
 		if leaving && rt != nil {
 			if owner, addr := rt.owner(k); owner != "" && owner != rt.self {
 				if moved == nil {
@@ -209,14 +227,22 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 		}
 		if d.Allowed && it.Hits > 0 {
 			changed = true
-			sync = sync || p.Replication == bucket.ReplicateSync
+			if p.Replication == bucket.ReplicateSync {
+				sync = true
+				synced = append(synced, i)
+			}
 		}
 		results[i] = toWire(d)
 	}
 	if n.repl != nil && changed {
 		// One wait for the whole batch: its changes leave in one round.
 		if sync {
-			n.waitCopied(ctx)
+			if !n.waitCopied(ctx) {
+				for _, i := range synced {
+					d, _ := n.fallback(ctx, table[items[i].Policy], items[i].Key, items[i].Hits, now, n.liveNodes(), errNotCopied)
+					results[i] = toWire(d)
+				}
+			}
 		} else {
 			n.repl.changed()
 		}
