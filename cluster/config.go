@@ -211,6 +211,21 @@ func LocalGossip() GossipConfig {
 	}
 }
 
+// LocalConfig returns the configuration of a node of a cluster on one
+// machine (tests, demos), as memberlist's DefaultLocalConfig: gossip on
+// 127.0.0.1 with a free port (peer and raft ports follow), LocalGossip's
+// timings and a raft timeout of a second. Add Seeds (the Addrs().Gossip
+// of a started node) to join one; the first node generates the cluster
+// key (Node.ClusterKey) the others need. Every other field is Config's
+// default.
+func LocalConfig() Config {
+	return Config{
+		GossipAddr:  "127.0.0.1:0",
+		Gossip:      LocalGossip(),
+		RaftTimeout: time.Second,
+	}
+}
+
 // Defaults for Config fields.
 const (
 	DefaultMaxKeyLen       = 512

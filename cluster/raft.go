@@ -22,12 +22,6 @@ import (
 	"github.com/vibewell/ratelimit/internal/logadapt"
 )
 
-// ErrNoLeader: a policy change could not be committed before its deadline,
-// because the cluster had no reachable raft leader. The change may still
-// be applied later if it reached a leader that then committed it;
-// repeating it is safe, since every change sets a value.
-var ErrNoLeader = errors.New("cluster: no raft leader to commit the change")
-
 // RaftStatus is the raft side of a node, as it sees it.
 type RaftStatus struct {
 	State         string   `json:"state"`          // leader, follower, candidate, shutdown
@@ -453,11 +447,6 @@ func (a applyResult) err() error {
 	}
 	return errors.New(a.Error)
 }
-
-// ErrInvalidPolicyChange: the leader refused a change as invalid (its
-// policy table differed from the sender's). It wraps
-// bucket.ErrInvalidPolicy.
-var ErrInvalidPolicyChange = fmt.Errorf("cluster: leader refused the change: %w", errInvalidPolicy)
 
 // handlePolicyApply serves a change forwarded by a peer.
 func (rn *raftNode) handlePolicyApply(ctx context.Context, data []byte) ([]byte, error) {

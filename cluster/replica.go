@@ -176,7 +176,6 @@ func (n *Node) sendReplicas(groups map[string][]handoffItem) {
 	for to, items := range groups {
 		sent, err := n.sendCounters(context.Background(), rt.addrs[to], methodReplica, items, replicaTimeout, nil)
 		n.metrics.replicaSent.Add(float64(sent))
-		n.replicasSent.Add(uint64(sent))
 		if err != nil {
 			n.metrics.replicaErrors.Add(float64(len(items) - sent))
 			n.warnings.Log("copying counters to their successor failed; a crash of this node would lose their last hits", "to", to, "counters", len(items)-sent, "err", err)

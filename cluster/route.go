@@ -12,11 +12,6 @@ import (
 	"github.com/vibewell/ratelimit/transport"
 )
 
-// ErrOwnerUnavailable is the cause logged and counted when a check's owner
-// cannot answer in time; the policy's failure mode then decides, so Allow
-// itself does not return it.
-var ErrOwnerUnavailable = errors.New("cluster: owner unavailable")
-
 // forward sends a check to the peer that owns its key and waits for its
 // answer: a slow owner is not a dead one, and any other node deciding the
 // check meanwhile could admit beyond the limit. The wait ends early only
