@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster"
 )
 
@@ -50,5 +51,41 @@ func TestCloseLifecycle(t *testing.T) {
 	defer n2.Close(context.Background())
 	if err := n.Close(context.Background()); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// ownStore is a Store of one's own that cannot hand counters over: only
+// bucket.Store's methods of the memory store show through.
+type ownStore struct{ bucket.Store }
+
+// TestValidateSharedStore: in a cluster, a Store that cannot hand
+// counters over is refused unless marked SharedStore (taken for each
+// node's own, it would let every node admit the whole limit), and
+// SharedStore without a Store is refused too.
+func TestValidateSharedStore(t *testing.T) {
+	own := ownStore{bucket.NewMemoryStore(bucket.MemoryConfig{})}
+	base := cluster.Config{GossipAddr: "127.0.0.1:0", Insecure: true}
+	for _, tc := range []struct {
+		name   string
+		store  bucket.Store
+		shared bool
+		gossip string
+		ok     bool
+	}{
+		{"own store, not shared", own, false, base.GossipAddr, false},
+		{"own store, shared", own, true, base.GossipAddr, true},
+		{"memory store", bucket.NewMemoryStore(bucket.MemoryConfig{}), false, base.GossipAddr, true},
+		{"shared without a store", nil, true, base.GossipAddr, false},
+		{"own store, standalone", own, false, "", true},
+	} {
+		cfg := base
+		cfg.Store, cfg.SharedStore, cfg.GossipAddr = tc.store, tc.shared, tc.gossip
+		err := cfg.Validate()
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: Validate: %v, want ok %v", tc.name, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "Store") {
+			t.Errorf("%s: %v does not name the field", tc.name, err)
+		}
 	}
 }

@@ -114,7 +114,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		m.cols = append(m.cols, n.guard)
 	}
 	n.sec.generated = generated
-	_, n.partitioned = cfg.Store.(handoffStore)
+	_, canHandOff := cfg.Store.(handoffStore)
+	n.partitioned = canHandOff && !cfg.SharedStore
 	n.denials, n.warnings = n.newEventLogs()
 	n.denyCache = newDenyCache(cfg.DenyCacheKeys, 0)
 	n.denyCache.register(m)

@@ -166,17 +166,19 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	}
 
 	ccfg := cluster.Config{
-		NodeName:   cfg.NodeName,
-		Policies:   cfg.Policies,
-		Shadow:     cfg.Shadow,
-		Store:      store,
-		Logger:     log,
-		Metrics:    reg,
-		LogDenials: cfg.LogDenials,
-		MaxKeyLen:  int(cfg.MaxKeyLen),
-		MaxHits:    cfg.MaxHits,
-		MaxKeys:    int(cfg.MaxKeys),
-		HTTPAddr:   ln.Addr().String(),
+		NodeName: cfg.NodeName,
+		Policies: cfg.Policies,
+		Shadow:   cfg.Shadow,
+		Store:    store,
+		// Every node of a Redis-backed cluster uses the same server.
+		SharedStore: store != nil,
+		Logger:      log,
+		Metrics:     reg,
+		LogDenials:  cfg.LogDenials,
+		MaxKeyLen:   int(cfg.MaxKeyLen),
+		MaxHits:     cfg.MaxHits,
+		MaxKeys:     int(cfg.MaxKeys),
+		HTTPAddr:    ln.Addr().String(),
 	}
 	ccfg.TopDeniedSlots = topDeniedSlots(cfg.TopDeniedSlots)
 	if !cfg.Standalone {
