@@ -30,7 +30,7 @@ type Node struct {
 	replicas *bucket.MemoryStore // copies of the counters of the keys whose successor this node is; or nil
 	repl     *replicator         // the rounds of copies; nil without copies
 	copyMu   sync.RWMutex        // checks decided on a copy (read) against its promotion
-	taken    takenHits           // hits admitted on copies, to fold back
+	taken    *takenHits          // hits admitted on copies, to fold back
 	// ownTransport: the node made its TCP transport, whose call timeout
 	// is FailoverTimeout.
 	ownTransport bool
@@ -103,6 +103,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		metrics: m,
 		stop:    make(chan struct{}),
 		halted:  make(chan struct{}),
+		taken:   newTakenHits(),
 		sec:     cfg.secrets(time.Now),
 		guard:   newGuard(cfg.Logger.With("node", cfg.NodeName)),
 	}
@@ -196,7 +197,7 @@ func (n *Node) startCluster(ctx context.Context) error {
 	if ct, ok := n.store.(changeTracker); ok && n.replicas != nil {
 		n.wg.Add(2)
 		go n.replicaLoop(ct)
-		go n.every(foldBackInterval, n.foldBack)
+		go n.foldBackLoop()
 	}
 	return nil
 }
