@@ -48,6 +48,8 @@ type Node struct {
 	tr     transport.Transport
 	gossip *gossip
 	raft   *raftNode // nil for a standalone node
+	// peerErrs counts the requests to peers that failed (peererrors.go).
+	peerErrs *peerErrors
 
 	stateMu     sync.Mutex
 	state       *policyState // the replicated table; checks read policies
@@ -107,12 +109,17 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		sec:     cfg.secrets(time.Now),
 		guard:   newGuard(cfg.Logger.With("node", cfg.NodeName)),
 	}
+	n.peerErrs = newPeerErrors()
 	if cfg.Metrics != nil && cfg.GossipAddr != "" {
 		if err := cfg.Metrics.Register(n.guard); err != nil {
 			m.unregister()
 			return nil, fmt.Errorf("cluster: metrics: %w", err)
 		}
 		m.cols = append(m.cols, n.guard)
+		if err := n.peerErrs.register(cfg.Metrics, m); err != nil {
+			m.unregister()
+			return nil, fmt.Errorf("cluster: metrics: %w", err)
+		}
 	}
 	n.sec.generated = generated
 	_, canHandOff := cfg.Store.(handoffStore)
@@ -179,6 +186,7 @@ func (n *Node) startCluster(ctx context.Context) error {
 		n.ownTransport = true
 	}
 	n.guard.watch(n.tr)
+	n.tr = n.peerErrs.wrap(n.tr)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
