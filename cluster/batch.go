@@ -48,8 +48,8 @@ func (n *Node) AllowBatch(ctx context.Context, checks []Request, out []Result) e
 		}
 		entries[i] = p
 		if route {
-			if owner, _ := rt.owner(bucket.Key{Policy: c.Policy, ID: c.Key}); owner != rt.self && owner != "" {
-				if d, ok := n.denyCache.lookup(p, c.Key, c.Hits, now); ok {
+			if owner, addr := rt.owner(bucket.Key{Policy: c.Policy, ID: c.Key}); owner != rt.self && owner != "" {
+				if d, ok := n.answerHere(ctx, p, c.Key, c.Hits, rt, owner, addr, now); ok {
 					out[i] = Result{Decision: d}
 					continue
 				}

@@ -40,6 +40,7 @@ type Node struct {
 	denials      *logcap.Logger
 	denied       deniedKeys // the most denied keys, by policy (TopDenied)
 	denyCache    *denyCache // owners' denials of forwarded checks; or nil
+	leases       *leases    // leases of hot keys' allowance (lease.go); or nil
 	warnings     *logcap.Logger
 
 	// Cluster side; tr and gossip are nil for a standalone node.
@@ -127,6 +128,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.denials, n.warnings = n.newEventLogs()
 	n.denyCache = newDenyCache(cfg.DenyCacheKeys, 0)
 	n.denyCache.register(m)
+	if cfg.GossipAddr != "" {
+		n.leases = newLeases(cfg.LeaseMinLimit)
+		n.leases.register(m)
+	}
 	n.policies.Store(&table)
 	n.state = &policyState{Policies: map[string]bucket.Policy{}}
 	if cfg.GossipAddr == "" {
@@ -202,6 +207,10 @@ func (n *Node) startCluster(ctx context.Context) error {
 	}
 	n.wg.Add(1)
 	go n.raft.leaderLoop()
+	if n.leases != nil {
+		n.wg.Add(1)
+		go n.leaseLoop()
+	}
 	if ct, ok := n.store.(changeTracker); ok && n.replicas != nil {
 		n.wg.Add(2)
 		go n.replicaLoop(ct)
@@ -446,6 +455,7 @@ func (n *Node) Leave(ctx context.Context) error {
 		return nil
 	}
 	n.log.Info("leaving the cluster")
+	n.returnLeases(ctx, true)
 	if n.raft != nil {
 		n.raft.leave()
 	}

@@ -20,7 +20,7 @@ import (
 // FailoverTimeout. In those cases, and only then, the key's successor
 // decides (see failover).
 func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int64, rt *routeTable, owner, addr string, now time.Time) (Decision, error) {
-	if d, ok := n.denyCache.lookup(p, key, hits, now); ok {
+	if d, ok := n.answerHere(ctx, p, key, hits, rt, owner, addr, now); ok {
 		return d, nil
 	}
 	fctx, done := n.forwardCtx(ctx, rt, owner)
@@ -256,6 +256,8 @@ func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte)
 		return h.n.receiveFailover(ctx, body)
 	case methodFoldBack:
 		return nil, h.n.receiveFoldBack(ctx, body)
+	case methodLease, methodLeaseReturn:
+		return h.n.receiveLease(ctx, method, body)
 	case methodPolicyApply:
 		if h.n.raft == nil {
 			return nil, errors.New("cluster: this node keeps no replicated policy table")
