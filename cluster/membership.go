@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -69,6 +70,15 @@ type routeTable struct {
 	// succ is the ring without this node: the owners its keys would have
 	// if it failed. Nil when the node keeps no counter copies.
 	succ *ring.Ring
+	// prev is the ring before this one, await the live members this
+	// table gives keys of to this node, and hand this node's hand-over of
+	// the keys it gives away (see handover.go).
+	prev  *ring.Ring
+	await map[string]bool
+	hand  *handing
+	// settledAt is 1 + the generation of the hand-over messages at which
+	// this table was found to say alone who decides each key; 0: not yet.
+	settledAt atomic.Uint64
 }
 
 // owner returns the member that owns k, and its peer address.
@@ -121,6 +131,8 @@ type gossip struct {
 	change chan struct{}        // a rebuild is due (capacity 1)
 	up     map[string]memberUp  // a context per member in the last ring built
 	joined chan struct{}        // closed once a join succeeded
+	// bootstrap: the node started its cluster (no seed but itself).
+	bootstrap atomic.Bool
 }
 
 func (n *Node) startGossip(ctx context.Context) error {
@@ -194,6 +206,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 	n.wg.Add(1)
 	go g.rebuildLoop()
 	if len(cfg.Seeds) == 0 {
+		g.bootstrap.Store(true)
 		close(g.joined)
 	} else if err := g.join(ctx); err != nil {
 		n.log.Warn("join failed; retrying in the background", "seeds", cfg.Seeds, "err", err)
@@ -209,6 +222,7 @@ func (g *gossip) join(ctx context.Context) error {
 		return s == g.localAddr()
 	})
 	if len(seeds) == 0 {
+		g.bootstrap.Store(true)
 		close(g.joined)
 		return nil
 	}
@@ -218,6 +232,10 @@ func (g *gossip) join(ctx context.Context) error {
 	n, err := g.ml.Join(seeds)
 	if n > 0 {
 		close(g.joined)
+		select { // the ring built from here on is the cluster's
+		case g.change <- struct{}{}:
+		default:
+		}
 		g.n.log.Info("joined cluster", "contacted", n, "members", g.ml.NumMembers())
 		return nil
 	}
@@ -339,6 +357,11 @@ func (g *gossip) update(m *memberlist.Node, alive bool) {
 	}
 	g.view[m.Name] = v
 	if alive {
+		if _, was := g.alive[m.Name]; !was {
+			// A member back in the ring is a new process: what its
+			// last hand-over said no longer holds.
+			g.n.ho.forget(m.Name)
+		}
 		g.alive[m.Name] = meta
 		delete(g.left, m.Name)
 	} else {
@@ -412,18 +435,22 @@ func (g *gossip) rebuildLoop() {
 		case <-g.change:
 		}
 		rt := g.routes()
-		if old := g.n.route.Load(); old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) {
+		old := g.n.route.Load()
+		if old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) {
+			rt.prev, rt.await, rt.hand = old.prev, old.await, old.hand
 			g.n.route.Store(rt)
 			continue
 		}
+		g.n.prepareRoute(old, rt)
 		// The copies of the keys this node takes over from a failed one
-		// become its counters before their checks arrive here.
+		// become its counters before their checks arrive here; the switch
+		// is under the lock of local decisions (see handover.go).
 		g.n.promoteReplicas(rt)
-		g.n.route.Store(rt)
+		g.n.ho.notify()
 		g.n.log.Info("ring rebuilt", "members", rt.ring.Len())
 		g.n.metrics.members.Set(float64(rt.ring.Len()))
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		g.n.handOff(ctx, rt, true)
+		g.n.handOver(ctx, rt)
 		cancel()
 		g.n.replicateAll()
 	}

@@ -31,6 +31,7 @@ type Node struct {
 	repl     *replicator         // the rounds of copies; nil without copies
 	copyMu   sync.RWMutex        // checks decided on a copy (read) against its promotion
 	taken    *takenHits          // hits admitted on copies, to fold back
+	ho       handovers           // keys changing owner (handover.go)
 	// ownTransport: the node made its TCP transport, whose call timeout
 	// is FailoverTimeout.
 	ownTransport bool
@@ -264,24 +265,7 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 		return Decision{}, err
 	}
 	now := n.clock.Now()
-	k := bucket.Key{Policy: policy, ID: key}
-	var d Decision
-	if rt := n.route.Load(); rt != nil && n.partitioned && (rt.ring.Len() > 1 || n.leaving.Load()) {
-		if owner, addr := rt.owner(k); owner != rt.self && owner != "" {
-			d, err = n.forward(ctx, p, key, hits, rt, owner, addr, now)
-			return n.finish(p, key, hits, d, now, err)
-		}
-	}
-	d, err = n.store.Take(ctx, k, p.Policy, hits, now)
-	if err != nil {
-		if ctx.Err() != nil {
-			return Decision{}, ctx.Err()
-		}
-		n.metrics.errors.Inc()
-		d, err = n.fallback(ctx, p, key, hits, now, n.liveNodes(), err)
-	} else {
-		n.copied(ctx, p, d, hits)
-	}
+	d, err := n.decide(ctx, p, key, hits, now)
 	return n.finish(p, key, hits, d, now, err)
 }
 
@@ -459,12 +443,16 @@ func (n *Node) Leave(ctx context.Context) error {
 	if n.raft != nil {
 		n.raft.leave()
 	}
-	// Copy the counters to their next owners while still deciding here,
-	// then forward checks and send what changed meanwhile, dropping it.
+	// Copy the counters to their next owners while still deciding here
+	// (they decide none of them before the hand-over message), then
+	// switch: send them what changed meanwhile and the hand-over message,
+	// and forward checks to them from then on.
 	next := n.gossip.routes()
 	n.handOff(ctx, next, false)
-	n.route.Store(next)
-	sent := n.handOff(ctx, next, true)
+	n.prepareRoute(n.route.Load(), next)
+	n.promoteReplicas(next)
+	n.ho.notify()
+	sent := n.handOver(ctx, next)
 	timeout := 2 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
@@ -488,6 +476,9 @@ func (n *Node) Close(ctx context.Context) error {
 		if err := n.Leave(ctx); err != nil {
 			n.log.Warn("leave failed", "err", err)
 		}
+		// Peers send nothing here after the hand-over; let the answers
+		// to what they sent before leave before the connections close.
+		n.drainPeers(time.Second)
 	}
 	return n.halt(ctx)
 }

@@ -243,6 +243,14 @@ func (n *Node) decideOnCopy(ctx context.Context, p *policyEntry, k bucket.Key, h
 	}
 	n.copyMu.RLock()
 	defer n.copyMu.RUnlock()
+	return n.decideOnCopyLocked(ctx, p, k, hits, now)
+}
+
+// decideOnCopyLocked is decideOnCopy with copyMu read-locked.
+func (n *Node) decideOnCopyLocked(ctx context.Context, p *policyEntry, k bucket.Key, hits int64, now time.Time) (d Decision, ok bool) {
+	if n.replicas == nil {
+		return Decision{}, false
+	}
 	if rt := n.route.Load(); rt != nil {
 		if owner, _ := rt.owner(k); owner == rt.self {
 			d, err := n.store.Take(ctx, k, p.Policy, hits, now)
