@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -69,6 +70,15 @@ type routeTable struct {
 	// succ is the ring without this node: the owners its keys would have
 	// if it failed. Nil when the node keeps no counter copies.
 	succ *ring.Ring
+	// prev is the ring before this one, await the live members this
+	// table gives keys of to this node, and hand this node's hand-over of
+	// the keys it gives away (see handover.go).
+	prev  *ring.Ring
+	await map[string]bool
+	hand  *handing
+	// settledAt is 1 + the generation of the hand-over messages at which
+	// this table was found to say alone who decides each key; 0: not yet.
+	settledAt atomic.Uint64
 	// known counts the members in the ring and those that failed (not
 	// left) and are still tried (see reconnectLoop). minority is set when
 	// the ring holds fewer than half of them: this node is on the small
@@ -130,6 +140,8 @@ type gossip struct {
 	change chan struct{}        // a rebuild is due (capacity 1)
 	up     map[string]memberUp  // a context per member in the last ring built
 	joined chan struct{}        // closed once a join succeeded
+	// bootstrap: the node started its cluster (no seed but itself).
+	bootstrap atomic.Bool
 	// lost holds the members that failed (not left), by name, with the
 	// gossip address to rejoin them at: see reconnectLoop.
 	lost map[string]lostMember
@@ -218,6 +230,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 	go g.rebuildLoop()
 	go g.reconnectLoop(max(time.Second, 5*mc.ProbeInterval))
 	if len(cfg.Seeds) == 0 {
+		g.bootstrap.Store(true)
 		close(g.joined)
 	} else if err := g.join(ctx); err != nil {
 		n.log.Warn("join failed; retrying in the background", "seeds", cfg.Seeds, "err", err)
@@ -233,6 +246,7 @@ func (g *gossip) join(ctx context.Context) error {
 		return s == g.localAddr()
 	})
 	if len(seeds) == 0 {
+		g.bootstrap.Store(true)
 		close(g.joined)
 		return nil
 	}
@@ -242,6 +256,10 @@ func (g *gossip) join(ctx context.Context) error {
 	n, err := g.ml.Join(seeds)
 	if n > 0 {
 		close(g.joined)
+		select { // the ring built from here on is the cluster's
+		case g.change <- struct{}{}:
+		default:
+		}
 		g.n.log.Info("joined cluster", "contacted", n, "members", g.ml.NumMembers())
 		return nil
 	}
@@ -370,6 +388,11 @@ func (g *gossip) update(m *memberlist.Node, alive bool) {
 		delete(g.lost, m.Name)
 	}
 	if alive {
+		if _, was := g.alive[m.Name]; !was {
+			// A member back in the ring is a new process: what its
+			// last hand-over said no longer holds.
+			g.n.ho.forget(m.Name)
+		}
 		g.alive[m.Name] = meta
 		delete(g.left, m.Name)
 	} else {
@@ -458,17 +481,20 @@ func (g *gossip) rebuildLoop() {
 			}
 		}
 		if old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) {
+			rt.prev, rt.await, rt.hand = old.prev, old.await, old.hand
 			g.n.route.Store(rt)
 			continue
 		}
+		g.n.prepareRoute(old, rt)
 		// The copies of the keys this node takes over from a failed one
-		// become its counters before their checks arrive here.
+		// become its counters before their checks arrive here; the switch
+		// is under the lock of local decisions (see handover.go).
 		g.n.promoteReplicas(rt)
-		g.n.route.Store(rt)
+		g.n.ho.notify()
 		g.n.log.Info("ring rebuilt", "members", rt.ring.Len())
 		g.n.metrics.members.Set(float64(rt.ring.Len()))
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		g.n.handOff(ctx, rt, true)
+		g.n.handOver(ctx, rt)
 		cancel()
 		g.n.replicateAll()
 	}
