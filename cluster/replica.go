@@ -49,6 +49,48 @@ type replicator struct {
 
 	mu   sync.Mutex
 	next *copyRound // the round that starts next, if a sync check waits for it
+	// failing holds the successors whose last round of copies did not
+	// arrive; nfailing is its length, read on the check path.
+	failing  map[string]bool
+	nfailing atomic.Int32
+}
+
+// setFailing records whether the last round to successor to arrived.
+func (r *replicator) setFailing(to string, failed bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failing == nil {
+		r.failing = map[string]bool{}
+	}
+	if failed {
+		r.failing[to] = true
+	} else {
+		delete(r.failing, to)
+	}
+	r.nfailing.Store(int32(len(r.failing)))
+}
+
+// copyFailing reports whether the last round of copies to the successor
+// of k (which this node owns) did not arrive: a node cut off from its
+// successor, whose keys the other side may decide from their copies by
+// now. Such a node answers no check of k allowed on its counter alone
+// (see stored): the failure mode decides those it allows. One atomic load
+// while every successor is reached.
+func (n *Node) copyFailing(k bucket.Key) bool {
+	r := n.repl
+	if r == nil || r.nfailing.Load() == 0 {
+		return false
+	}
+	rt := n.route.Load()
+	if rt == nil || rt.succ == nil {
+		return false
+	}
+	var buf [128]byte
+	enc, _ := k.AppendBinary(buf[:0])
+	to := rt.succ.Owner(enc)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failing[to]
 }
 
 // copyRound is closed once its copies have been sent (or have failed);
@@ -188,6 +230,9 @@ func (n *Node) sendReplicas(groups map[string][]handoffItem) bool {
 	ok := true
 	for to, items := range groups {
 		sent, err := n.sendCounters(context.Background(), rt.addrs[to], methodReplica, items, replicaTimeout, nil)
+		if n.repl != nil {
+			n.repl.setFailing(to, err != nil)
+		}
 		n.metrics.replicaSent.Add(float64(sent))
 		if err != nil {
 			ok = false

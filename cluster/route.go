@@ -75,11 +75,14 @@ const (
 	methodFoldBack = "foldback"
 )
 
-// errNotCopied is the cause logged when a check of a sync policy was
-// allowed on its owner's counter but the copy of the change did not reach
-// the successor: the failure mode decides the check instead (the hit
-// stays counted, which only makes the limit stricter).
-var errNotCopied = fmt.Errorf("%w: the copy of a sync policy's change did not reach its successor", ErrOwnerUnavailable)
+// errNotCopied is the cause logged when a check was allowed on its
+// owner's counter but the copy of the change did not reach the successor
+// (a sync policy's), or the last round of copies to it did not (an async
+// one's): the failure mode decides the check instead. The hit stays
+// counted, so this only ever makes the limit stricter on this node; it
+// bounds what a node cut off from the others admits while they decide
+// its keys from their copies.
+var errNotCopied = fmt.Errorf("%w: the copies of its changes do not reach its successor", ErrOwnerUnavailable)
 
 // minorityErr is the cause logged when a node on the small side of a
 // partition decides a check by the failure mode.
@@ -121,7 +124,7 @@ func (n *Node) failover(ctx context.Context, p *policyEntry, key string, hits in
 		}
 		cause = fmt.Errorf("%w; its successor %s: %v", cause, succ, err)
 	}
-	return n.fallback(ctx, p, key, hits, now, rt.ring.Len(), cause)
+	return n.fallback(ctx, p, key, hits, now, max(rt.known, rt.ring.Len()), cause)
 }
 
 // fallback decides a check whose counter cannot be reached (its owner, or
@@ -258,6 +261,9 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 			if err != nil {
 				results[i] = transport.CheckResult{Status: transport.StatusUnavailable}
 				continue
+			}
+			if d.Allowed && it.Hits > 0 && p.Replication != bucket.ReplicateSync && n.copyFailing(k) {
+				d, _ = n.fallback(ctx, p, it.Key, it.Hits, now, n.liveNodes(), errNotCopied)
 			}
 			if d.Allowed && it.Hits > 0 {
 				changed = true

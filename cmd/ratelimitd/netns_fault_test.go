@@ -497,6 +497,20 @@ func faultCut(t *testing.T) {
 	for _, k := range keys {
 		maj, iso := load.allowed(k[0]), isolated.allowed(k[0])
 		t.Logf("owner cut off 10 s: %s: %d allowed on the majority side and %d by the cut-off node, %d in all (limit %d)", k[0], maj, iso, maj+iso, faultLimit)
+		// The cut-off node answers allowed on its counter alone only
+		// until its copies are known not to arrive: at once for "sync",
+		// after a failed round of copies (at most replicaTimeout, 2 s,
+		// again after each change of its ring: at most three rounds in
+		// all) for "async"; then the failure mode decides, `local`: a
+		// third of the limit.
+		share := int64(faultLimit / 3)
+		bound := share
+		if k[0] == "async" {
+			bound += 20 * 6 // its client's 20 checks/s, for three rounds of 2 s
+		}
+		if iso > bound {
+			t.Errorf("%s: the cut-off node allowed its own client %d checks, above the bound %d", k[0], iso, bound)
+		}
 	}
 	if bound := 10*time.Second + 3*time.Second; longest > bound {
 		t.Errorf("longest check %v, above the FailoverTimeout (10 s) and one fail-over round (bound %v)", longest, bound)
