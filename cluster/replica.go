@@ -70,12 +70,14 @@ func (r *replicator) setFailing(to string, failed bool) {
 	r.nfailing.Store(int32(len(r.failing)))
 }
 
-// copyFailing reports whether the last round of copies to the successor
-// of k (which this node owns) did not arrive: a node cut off from its
-// successor, whose keys the other side may decide from their copies by
-// now. Such a node answers no check of k allowed on its counter alone
-// (see stored): the failure mode decides those it allows. One atomic load
-// while every successor is reached.
+// copyFailing reports whether this node looks cut off from the others:
+// the last round of copies to the successor of k (which it owns) did not
+// arrive, nor did those to more than half of the other members. The other
+// side may be deciding its keys from their copies by now, so it answers
+// no check of k allowed on its counter alone (see stored): the failure
+// mode decides those it allows. One successor that crashed is not enough:
+// its keys' owners go on deciding until the ring drops it. One atomic
+// load while every successor is reached.
 func (n *Node) copyFailing(k bucket.Key) bool {
 	r := n.repl
 	if r == nil || r.nfailing.Load() == 0 {
@@ -90,7 +92,16 @@ func (n *Node) copyFailing(k bucket.Key) bool {
 	to := rt.succ.Owner(enc)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.failing[to]
+	if !r.failing[to] {
+		return false
+	}
+	failing := 0
+	for name := range r.failing {
+		if _, ok := rt.addrs[name]; ok && name != rt.self {
+			failing++
+		}
+	}
+	return 2*failing > rt.succ.Len()
 }
 
 // copyRound is closed once its copies have been sent (or have failed);
