@@ -109,8 +109,17 @@ type Config struct {
 	HTTPAddr string
 	// Seeds are host:port gossip addresses of nodes to join; DNS names
 	// resolve (a Kubernetes headless service works). The node retries until
-	// it joins one, and is Ready only then. Empty starts a new cluster.
+	// it joins one, and is Ready only then (unless it bootstraps; see
+	// Bootstrap). Empty starts a new cluster.
 	Seeds []string
+	// Bootstrap makes this node the one that starts the cluster when it
+	// has no raft state yet (a first start, or no DataDir): it bootstraps
+	// raft alone and is Ready at once, and looks for its Seeds in the
+	// background; the other nodes join it. With raft state it is ignored,
+	// and the node rejoins through its Seeds. Set it on one node: two that
+	// bootstrap make two clusters. A node without Seeds (or whose only
+	// seed is itself) starts a new cluster anyway.
+	Bootstrap bool
 	// Gossip tunes failure detection. Zero fields take memberlist's LAN
 	// defaults; LocalGossip gives tight timings for tests.
 	Gossip GossipConfig

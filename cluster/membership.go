@@ -111,16 +111,17 @@ var droppedCtx = func() context.Context {
 // gossip is the membership side of a node: memberlist and the member view
 // it maintains from memberlist's events.
 type gossip struct {
-	n      *Node
-	ml     *memberlist.Memberlist
-	meta   []byte
-	mu     sync.Mutex
-	alive  map[string]nodeMeta  // members in the ring
-	left   map[string]bool      // members that left gracefully
-	view   map[string]viewEntry // every member heard of, for Members
-	change chan struct{}        // a rebuild is due (capacity 1)
-	up     map[string]memberUp  // a context per member in the last ring built
-	joined chan struct{}        // closed once a join succeeded
+	n        *Node
+	ml       *memberlist.Memberlist
+	meta     []byte
+	mu       sync.Mutex
+	alive    map[string]nodeMeta  // members in the ring
+	left     map[string]bool      // members that left gracefully
+	view     map[string]viewEntry // every member heard of, for Members
+	change   chan struct{}        // a rebuild is due (capacity 1)
+	up       map[string]memberUp  // a context per member in the last ring built
+	joined   chan struct{}        // closed once a join succeeded (markJoined)
+	joinOnce sync.Once
 }
 
 func (n *Node) startGossip(ctx context.Context) error {
@@ -194,7 +195,13 @@ func (n *Node) startGossip(ctx context.Context) error {
 	n.wg.Add(1)
 	go g.rebuildLoop()
 	if len(cfg.Seeds) == 0 {
-		close(g.joined)
+		g.markJoined()
+	} else if n.bootstrapped {
+		// The cluster starts here; the seeds are the nodes that will join
+		// it, which this one looks for in the background.
+		g.markJoined()
+		n.wg.Add(1)
+		go g.joinLoop()
 	} else if err := g.join(ctx); err != nil {
 		n.log.Warn("join failed; retrying in the background", "seeds", cfg.Seeds, "err", err)
 		n.wg.Add(1)
@@ -209,7 +216,7 @@ func (g *gossip) join(ctx context.Context) error {
 		return s == g.localAddr()
 	})
 	if len(seeds) == 0 {
-		close(g.joined)
+		g.markJoined()
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -217,7 +224,7 @@ func (g *gossip) join(ctx context.Context) error {
 	}
 	n, err := g.ml.Join(seeds)
 	if n > 0 {
-		close(g.joined)
+		g.markJoined()
 		g.n.log.Info("joined cluster", "contacted", n, "members", g.ml.NumMembers())
 		return nil
 	}
@@ -247,6 +254,9 @@ func (g *gossip) localAddr() string {
 	ln := g.ml.LocalNode()
 	return net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
 }
+
+// markJoined makes the node Ready as far as membership goes.
+func (g *gossip) markJoined() { g.joinOnce.Do(func() { close(g.joined) }) }
 
 func (g *gossip) isJoined() bool {
 	select {

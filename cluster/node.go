@@ -56,6 +56,9 @@ type Node struct {
 	ringPub     ringPublished                // the published view of route (ringview.go)
 	without     atomic.Pointer[ringsWithout] // rings without one member, for checking what peers send
 	leaving     atomic.Bool
+	// bootstrapped: this start made a new raft cluster (raft.go); the node
+	// is joined to it at once, whatever its seeds.
+	bootstrapped bool
 	// partitioned is true when each node keeps its own counters (the
 	// memory store) and checks go to the key's owner; a store shared by all
 	// nodes (Redis) is asked directly.

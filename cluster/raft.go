@@ -137,11 +137,12 @@ func (n *Node) startRaft() error {
 	others := slices.DeleteFunc(slices.Clone(cfg.Seeds), func(s string) bool {
 		return s == cfg.GossipAddr || s == cfg.GossipAdvertise
 	})
-	if !hasState && len(others) == 0 {
-		// The first node of a new cluster (no seeds but itself) bootstraps
-		// it alone; every other node starts with seeds and is added by the
-		// leader. So two clusters can only form if two nodes are started
-		// without seeds.
+	if !hasState && (cfg.Bootstrap || len(others) == 0) {
+		// The first node of a new cluster (Bootstrap, or no seeds but
+		// itself) bootstraps it alone; every other node joins and is
+		// added by the leader. So two clusters can only form if two nodes
+		// are started that way.
+		n.bootstrapped = true
 		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}})
 		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			return fmt.Errorf("cluster: raft bootstrap: %w", err)

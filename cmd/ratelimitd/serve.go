@@ -220,7 +220,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 			}
 			*a.adv = adv
 		}
-		ccfg.Seeds = seeds(cfg, log)
+		ccfg.Seeds, ccfg.Bootstrap = seeds(cfg, log)
 		ccfg.ClusterKey = cfg.ClusterKey
 		ccfg.Insecure = cfg.InsecureCluster
 		ccfg.SecretKey = cfg.GossipKey
@@ -358,36 +358,27 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	return nil
 }
 
-// seeds returns the gossip seeds to give the node. The first --join
-// address names the node that starts the cluster: when it is this node
-// (its gossip address, or its hostname, bare or qualified, at the gossip
-// port) and --data-dir holds no raft state yet, the node is given itself
-// alone, which makes it bootstrap a new cluster; otherwise it is given the
-// other addresses, so that a restart rejoins the cluster. Every other node
-// joins through all of them.
-func seeds(cfg serveConfig, log *slog.Logger) []string {
+// seeds returns the gossip seeds to give the node (the --join addresses
+// but its own) and whether it is the one that starts the cluster
+// (cluster.Config.Bootstrap): the first --join address names that node,
+// by its gossip address or its hostname (bare or qualified) at the gossip
+// port. The library bootstraps it only while it has no raft state, so a
+// restart rejoins the others.
+func seeds(cfg serveConfig, log *slog.Logger) (others []string, bootstrap bool) {
 	if len(cfg.Join) == 0 {
-		return nil
+		return nil, false
 	}
 	host, _ := os.Hostname()
-	var others []string
 	for _, s := range cfg.Join {
 		if !isSelf(s, cfg.GossipAddr, cfg.GossipAdv, host) {
 			others = append(others, s)
 		}
 	}
-	if !isSelf(cfg.Join[0], cfg.GossipAddr, cfg.GossipAdv, host) {
-		return others
-	}
-	if cfg.DataDir == "" {
+	bootstrap = isSelf(cfg.Join[0], cfg.GossipAddr, cfg.GossipAdv, host)
+	if bootstrap && cfg.DataDir == "" {
 		log.Warn("first of the --join addresses without --data-dir: starting a new cluster, as this node will after every restart, apart from the other nodes; give it --data-dir", "seed", cfg.Join[0])
-		return []string{cfg.GossipAddr}
 	}
-	if _, err := os.Stat(filepath.Join(cfg.DataDir, "raft.db")); err != nil {
-		log.Info("first of the --join addresses and no raft state: starting a new cluster", "seed", cfg.Join[0])
-		return []string{cfg.GossipAddr}
-	}
-	return others
+	return others, bootstrap
 }
 
 // isSelf reports whether the seed addr names this node: its gossip or
