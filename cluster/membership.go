@@ -243,7 +243,7 @@ func (g *gossip) joinLoop() {
 			return
 		case <-time.After(wait):
 		}
-		if err := g.join(context.Background()); err == nil {
+		if err := g.join(g.n.life); err == nil {
 			return
 		}
 		wait = min(2*wait, 5*time.Second)
@@ -397,7 +397,7 @@ func (g *gossip) routes() *routeTable {
 	for _, name := range names {
 		u, ok := g.up[name]
 		if !ok {
-			u.ctx, u.cancel = context.WithCancel(context.Background())
+			u.ctx, u.cancel = context.WithCancel(g.n.life)
 			g.up[name] = u
 		}
 		rt.up[name] = u.ctx
@@ -432,7 +432,7 @@ func (g *gossip) rebuildLoop() {
 		g.n.route.Store(rt)
 		g.n.log.Info("ring rebuilt", "members", rt.ring.Len())
 		g.n.metrics.members.Set(float64(rt.ring.Len()))
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(g.n.life, 10*time.Second)
 		g.n.handOff(ctx, rt, true)
 		cancel()
 		g.n.replicateAll()

@@ -65,9 +65,14 @@ type Node struct {
 	partitioned bool
 
 	closed atomic.Bool
-	stop   chan struct{}
-	halted chan struct{} // closed once background work has ended after Close (or halt)
-	wg     sync.WaitGroup
+	// life is the node's lifetime: background work (hand-off, copies,
+	// joins, forwards waiting on a member) runs under it, and Close ends
+	// it. stop is its Done channel.
+	life    context.Context
+	endLife context.CancelFunc
+	stop    <-chan struct{}
+	halted  chan struct{} // closed once background work has ended after Close (or halt)
+	wg      sync.WaitGroup
 }
 
 // Start validates cfg, starts a node and returns it ready for checks. With
@@ -104,13 +109,15 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		local:   bucket.NewMemoryStore(bucket.MemoryConfig{Shards: 16}),
 		clock:   cfg.Clock,
 		metrics: m,
-		stop:    make(chan struct{}),
 		halted:  make(chan struct{}),
 		sec:     cfg.secrets(time.Now),
 		guard:   newGuard(cfg.Logger.With("node", cfg.NodeName)),
 	}
+	n.life, n.endLife = context.WithCancel(context.Background())
+	n.stop = n.life.Done()
 	if cfg.Metrics != nil && cfg.GossipAddr != "" {
 		if err := cfg.Metrics.Register(n.guard); err != nil {
+			n.endLife()
 			m.unregister()
 			return nil, fmt.Errorf("cluster: metrics: %w", err)
 		}
@@ -503,11 +510,7 @@ func (n *Node) halt(ctx context.Context) error {
 
 // shutdown stops background work and closes listeners.
 func (n *Node) shutdown() {
-	select {
-	case <-n.stop:
-	default:
-		close(n.stop)
-	}
+	n.endLife()
 	if n.gossip != nil && n.gossip.ml != nil {
 		n.gossip.ml.Shutdown()
 	}
