@@ -79,6 +79,12 @@ type Config struct {
 	// time (exact: the owner would deny them too). Negative: none.
 	// Default: DefaultDenyCacheKeys.
 	DenyCacheKeys int
+	// LeaseMinLimit is the smallest limit of a key (sliding or fixed
+	// window) whose allowance a node may lease from the key's owner when
+	// it checks the key often, to admit its checks without forwarding
+	// them (never more than the limit; see docs/architecture.md).
+	// Negative: no leases. Default: DefaultLeaseMinLimit.
+	LeaseMinLimit int64
 	// SweepInterval is how often idle counters are dropped. Default: 1 minute.
 	SweepInterval time.Duration
 	// ReplicaInterval, when negative, turns the counter copies off. With
@@ -279,6 +285,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DenyCacheKeys == 0 {
 		c.DenyCacheKeys = DefaultDenyCacheKeys
+	}
+	if c.LeaseMinLimit == 0 {
+		c.LeaseMinLimit = DefaultLeaseMinLimit
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

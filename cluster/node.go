@@ -30,7 +30,8 @@ type Node struct {
 	replicas *bucket.MemoryStore // copies of the counters of the keys whose successor this node is; or nil
 	repl     *replicator         // the rounds of copies; nil without copies
 	copyMu   sync.RWMutex        // checks decided on a copy (read) against its promotion
-	taken    takenHits           // hits admitted on copies, to fold back
+	taken    *takenHits          // hits admitted on copies, to fold back
+	ho       handovers           // keys changing owner (handover.go)
 	// ownTransport: the node made its TCP transport, whose call timeout
 	// is FailoverTimeout.
 	ownTransport bool
@@ -40,6 +41,7 @@ type Node struct {
 	denials      *logcap.Logger
 	denied       deniedKeys // the most denied keys, by policy (TopDenied)
 	denyCache    *denyCache // owners' denials of forwarded checks; or nil
+	leases       *leases    // leases of hot keys' allowance (lease.go); or nil
 	warnings     *logcap.Logger
 
 	// Cluster side; tr and gossip are nil for a standalone node.
@@ -48,6 +50,8 @@ type Node struct {
 	tr     transport.Transport
 	gossip *gossip
 	raft   *raftNode // nil for a standalone node
+	// peerErrs counts the requests to peers that failed (peererrors.go).
+	peerErrs *peerErrors
 
 	stateMu     sync.Mutex
 	state       *policyState // the replicated table; checks read policies
@@ -110,11 +114,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		clock:   cfg.Clock,
 		metrics: m,
 		halted:  make(chan struct{}),
+		taken:   newTakenHits(),
 		sec:     cfg.secrets(time.Now),
 		guard:   newGuard(cfg.Logger.With("node", cfg.NodeName)),
 	}
 	n.life, n.endLife = context.WithCancel(context.Background())
 	n.stop = n.life.Done()
+	n.peerErrs = newPeerErrors()
 	if cfg.Metrics != nil && cfg.GossipAddr != "" {
 		if err := cfg.Metrics.Register(n.guard); err != nil {
 			n.endLife()
@@ -122,6 +128,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("cluster: metrics: %w", err)
 		}
 		m.cols = append(m.cols, n.guard)
+		if err := n.peerErrs.register(cfg.Metrics, m); err != nil {
+			m.unregister()
+			return nil, fmt.Errorf("cluster: metrics: %w", err)
+		}
 	}
 	n.sec.generated = generated
 	_, canHandOff := cfg.Store.(handoffStore)
@@ -129,6 +139,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.denials, n.warnings = n.newEventLogs()
 	n.denyCache = newDenyCache(cfg.DenyCacheKeys, 0)
 	n.denyCache.register(m)
+	if cfg.GossipAddr != "" {
+		n.leases = newLeases(cfg.LeaseMinLimit)
+		n.leases.register(m)
+	}
 	n.policies.Store(&table)
 	n.state = &policyState{Policies: map[string]bucket.Policy{}}
 	if cfg.GossipAddr == "" {
@@ -188,6 +202,7 @@ func (n *Node) startCluster(ctx context.Context) error {
 		n.ownTransport = true
 	}
 	n.guard.watch(n.tr)
+	n.tr = n.peerErrs.wrap(n.tr)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -203,10 +218,14 @@ func (n *Node) startCluster(ctx context.Context) error {
 	}
 	n.wg.Add(1)
 	go n.raft.leaderLoop()
+	if n.leases != nil {
+		n.wg.Add(1)
+		go n.leaseLoop()
+	}
 	if ct, ok := n.store.(changeTracker); ok && n.replicas != nil {
 		n.wg.Add(2)
 		go n.replicaLoop(ct)
-		go n.every(foldBackInterval, n.foldBack)
+		go n.foldBackLoop()
 	}
 	return nil
 }
@@ -256,24 +275,7 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 		return Decision{}, err
 	}
 	now := n.clock.Now()
-	k := bucket.Key{Policy: policy, ID: key}
-	var d Decision
-	if rt := n.route.Load(); rt != nil && n.partitioned && (rt.ring.Len() > 1 || n.leaving.Load()) {
-		if owner, addr := rt.owner(k); owner != rt.self && owner != "" {
-			d, err = n.forward(ctx, p, key, hits, rt, owner, addr, now)
-			return n.finish(p, key, hits, d, now, err)
-		}
-	}
-	d, err = n.store.Take(ctx, k, p.Policy, hits, now)
-	if err != nil {
-		if ctx.Err() != nil {
-			return Decision{}, ctx.Err()
-		}
-		n.metrics.errors.Inc()
-		d, err = n.fallback(ctx, p, key, hits, now, n.liveNodes(), err)
-	} else {
-		n.copied(ctx, p, d, hits)
-	}
+	d, err := n.decide(ctx, p, key, hits, now)
 	return n.finish(p, key, hits, d, now, err)
 }
 
@@ -447,15 +449,20 @@ func (n *Node) Leave(ctx context.Context) error {
 		return nil
 	}
 	n.log.Info("leaving the cluster")
+	n.returnLeases(ctx, true)
 	if n.raft != nil {
 		n.raft.leave()
 	}
-	// Copy the counters to their next owners while still deciding here,
-	// then forward checks and send what changed meanwhile, dropping it.
+	// Copy the counters to their next owners while still deciding here
+	// (they decide none of them before the hand-over message), then
+	// switch: send them what changed meanwhile and the hand-over message,
+	// and forward checks to them from then on.
 	next := n.gossip.routes()
 	n.handOff(ctx, next, false)
-	n.route.Store(next)
-	sent := n.handOff(ctx, next, true)
+	n.prepareRoute(n.route.Load(), next)
+	n.promoteReplicas(next)
+	n.ho.notify()
+	sent := n.handOver(ctx, next)
 	timeout := 2 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
@@ -479,6 +486,9 @@ func (n *Node) Close(ctx context.Context) error {
 		if err := n.Leave(ctx); err != nil {
 			n.log.Warn("leave failed", "err", err)
 		}
+		// Peers send nothing here after the hand-over; let the answers
+		// to what they sent before leave before the connections close.
+		n.drainPeers(time.Second)
 	}
 	return n.halt(ctx)
 }

@@ -181,6 +181,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		HTTPAddr:    ln.Addr().String(),
 	}
 	ccfg.TopDeniedSlots = topDeniedSlots(cfg.TopDeniedSlots)
+	ccfg.LeaseMinLimit = leaseMinLimit(cfg.LeaseMinLimit)
 	if !cfg.Standalone {
 		ccfg.GossipAddr = cfg.GossipAddr
 		ccfg.GossipAdvertise = cfg.GossipAdv
