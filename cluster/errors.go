@@ -66,9 +66,9 @@ var (
 
 	// The cluster key (Config, ParseClusterKey).
 
-	// ErrNoClusterKey: the node joins a cluster (Seeds) but has no
-	// ClusterKey, and neither own credentials (PeerTLS and SecretKey) nor
-	// Insecure. Without a key it could neither prove itself to its peers
+	// ErrNoClusterKey: the node joins a cluster (Seeds, no Bootstrap) but
+	// has no ClusterKey, and neither own credentials (PeerTLS and
+	// SecretKey) nor Insecure. Without a key it could neither prove itself to its peers
 	// nor tell them from strangers.
 	ErrNoClusterKey = errors.New("cluster: no cluster key: a node that joins a cluster needs the cluster's key (ClusterKey; ratelimitd --cluster-key or RATELIMIT_CLUSTER_KEY)")
 	// ErrBadClusterKey: a cluster key that is not ClusterKeySize bytes, or

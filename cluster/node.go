@@ -86,11 +86,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	generated, err := cfg.resolveClusterKey()
-	if err != nil {
+	// A key kept in DataDir counts for Validate; a new one is made (and
+	// written there) only for a valid config.
+	if _, err := cfg.resolveClusterKey(false); err != nil {
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	generated, err := cfg.resolveClusterKey(true)
+	if err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
