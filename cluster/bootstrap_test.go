@@ -11,18 +11,23 @@ import (
 
 // TestBootstrap: the node with Bootstrap starts the cluster although its
 // seeds do not answer (they are the nodes still to come): it is Ready at
-// once and raft's leader; a node that joins it gets the policy table, and
-// a change made there is committed. Without Bootstrap, a node whose seeds
-// do not answer waits for them.
+// once and raft's leader, with a cluster key it made; a node that joins
+// it with that key gets the policy table, and a change made there is
+// committed. Without Bootstrap, a node whose seeds do not answer waits
+// for them.
 func TestBootstrap(t *testing.T) {
 	ctx := context.Background()
 	unreachable := []string{"127.0.0.1:1"} // nothing listens on port 1
 	cfg := cluster.LocalConfig()
-	cfg.NodeName, cfg.Seeds, cfg.Insecure = "first", unreachable, true
+	cfg.NodeName, cfg.Seeds = "first", unreachable
 	cfg.Bootstrap = true
 	a := start(t, cfg)
 	if !a.Ready() {
 		t.Fatal("the bootstrapping node is not Ready on return")
+	}
+	key, generated := a.ClusterKey()
+	if !generated {
+		t.Fatal("the bootstrapping node made no cluster key")
 	}
 	waitFor(t, "the first node to lead", func() bool {
 		st := a.Status()
@@ -30,7 +35,7 @@ func TestBootstrap(t *testing.T) {
 	})
 
 	cfg = cluster.LocalConfig()
-	cfg.NodeName, cfg.Seeds, cfg.Insecure = "second", []string{a.Addrs().Gossip}, true
+	cfg.NodeName, cfg.Seeds, cfg.ClusterKey = "second", []string{a.Addrs().Gossip}, key
 	b := start(t, cfg)
 	waitFor(t, "both nodes in both rings", func() bool {
 		return a.Status().RingMembers == 2 && b.Status().RingMembers == 2 && b.Ready()
