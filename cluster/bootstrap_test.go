@@ -2,11 +2,13 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster"
+	"github.com/vibewell/ratelimit/cluster/ring"
 )
 
 // TestBootstrap: the node with Bootstrap starts the cluster although its
@@ -55,4 +57,38 @@ func TestBootstrap(t *testing.T) {
 	if c.Ready() {
 		t.Fatal("a node without Bootstrap whose seeds do not answer is Ready")
 	}
+}
+
+// TestRingConfigMismatchRefused: a node whose ring config differs from the
+// cluster's would pick other owners for the same keys; the cluster refuses
+// it (counted as a refusal on the gossip port) and its Start fails with
+// ErrRingConfig, so the two never mix.
+func TestRingConfigMismatchRefused(t *testing.T) {
+	cfg := cluster.LocalConfig()
+	cfg.NodeName, cfg.Insecure = "first", true
+	a := start(t, cfg)
+
+	cfg = cluster.LocalConfig()
+	cfg.NodeName, cfg.Insecure, cfg.Seeds = "other-ring", true, []string{a.Addrs().Gossip}
+	cfg.Ring.PartitionCount = 271
+	b, err := cluster.Start(context.Background(), cfg)
+	if err == nil {
+		b.Close(context.Background())
+		t.Fatal("a node with another ring config joined")
+	}
+	if !errors.Is(err, cluster.ErrRingConfig) {
+		t.Fatalf("Start: %v, want ErrRingConfig", err)
+	}
+	if n := a.Refused("gossip", "ring_config"); n == 0 {
+		t.Error("the cluster counted no ring_config refusal")
+	}
+	time.Sleep(time.Second) // time for any gossip that got through
+	if ms := a.Status().Members; len(ms) != 1 || a.Status().RingMembers != 1 {
+		t.Errorf("the cluster's members after the refusal: %+v", ms)
+	}
+
+	// The same ring config, spelt out, is the same.
+	cfg.NodeName, cfg.Ring = "same-ring", ring.Config{PartitionCount: 4099}
+	c := start(t, cfg)
+	waitFor(t, "the node with the same ring", func() bool { return a.Status().RingMembers == 2 && c.Ready() })
 }

@@ -64,6 +64,13 @@ var (
 	// override for. It wraps bucket.ErrUnknownOverride.
 	ErrUnknownOverride = fmt.Errorf("cluster: %w", bucket.ErrUnknownOverride)
 
+	// ErrRingConfig: a peer spreads keys with another ring config
+	// (Config.Ring), so the two would pick different owners for a key;
+	// they refuse each other. Start returns it when the seeds that answer
+	// all refuse so; the refusals are counted in
+	// ratelimit_cluster_refused_total{port="gossip",reason="ring_config"}.
+	ErrRingConfig = errors.New("cluster: another ring config (Config.Ring): every node of a cluster must use the same")
+
 	// The cluster key (Config, ParseClusterKey).
 
 	// ErrNoClusterKey: the node joins a cluster (Seeds, no Bootstrap) but

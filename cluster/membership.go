@@ -43,6 +43,10 @@ type nodeMeta struct {
 	// Leaving is set by a node about to leave gracefully, so that peers
 	// drop it from their rings (and raft) at once, as departed.
 	Leaving bool `msgpack:"l,omitempty"`
+	// Ring is the fingerprint of the node's ring config (Config.Ring):
+	// nodes whose configs differ would pick different owners, so they
+	// refuse each other (checkRing). Zero: a node from before it was sent.
+	Ring uint64 `msgpack:"g,omitempty"`
 }
 
 // memberUp is a member's context in the route tables, ended when the
@@ -132,6 +136,10 @@ type gossip struct {
 	up       map[string]memberUp  // a context per member in the last ring built
 	joined   chan struct{}        // closed once a join succeeded (markJoined)
 	joinOnce sync.Once
+	ring     uint64 // this node's ring config fingerprint
+	// ringRefused: a merge was refused for another ring config since the
+	// last join began.
+	ringRefused atomic.Bool
 	// bootstrap: the node started its cluster (no seed but itself, or
 	// Config.Bootstrap without raft state).
 	bootstrap atomic.Bool
@@ -168,7 +176,8 @@ func (n *Node) startGossip(ctx context.Context) error {
 		joined: make(chan struct{}),
 	}
 	n.gossip = g
-	meta := nodeMeta{Version: 1, PeerAddr: n.tr.Addr(), HTTPAddr: cfg.HTTPAddr}
+	g.ring = cfg.Ring.Fingerprint()
+	meta := nodeMeta{Version: 1, PeerAddr: n.tr.Addr(), HTTPAddr: cfg.HTTPAddr, Ring: g.ring}
 	if n.raft != nil {
 		meta.RaftAddr = n.raft.addr
 	}
@@ -213,6 +222,8 @@ func (n *Node) startGossip(ctx context.Context) error {
 	mc.Logger = n.gossipLogger() // counts and logs refused gossip (guard.go)
 	mc.Delegate = g
 	mc.Events = g
+	mc.Alive = g // refuses members of another ring config
+	mc.Merge = g
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -233,6 +244,9 @@ func (n *Node) startGossip(ctx context.Context) error {
 		n.wg.Add(1)
 		go g.joinLoop()
 	} else if err := g.join(ctx); err != nil {
+		if errors.Is(err, ErrRingConfig) {
+			return err // a config error: retrying cannot mend it
+		}
 		n.log.Warn("join failed; retrying in the background", "seeds", cfg.Seeds, "err", err)
 		n.wg.Add(1)
 		go g.joinLoop()
@@ -253,7 +267,11 @@ func (g *gossip) join(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	g.ringRefused.Store(false)
 	n, err := g.ml.Join(seeds)
+	if n == 0 && g.ringRefused.Load() {
+		return fmt.Errorf("cluster: join %v: %w", seeds, ErrRingConfig)
+	}
 	if n > 0 {
 		g.markJoined()
 		select { // the ring built from here on is the cluster's
@@ -327,6 +345,34 @@ func (g *gossip) announceLeave(timeout time.Duration) error {
 		return err
 	}
 	return g.ml.UpdateNode(timeout)
+}
+
+// NotifyAlive implements memberlist.AliveDelegate: a member whose ring
+// config differs is refused, so that it never enters the ring.
+func (g *gossip) NotifyAlive(m *memberlist.Node) error { return g.checkRing(m) }
+
+// NotifyMerge implements memberlist.MergeDelegate: a join with a cluster
+// (or of a node) whose ring config differs is refused, on both sides.
+func (g *gossip) NotifyMerge(peers []*memberlist.Node) error {
+	for _, m := range peers {
+		if err := g.checkRing(m); err != nil {
+			g.ringRefused.Store(true)
+			return err
+		}
+	}
+	return nil
+}
+
+// checkRing refuses, counts and logs (capped) a member whose metadata
+// carries another ring config's fingerprint.
+func (g *gossip) checkRing(m *memberlist.Node) error {
+	var meta nodeMeta
+	if msgpack.Unmarshal(m.Meta, &meta) != nil || meta.Ring == 0 || meta.Ring == g.ring {
+		return nil // unreadable metadata is update's to refuse
+	}
+	err := fmt.Errorf("%w: member %s", ErrRingConfig, m.Name)
+	g.n.guard.refuse("gossip", "ring_config", net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))), err)
+	return err
 }
 
 // NotifyMsg implements memberlist.Delegate; the node sends no user messages.
