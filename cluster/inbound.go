@@ -175,7 +175,7 @@ func (n *Node) receiveStates(ctx context.Context, method string, body []byte, me
 		}
 		q := p.Policy
 		q.Limit = p.LimitFor(it.Key)
-		st, err := bucket.Sanitize(q, bucket.State{T: it.T, Count: it.Count, Idle: it.Idle, Span: it.Span}, now, MaxClockSkew)
+		st, err := bucket.Sanitize(q, it.state(), now, MaxClockSkew)
 		if err != nil {
 			dropped[2]++
 			lastErr = err
