@@ -13,6 +13,7 @@ import (
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster/ring"
+	"github.com/vibewell/ratelimit/internal/msgpackfit"
 )
 
 // Hand-over: how a key's ownership moves between live members (a join, a
@@ -464,7 +465,7 @@ func (n *Node) receiveHandover(ctx context.Context, body []byte) error {
 	err := errLengthBeyondEnd
 	if len(body) > maxHandoverBytes {
 		err = fmt.Errorf("%d bytes, at most %d", len(body), maxHandoverBytes)
-	} else if msgpackFits(body) {
+	} else if msgpackfit.Fits(body) {
 		err = msgpack.Unmarshal(body, &m)
 	}
 	if err == nil && len(m.Members) > maxHandoverMembers {

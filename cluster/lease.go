@@ -506,7 +506,7 @@ func (n *Node) leaseLoop() {
 				return
 			case <-t.C:
 			}
-			n.returnLeases(context.Background(), false)
+			n.returnLeases(n.life, false)
 		}
 	}
 }

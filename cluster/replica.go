@@ -174,7 +174,7 @@ func (n *Node) sendReplicas(groups map[string][]handoffItem) {
 		return
 	}
 	for to, items := range groups {
-		sent, err := n.sendCounters(context.Background(), rt.addrs[to], methodReplica, items, replicaTimeout, nil)
+		sent, err := n.sendCounters(n.life, rt.addrs[to], methodReplica, items, replicaTimeout, nil)
 		n.metrics.replicaSent.Add(float64(sent))
 		if err != nil {
 			n.metrics.replicaErrors.Add(float64(len(items) - sent))
@@ -415,7 +415,7 @@ func (n *Node) foldBack() {
 			items = items[len(chunk):]
 			body, err := msgpack.Marshal(chunk)
 			if err == nil {
-				ctx, cancel := context.WithTimeout(context.Background(), replicaTimeout)
+				ctx, cancel := context.WithTimeout(n.life, replicaTimeout)
 				_, err = n.tr.Call(ctx, rt.addrs[owner], methodFoldBack, body)
 				cancel()
 			}

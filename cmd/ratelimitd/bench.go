@@ -124,8 +124,46 @@ func benchUsage(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintln(w, "(over- and under-admission against each key's exact allowance).")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Flags:")
-	fs.SetOutput(w)
-	fs.PrintDefaults()
+	writeFlags(w, fs)
+}
+
+// shellJoin joins args into a command line a POSIX shell reads back as
+// args: an argument with anything but letters, digits and @%+=:,./_- is
+// single-quoted (a quote inside as '\''), so that a report's command,
+// --policy-spec JSON included, can be pasted back.
+func shellJoin(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		safe := a != ""
+		for _, r := range a {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("@%+=:,./_-", r)) {
+				safe = false
+				break
+			}
+		}
+		if safe {
+			out[i] = a
+		} else {
+			out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// writeFlags writes a flag set's flags in the style of the other
+// commands' --help (writeSettings): two dashes, the doc on its own line,
+// then the default.
+func writeFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		kind, doc := flag.UnquoteUsage(f)
+		if kind != "" {
+			kind = " " + kind
+		}
+		fmt.Fprintf(w, "  --%s%s\n      %s\n", f.Name, kind, doc)
+		if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "0s" && f.DefValue != "false" {
+			fmt.Fprintf(w, "      default %s\n", f.DefValue)
+		}
+	})
 }
 
 // runBench is `ratelimitd bench`.
@@ -141,7 +179,7 @@ func runBench(ctx context.Context, s sys, args []string) int {
 			benchUsage(s.stdout, fs)
 			return exitOK
 		}
-		fmt.Fprintf(s.stderr, "ratelimitd bench: %v (see --help)\n", err)
+		fmt.Fprintf(s.stderr, "ratelimitd bench: %v\n", flagError(err))
 		return exitUsage
 	}
 	if fs.NArg() > 0 {
@@ -159,7 +197,7 @@ func runBench(ctx context.Context, s sys, args []string) int {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	res, err := benchRun(ctx, s, &c, strings.Join(append([]string{"ratelimitd", "bench"}, args...), " "))
+	res, err := benchRun(ctx, s, &c, shellJoin(append([]string{"ratelimitd", "bench"}, args...)))
 	if err != nil {
 		fmt.Fprintf(s.stderr, "ratelimitd bench: %v\n", err)
 		if res == nil {

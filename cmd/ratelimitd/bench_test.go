@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -185,5 +186,20 @@ func TestBenchURLsAdminToken(t *testing.T) {
 	code, _, errOut = runBenchCmd(t, append(args, "--admin-token", "bench-secret")...)
 	if code != 0 || strings.Contains(errOut, "accuracy not accounted") {
 		t.Errorf("with the token: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// TestShellJoin: the command line a report records reads back, through a
+// POSIX shell, as the arguments it was made of (JSON, spaces, quotes).
+func TestShellJoin(t *testing.T) {
+	args := []string{"ratelimitd", "bench", "--policy-spec", `{"name":"bench","limit":100,"window_ms":3600000}`,
+		"--key-prefix", "it's a key", "--urls", "http://127.0.0.1:8080", "", `$HOME;rm -rf /`, "a\nb"}
+	line := shellJoin(args)
+	got, err := exec.Command("sh", "-c", `set -- `+line+`; for a in "$@"; do printf '%s\0' "$a"; done`).Output()
+	if err != nil {
+		t.Fatalf("sh reading %s: %v", line, err)
+	}
+	if want := strings.Join(args, "\x00") + "\x00"; string(got) != want {
+		t.Errorf("%s reads back as %q, want %q", line, got, want)
 	}
 }
