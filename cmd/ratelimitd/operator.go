@@ -131,3 +131,12 @@ func topDeniedSlots(n int64) int {
 	}
 	return int(n)
 }
+
+// leaseMinLimit maps --lease-min-limit to cluster.Config.LeaseMinLimit,
+// where 0 means the default and a negative value no leases.
+func leaseMinLimit(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
