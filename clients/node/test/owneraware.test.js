@@ -75,6 +75,24 @@ test('owner-aware routing against a real cluster', async (t) => {
     assert.ok(aware * 20 <= viaOne, `ownerAware: ${aware} of 300 forwarded, through one node ${viaOne}`);
   });
 
+  await t.test('a batch is split by owner, its answers kept in order', async () => {
+    const checks = Array.from({ length: 90 }, (_, i) => ({ policy: 'bench', key: `batch:${i}`, hits: (i % 7) + 1 }));
+    checks.splice(45, 0, { policy: 'nope', key: 'batch:x' });
+    const before = await forwarded(nodes);
+    const rs = await client.checkBatch(checks);
+    const fw = (await forwarded(nodes)) - before;
+    assert.equal(rs.length, checks.length);
+    rs.forEach((r, i) => {
+      if (i === 45) {
+        assert.equal(r.status, 400, 'the unknown policy');
+        return;
+      }
+      assert.equal(r.fallback, undefined);
+      assert.equal(r.remaining, r.limit - checks[i].hits, `check ${i} answered with another check's result`);
+    });
+    assert.ok(fw <= 5, `${fw} of 90 batched checks forwarded`);
+  });
+
   await t.test('5000 checks of a limit of 1000 admit 1000', async () => {
     let allowed = 0;
     let fallback = 0;
