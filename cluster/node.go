@@ -306,7 +306,7 @@ func (n *Node) finish(p *policyEntry, key string, hits int64, d Decision, now ti
 	}
 	d = d.ApplyShadow(&p.Policy)
 	p.counters.record(d)
-	n.recordDenied(p.Name, key, d, now)
+	n.recordDenied(p, key, d, now)
 	if n.cfg.LogDenials && (!d.Allowed || d.Shadowed) {
 		n.logDenied(p.Name, key, hits, d)
 	}
