@@ -39,10 +39,11 @@ import (
 // and on Leave. What is never given back (a lease that ends with hits
 // left, a holder that crashes) stays counted until its slot leaves the
 // window: at most window × 9/8. A grant is at most what remains divided by
-// twice the ring's members, and about leaseTarget of the holder's checks,
-// scaled down near the slot's end, so a key under-admits by at most the
-// unused slices of its holders, and near the limit grants shrink to
-// nothing and checks go to the owner again.
+// twice the ring's members, and about leaseTarget of the holder's checks
+// (near the slot's end, what it needs until then beyond what it has
+// left), so a key under-admits by at most the unused slices of its
+// holders, and near the limit grants shrink to nothing and checks go to
+// the owner again.
 
 // DefaultLeaseMinLimit is the default Config.LeaseMinLimit.
 const DefaultLeaseMinLimit = 1000
@@ -53,7 +54,7 @@ const (
 	leaseHotSlots  = 64                     // per shard: checks counted for 4,096 keys in all
 	leaseHotChecks = 64                     // a key checked this often in leaseHotPeriod asks for a lease
 	leaseHotPeriod = time.Second            //
-	leaseTarget    = 100 * time.Millisecond // a grant is sized for this long of the holder's checks
+	leaseTarget    = 50 * time.Millisecond  // a grant is sized for this long of the holder's checks
 	leaseMinWant   = 16                     // the smallest grant asked for
 	leaseIdle      = 250 * time.Millisecond // a lease unused this long is given back
 	leaseMaxHeld   = 4096                   // leases a node holds at most
@@ -169,9 +170,12 @@ func (l *leases) use(p *policyEntry, key string, hits int64, now time.Time) (d D
 			e.left = 0
 		}
 		// Half the last grant used, the next check asks for more while
-		// the others go on under what is left.
-		renew := e.left < e.grant/2 && !e.asking && !now.Before(e.retryAt)
-		if e.p == p && e.left >= max(hits, 1) && !renew {
+		// the others go on under what is left; unless, near the slot's
+		// end, what is left lasts until then at the rate seen.
+		if e.p == p && e.left < e.grant/2 && !e.asking && !now.Before(e.retryAt) {
+			want = l.renewal(e, key, now)
+		}
+		if e.p == p && e.left >= max(hits, 1) && want <= 0 {
 			e.left -= hits
 			e.used += hits
 			e.lastUse = now
@@ -181,8 +185,11 @@ func (l *leases) use(p *policyEntry, key string, hits int64, now time.Time) (d D
 		if e.asking || now.Before(e.retryAt) {
 			return Decision{}, leaseNone, 0
 		}
+		if want <= 0 {
+			want = l.renewal(e, key, now)
+		}
 		e.asking = true
-		return Decision{}, leaseAsk, min(p.LimitFor(key), rateWant(e.used, now.Sub(e.since)))
+		return Decision{}, leaseAsk, max(1, want)
 	}
 	c := &sh.hot[(h/leaseShards)%leaseHotSlots]
 	if c.h != h || now.Sub(c.since) > leaseHotPeriod || now.Before(c.since) {
@@ -203,6 +210,18 @@ func (l *leases) use(p *policyEntry, key string, hits int64, now time.Time) (d D
 		}
 	}
 	return Decision{}, leaseAsk, want
+}
+
+// renewal is the grant to ask for to renew lease e of key at now: about
+// leaseTarget of checks at the rate seen since the last grant, or, when
+// the lease ends sooner, what that rate needs until then beyond what is
+// left (possibly nothing), so that little is left unused when it ends.
+func (l *leases) renewal(e *lease, key string, now time.Time) int64 {
+	w := rateWant(e.used, now.Sub(e.since))
+	if ttl := e.until.Sub(now); e.left > 0 && ttl > 0 && ttl < leaseTarget {
+		w = int64(float64(w)*float64(ttl)/float64(leaseTarget)) - e.left
+	}
+	return min(e.p.LimitFor(key), w)
 }
 
 // rateWant sizes a grant for leaseTarget of checks at the rate of n in
