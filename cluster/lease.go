@@ -86,10 +86,11 @@ type leases struct {
 	held     atomic.Int64
 	kick     chan struct{} // wakes the loop that gives back idle leases
 
-	granted  atomic.Int64 // leases this node granted, as owner
-	returned atomic.Int64 // leases this node held whose unused hits it gave back
-	expired  atomic.Int64 // leases this node held that ended with hits unused
-	hits     atomic.Int64 // checks this node decided under a lease
+	granted     atomic.Int64 // leases this node granted, as owner
+	returned    atomic.Int64 // leases this node held whose unused hits it gave back
+	expired     atomic.Int64 // leases this node held that ended with hits unused
+	expiredHits atomic.Int64 // their unused hits
+	hits        atomic.Int64 // checks this node decided under a lease
 }
 
 type leaseShard struct {
@@ -166,7 +167,7 @@ func (l *leases) use(p *policyEntry, key string, hits int64, now time.Time) (d D
 	}
 	if e != nil {
 		if e.left > 0 && !now.Before(e.until) {
-			l.expired.Add(1)
+			l.expire(e.left)
 			e.left = 0
 		}
 		// Half the last grant used, the next check asks for more while
@@ -218,10 +219,18 @@ func (l *leases) use(p *policyEntry, key string, hits int64, now time.Time) (d D
 // left (possibly nothing), so that little is left unused when it ends.
 func (l *leases) renewal(e *lease, key string, now time.Time) int64 {
 	w := rateWant(e.used, now.Sub(e.since))
-	if ttl := e.until.Sub(now); e.left > 0 && ttl > 0 && ttl < leaseTarget {
-		w = int64(float64(w)*float64(ttl)/float64(leaseTarget)) - e.left
+	if ttl := e.until.Sub(now); ttl > 0 {
+		// Still in the lease's slot: ask for no more than it needs until
+		// the slot ends.
+		w = min(w, int64(float64(w)*float64(ttl)/float64(leaseTarget))-e.left)
 	}
 	return min(e.p.LimitFor(key), w)
+}
+
+// expire counts a lease that ended with hits unused.
+func (l *leases) expire(hits int64) {
+	l.expired.Add(1)
+	l.expiredHits.Add(hits)
 }
 
 // rateWant sizes a grant for leaseTarget of checks at the rate of n in
@@ -236,7 +245,7 @@ func rateWant(n int64, elapsed time.Duration) int64 {
 // drop removes the lease e of k from sh, whose lock is held.
 func (l *leases) drop(sh *leaseShard, k bucket.Key, e *lease) {
 	if e.left > 0 {
-		l.expired.Add(1)
+		l.expire(e.left)
 	}
 	delete(sh.m, k)
 	l.held.Add(-1)
@@ -274,7 +283,7 @@ func (l *leases) asked(p *policyEntry, key string, res leaseRes, start, now time
 	e := sh.m[k]
 	if e == nil || e.p != p {
 		if res.Grant > 0 {
-			l.expired.Add(1) // granted under a policy since changed: left to expire at the owner
+			l.expire(res.Grant) // granted under a policy since changed: left to expire at the owner
 		}
 		return
 	}
@@ -284,7 +293,7 @@ func (l *leases) asked(p *policyEntry, key string, res leaseRes, start, now time
 		return
 	}
 	if e.left > 0 && (e.ownerUntil != res.Until || !now.Before(e.until)) {
-		l.expired.Add(1)
+		l.expire(e.left)
 		e.left = 0
 	}
 	e.left += res.Grant
@@ -580,6 +589,10 @@ func (l *leases) register(m *metrics) {
 			Namespace: "ratelimit", Name: "leases_expired_total",
 			Help: "Leases this node held that ended with hits unused and not given back (they stay counted until their slot leaves the window).",
 		}, func() float64 { return float64(l.expired.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "ratelimit", Name: "lease_hits_expired_total",
+			Help: "Unused hits of the leases counted in leases_expired_total: admitted by nobody, they are what leases cost in under-admission.",
+		}, func() float64 { return float64(l.expiredHits.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "ratelimit", Name: "lease_checks_total",
 			Help: "Checks this node decided under a lease, without forwarding them to the key's owner.",
