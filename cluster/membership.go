@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -69,6 +70,15 @@ type routeTable struct {
 	// succ is the ring without this node: the owners its keys would have
 	// if it failed. Nil when the node keeps no counter copies.
 	succ *ring.Ring
+	// prev is the ring before this one, await the live members this
+	// table gives keys of to this node, and hand this node's hand-over of
+	// the keys it gives away (see handover.go).
+	prev  *ring.Ring
+	await map[string]bool
+	hand  *handing
+	// settledAt is 1 + the generation of the hand-over messages at which
+	// this table was found to say alone who decides each key; 0: not yet.
+	settledAt atomic.Uint64
 }
 
 // owner returns the member that owns k, and its peer address.
@@ -121,7 +131,22 @@ type gossip struct {
 	change chan struct{}        // a rebuild is due (capacity 1)
 	up     map[string]memberUp  // a context per member in the last ring built
 	joined chan struct{}        // closed once a join succeeded
+	// bootstrap: the node started its cluster (no seed but itself).
+	bootstrap atomic.Bool
+	// lost holds the members that failed (not left), by name, with the
+	// gossip address to rejoin them at: see reconnectLoop.
+	lost map[string]lostMember
 }
+
+// lostMember is a member that failed, and since when.
+type lostMember struct {
+	addr  string
+	since time.Time
+}
+
+// reconnectFor is how long a node keeps trying to rejoin a member that
+// failed: a partition that lasts longer leaves two clusters.
+const reconnectFor = 24 * time.Hour
 
 func (n *Node) startGossip(ctx context.Context) error {
 	cfg := n.cfg
@@ -136,6 +161,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 		left:   make(map[string]bool),
 		view:   make(map[string]viewEntry),
 		up:     make(map[string]memberUp),
+		lost:   make(map[string]lostMember),
 		change: make(chan struct{}, 1),
 		joined: make(chan struct{}),
 	}
@@ -191,9 +217,11 @@ func (n *Node) startGossip(ctx context.Context) error {
 		return fmt.Errorf("cluster: gossip on %s: %w", cfg.GossipAddr, err)
 	}
 	g.ml = ml
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go g.rebuildLoop()
+	go g.reconnectLoop(max(time.Second, 5*mc.ProbeInterval))
 	if len(cfg.Seeds) == 0 {
+		g.bootstrap.Store(true)
 		close(g.joined)
 	} else if err := g.join(ctx); err != nil {
 		n.log.Warn("join failed; retrying in the background", "seeds", cfg.Seeds, "err", err)
@@ -209,6 +237,7 @@ func (g *gossip) join(ctx context.Context) error {
 		return s == g.localAddr()
 	})
 	if len(seeds) == 0 {
+		g.bootstrap.Store(true)
 		close(g.joined)
 		return nil
 	}
@@ -218,6 +247,10 @@ func (g *gossip) join(ctx context.Context) error {
 	n, err := g.ml.Join(seeds)
 	if n > 0 {
 		close(g.joined)
+		select { // the ring built from here on is the cluster's
+		case g.change <- struct{}{}:
+		default:
+		}
 		g.n.log.Info("joined cluster", "contacted", n, "members", g.ml.NumMembers())
 		return nil
 	}
@@ -338,7 +371,19 @@ func (g *gossip) update(m *memberlist.Node, alive bool) {
 		v.PeerAddr, v.HTTPAddr = meta.PeerAddr, meta.HTTPAddr
 	}
 	g.view[m.Name] = v
+	if state == "dead" && m.Name != g.n.cfg.NodeName {
+		if _, ok := g.lost[m.Name]; !ok {
+			g.lost[m.Name] = lostMember{addr: v.GossipAddr, since: v.since}
+		}
+	} else {
+		delete(g.lost, m.Name)
+	}
 	if alive {
+		if _, was := g.alive[m.Name]; !was {
+			// A member back in the ring is a new process: what its
+			// last hand-over said no longer holds.
+			g.n.ho.forget(m.Name)
+		}
 		g.alive[m.Name] = meta
 		delete(g.left, m.Name)
 	} else {
@@ -412,20 +457,66 @@ func (g *gossip) rebuildLoop() {
 		case <-g.change:
 		}
 		rt := g.routes()
-		if old := g.n.route.Load(); old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) {
+		old := g.n.route.Load()
+		if old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) {
+			rt.prev, rt.await, rt.hand = old.prev, old.await, old.hand
 			g.n.route.Store(rt)
 			continue
 		}
+		g.n.prepareRoute(old, rt)
 		// The copies of the keys this node takes over from a failed one
-		// become its counters before their checks arrive here.
+		// become its counters before their checks arrive here; the switch
+		// is under the lock of local decisions (see handover.go).
 		g.n.promoteReplicas(rt)
-		g.n.route.Store(rt)
+		g.n.ho.notify()
 		g.n.log.Info("ring rebuilt", "members", rt.ring.Len())
 		g.n.metrics.members.Set(float64(rt.ring.Len()))
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		g.n.handOff(ctx, rt, true)
+		g.n.handOver(ctx, rt)
 		cancel()
 		g.n.replicateAll()
+	}
+}
+
+// reconnectLoop tries, every interval, to join again the members that
+// failed. memberlist itself stops probing a dead member and gossips to it
+// only for a while (GossipToTheDeadTime), so two sides of a network
+// partition that heals later would otherwise stay two clusters for good,
+// each owning every key. A member that answers a join and learns it was
+// declared dead refutes it, and both sides merge their views (see
+// docs/architecture.md, "Faults on separate hosts").
+func (g *gossip) reconnectLoop(interval time.Duration) {
+	defer g.n.wg.Done()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-g.n.stop:
+			return
+		case <-tick.C:
+		}
+		g.mu.Lock()
+		var addrs, names []string
+		for name, l := range g.lost {
+			if time.Since(l.since) > reconnectFor {
+				delete(g.lost, name)
+				continue
+			}
+			names, addrs = append(names, name), append(addrs, l.addr)
+		}
+		g.mu.Unlock()
+		for i, addr := range addrs {
+			select {
+			case <-g.n.stop:
+				return
+			default:
+			}
+			// A member still down refuses (or times out at TCPTimeout):
+			// expected, so not logged.
+			if n, err := g.ml.Join([]string{addr}); err == nil && n > 0 {
+				g.n.log.Info("reached a failed member again; rejoining it", "member", names[i], "addr", addr)
+			}
+		}
 	}
 }
 

@@ -12,11 +12,6 @@ import (
 	"github.com/vibewell/ratelimit/transport"
 )
 
-// ErrOwnerUnavailable is the cause logged and counted when a check's owner
-// cannot answer in time; the policy's failure mode then decides, so Allow
-// itself does not return it.
-var ErrOwnerUnavailable = errors.New("cluster: owner unavailable")
-
 // forward sends a check to the peer that owns its key and waits for its
 // answer: a slow owner is not a dead one, and any other node deciding the
 // check meanwhile could admit beyond the limit. The wait ends early only
@@ -152,8 +147,10 @@ func toWire(d Decision) transport.CheckResult {
 // peerHandler serves the requests peers send to this node.
 type peerHandler struct{ n *Node }
 
-// HandleChecks decides checks forwarded by peers. A leaving node passes on
-// the checks of keys it has handed off.
+// HandleChecks decides checks forwarded by peers. Those of keys this node
+// no longer decides (a leaving node's, or keys it has just handed over)
+// are passed on to the node that does; those of keys being handed over
+// to it wait for the hand-over (see handover.go).
 func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckItem, results []transport.CheckResult) {
 	n := h.n
 	if n.closed.Load() {
@@ -162,56 +159,113 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 		}
 		return
 	}
-	now := n.clock.Now()
+	n.ho.inflight.Add(1)
+	defer n.ho.inflight.Add(-1)
 	table := *n.policies.Load()
-	rt := n.route.Load()
-	leaving := n.leaving.Load()
-	var moved map[string][]int // a leaving node's checks, by new owner
+	var moved map[string][]int // checks to pass on, by node
 	changed, sync := false, false
-	for i := range items {
-		it := &items[i]
-		p := table[it.Policy]
-		switch {
-		case p == nil:
-			results[i] = transport.CheckResult{Status: transport.StatusUnknownPolicy}
-			continue
-		case len(it.Key) == 0 || len(it.Key) > n.cfg.MaxKeyLen || it.Hits < 0 || it.Hits > n.cfg.MaxHits:
-			results[i] = transport.CheckResult{Status: transport.StatusBadRequest}
-			continue
+	var (
+		idx      []int // the checks still to decide; nil: all
+		deadline time.Time
+		late     bool
+	)
+	for {
+		now := n.clock.Now()
+		var held []int
+		var wait <-chan struct{}
+		n.copyMu.RLock()
+		rt := n.route.Load()
+		count := len(items)
+		if idx != nil {
+			count = len(idx)
 		}
-		k := bucket.Key{Policy: it.Policy, ID: it.Key}
-		if leaving && rt != nil {
-			if owner, addr := rt.owner(k); owner != "" && owner != rt.self {
-				if moved == nil {
-					moved = map[string][]int{}
-				}
-				moved[addr] = append(moved[addr], i)
+		for j := range count {
+			i := j
+			if idx != nil {
+				i = idx[j]
+			}
+			it := &items[i]
+			p := table[it.Policy]
+			switch {
+			case p == nil:
+				results[i] = transport.CheckResult{Status: transport.StatusUnknownPolicy}
+				continue
+			case len(it.Key) == 0 || len(it.Key) > n.cfg.MaxKeyLen || it.Hits < 0 || it.Hits > n.cfg.MaxHits:
+				results[i] = transport.CheckResult{Status: transport.StatusBadRequest}
 				continue
 			}
-		}
-		if rt != nil && n.replicas != nil {
-			// A peer whose ring already dropped a failed owner sends its
-			// checks here, the new owner, before this node's ring has
-			// dropped it: they are decided on the copy, as the failover
-			// checks of the other peers are, not on a fresh counter.
-			if owner, _ := rt.owner(k); owner != rt.self && owner != "" {
-				if succ, _ := n.successor(rt, k, owner); succ == rt.self {
-					d, _ := n.decideOnCopy(ctx, p, k, it.Hits, now)
-					results[i] = toWire(d)
-					continue
+			k := bucket.Key{Policy: it.Policy, ID: it.Key}
+			if n.partitioned && n.gossip != nil {
+				if rt == nil || (!n.ho.established.Load() && rt.ring.Len() <= 1) {
+					// A peer routes here before this node has the ring.
+					if !late {
+						held = append(held, i)
+						wait = n.ho.changed()
+						continue
+					}
+				} else {
+					var buf [128]byte
+					enc, _ := k.AppendBinary(buf[:0])
+					owner, addr, w := n.where(rt, enc)
+					if w != nil && !late {
+						held = append(held, i)
+						wait = w
+						continue
+					}
+					if owner != rt.self {
+						gave := n.leaving.Load() || (rt.prev != nil && rt.prev.Owner(enc) == rt.self)
+						if !gave && n.replicas != nil {
+							// A peer whose ring already dropped a failed
+							// owner sends its checks here, the new owner,
+							// before this node's ring has dropped it: they
+							// are decided on the copy, as the failover
+							// checks of the other peers are.
+							if succ, _ := n.successor(rt, k, owner); succ == rt.self {
+								d, _ := n.decideOnCopyLocked(ctx, p, k, it.Hits, now)
+								results[i] = toWire(d)
+								continue
+							}
+						}
+						if gave {
+							if moved == nil {
+								moved = map[string][]int{}
+							}
+							moved[addr] = append(moved[addr], i)
+							continue
+						}
+					}
 				}
 			}
+			d, err := n.store.Take(ctx, k, p.Policy, it.Hits, now)
+			if err != nil {
+				results[i] = transport.CheckResult{Status: transport.StatusUnavailable}
+				continue
+			}
+			if d.Allowed && it.Hits > 0 {
+				changed = true
+				sync = sync || p.Replication == bucket.ReplicateSync
+			}
+			results[i] = toWire(d)
 		}
-		d, err := n.store.Take(ctx, k, p.Policy, it.Hits, now)
-		if err != nil {
-			results[i] = transport.CheckResult{Status: transport.StatusUnavailable}
-			continue
+		n.copyMu.RUnlock()
+		if len(held) == 0 {
+			break
 		}
-		if d.Allowed && it.Hits > 0 {
-			changed = true
-			sync = sync || p.Replication == bucket.ReplicateSync
+		idx = held
+		if deadline.IsZero() {
+			deadline = time.Now().Add(handoverWait)
 		}
-		results[i] = toWire(d)
+		if !awaitHandover(ctx, wait, deadline) {
+			if ctx.Err() != nil {
+				for _, i := range held {
+					results[i] = transport.CheckResult{Status: transport.StatusUnavailable}
+				}
+				break
+			}
+			late = true
+			n.metrics.handoverLate.Add(float64(len(held)))
+			n.warnings.Log("forwarded checks waited handoverWait for a hand-over; decided as the tables say", "checks", len(held))
+		}
 	}
 	if n.repl != nil && changed {
 		// One wait for the whole batch: its changes leave in one round.
@@ -246,7 +300,11 @@ func (n *Node) passOn(ctx context.Context, addr string, items []transport.CheckI
 // HandleCall serves calls off the check path: counter hand-off, copies,
 // fail-over, fold-back, refunds and policy writes.
 func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte) ([]byte, error) {
+	h.n.ho.inflight.Add(1)
+	defer h.n.ho.inflight.Add(-1)
 	switch method {
+	case methodHandover:
+		return nil, h.n.receiveHandover(ctx, body)
 	case methodHandoff:
 		return nil, h.n.receiveHandoff(ctx, body)
 	case methodTopDenied:
