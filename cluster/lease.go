@@ -473,27 +473,39 @@ func (n *Node) receiveLease(ctx context.Context, method string, body []byte) ([]
 		n.warnings.Log("refused a lease request", "policy", req.Policy, "err", err)
 		return nil, fmt.Errorf("%w: %w", errLeaseRefused, err)
 	}
+	if method == methodLeaseReturn && req.Hits > p.Capacity() {
+		return nil, fmt.Errorf("%w: returns %d hits, more than the capacity %d", errLeaseRefused, req.Hits, p.Capacity())
+	}
 	k := bucket.Key{Policy: req.Policy, ID: req.Key}
-	rt := n.route.Load()
-	if n.leases == nil || !n.partitioned || n.leaving.Load() || rt == nil {
+	if n.leases == nil || !n.partitioned || n.gossip == nil || n.leaving.Load() {
 		return msgpack.Marshal(leaseRes{})
 	}
-	if owner, _ := rt.owner(k); owner != rt.self {
+	// As a forwarded check is: under the lock of local decisions, and only
+	// if this node decides the key now (no hand-over of it in flight);
+	// else the asker forwards its check as usual.
+	n.copyMu.RLock()
+	rt := n.route.Load()
+	if rt == nil || (!n.ho.established.Load() && rt.ring.Len() <= 1) {
+		n.copyMu.RUnlock()
+		return msgpack.Marshal(leaseRes{})
+	}
+	var buf [128]byte
+	enc, _ := k.AppendBinary(buf[:0])
+	if owner, _, wait := n.where(rt, enc); owner != rt.self || wait != nil {
+		n.copyMu.RUnlock()
 		return msgpack.Marshal(leaseRes{})
 	}
 	now := n.clock.Now()
 	if method == methodLeaseReturn {
-		if req.Hits > p.Capacity() {
-			return nil, fmt.Errorf("%w: returns %d hits, more than the capacity %d", errLeaseRefused, req.Hits, p.Capacity())
-		}
-		if returnLease(ctx, n.store, p, k, req.Hits, req.Until, now) {
-			if n.repl != nil {
-				n.repl.changed()
-			}
+		given := returnLease(ctx, n.store, p, k, req.Hits, req.Until, now)
+		n.copyMu.RUnlock()
+		if given && n.repl != nil {
+			n.repl.changed()
 		}
 		return nil, nil
 	}
 	res, changed, err := grantLease(ctx, n.store, p, k, req.Hits, req.Want, rt.ring.Len(), now)
+	n.copyMu.RUnlock()
 	if err != nil {
 		return msgpack.Marshal(leaseRes{})
 	}
