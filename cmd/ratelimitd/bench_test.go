@@ -203,3 +203,33 @@ func TestShellJoin(t *testing.T) {
 		t.Errorf("%s reads back as %q, want %q", line, got, want)
 	}
 }
+
+// The flood scenario: fresh keys far past --max-keys while used-up keys
+// are probed; every probe is denied, and the report gives the store's
+// counters, its evictions and the memory.
+func TestBenchFloodScenario(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flood.json")
+	code, out, errOut := runBenchCmd(t, "--scenario", "flood", "--keys", "40000", "--max-keys", "4096",
+		"--duration", "1500ms", "--concurrency", "8", "--progress", "none", "--json", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out, errOut)
+	}
+	for _, want := range []string{"scenario flood", "used-up keys: all denied", "evictions during the run", "flood memory RSS"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	f := readResultFile(t, path).Flood
+	switch {
+	case f == nil:
+		t.Fatal("no flood report in the result")
+	case f.Probes < 100 || f.ProbesAllowed != 0:
+		t.Errorf("%d probes, %d allowed; want at least a round of 100, none allowed", f.Probes, f.ProbesAllowed)
+	case f.Evictions["counting"] <= 0 || f.Evictions["denying"] != 0:
+		t.Errorf("evictions %v; want counting ones, no denying one", f.Evictions)
+	case f.Counters["counters"] > 4096 || f.Counters["counters"] < 2048 || f.MaxKeys["counters"] != 4096:
+		t.Errorf("counters %v of %v; want the store full, within --max-keys", f.Counters, f.MaxKeys)
+	case f.RSSAfter <= 0 || f.HeapAfter <= 0:
+		t.Errorf("memory not read: %+v", f)
+	}
+}
