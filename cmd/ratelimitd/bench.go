@@ -132,8 +132,9 @@ func benchUsage(w io.Writer, fs *flag.FlagSet) {
 
 // shellJoin joins args into a command line a POSIX shell reads back as
 // args: an argument with anything but letters, digits and @%+=:,./_- is
-// single-quoted (a quote inside as '\''), so that a report's command,
-// --policy-spec JSON included, can be pasted back.
+// single-quoted (a quote inside is closed, escaped and reopened), so
+// that a report's command, --policy-spec JSON included, can be pasted
+// back.
 func shellJoin(args []string) string {
 	out := make([]string, len(args))
 	for i, a := range args {
