@@ -376,7 +376,9 @@ func (n *Node) stored(ctx context.Context, p *policyEntry, k bucket.Key, hits in
 		n.metrics.errors.Inc()
 		return n.fallback(ctx, p, k.ID, hits, now, n.liveNodes(), err)
 	}
-	n.copied(ctx, p, d, hits)
+	if !n.copied(ctx, p, d, hits) || (d.Allowed && hits > 0 && n.copyFailing(k)) {
+		return n.fallback(ctx, p, k.ID, hits, now, n.liveNodes(), errNotCopied)
+	}
 	return d, nil
 }
 

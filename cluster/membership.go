@@ -83,6 +83,15 @@ type routeTable struct {
 	// settledAt is 1 + the generation of the hand-over messages at which
 	// this table was found to say alone who decides each key; 0: not yet.
 	settledAt atomic.Uint64
+	// known counts the members in the ring and those that failed (not
+	// left) and are still tried (see reconnectLoop). minority is set when
+	// the ring holds fewer than half of them: this node is on the small
+	// side of a partition (or nearly alone after crashes), where the
+	// other side has taken over its keys, so it decides no check from a
+	// counter: the policy's failure mode decides every one, with the
+	// `local` share of known members.
+	known    int
+	minority bool
 }
 
 // owner returns the member that owns k, and its peer address.
@@ -480,7 +489,13 @@ func (g *gossip) routes() *routeTable {
 		names = append(names, name)
 		addrs[name] = m.PeerAddr
 	}
-	rt := &routeTable{ring: ring.New(names, g.n.cfg.Ring), self: self, addrs: addrs}
+	rt := &routeTable{ring: ring.New(names, g.n.cfg.Ring), self: self, addrs: addrs, known: len(names)}
+	for name := range g.lost {
+		if _, ok := g.alive[name]; !ok {
+			rt.known++
+		}
+	}
+	rt.minority = 2*len(names) < rt.known
 	if g.n.replicas != nil {
 		others := slices.DeleteFunc(slices.Clone(names), func(name string) bool { return name == self })
 		rt.succ = ring.New(others, g.n.cfg.Ring)
@@ -516,6 +531,13 @@ func (g *gossip) rebuildLoop() {
 		}
 		rt := g.routes()
 		old := g.n.route.Load()
+		if old != nil && old.minority != rt.minority {
+			if rt.minority {
+				g.n.log.Warn("this node reaches fewer than half of the members it knows; the failure mode decides every check until it reaches more", "members", rt.ring.Len(), "known", rt.known)
+			} else {
+				g.n.log.Info("this node reaches a majority of the members again; checks go to their owners", "members", rt.ring.Len(), "known", rt.known)
+			}
+		}
 		if old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) {
 			rt.prev, rt.await, rt.hand = old.prev, old.await, old.hand
 			g.n.route.Store(rt)

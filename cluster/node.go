@@ -280,6 +280,10 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 		return Decision{}, err
 	}
 	now := n.clock.Now()
+	if rt := n.route.Load(); rt != nil && rt.minority {
+		d, err := n.fallback(ctx, p, key, hits, now, rt.known, rt.minorityErr())
+		return n.finish(p, key, hits, d, now, err)
+	}
 	d, err := n.decide(ctx, p, key, hits, now)
 	return n.finish(p, key, hits, d, now, err)
 }
@@ -313,10 +317,13 @@ func (n *Node) finish(p *policyEntry, key string, hits int64, d Decision, now ti
 	return d, nil
 }
 
-// liveNodes returns the number of members in the ring (1 standalone).
+// liveNodes returns the number of nodes the `local` share divides a
+// limit by: the members in the ring and those that failed and are still
+// tried (1 standalone), so that a node that lost sight of the others does
+// not take a larger share for it.
 func (n *Node) liveNodes() int {
 	if rt := n.route.Load(); rt != nil {
-		return max(1, rt.ring.Len())
+		return max(1, rt.ring.Len(), rt.known)
 	}
 	return 1
 }
