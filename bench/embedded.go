@@ -73,7 +73,7 @@ func startNodes(ctx context.Context, n int, base cluster.Config) ([]*cluster.Nod
 				cfg.Gossip = cluster.LocalGossip()
 			}
 			if i > 0 {
-				cfg.Seeds = []string{nodes[0].GossipAddr()}
+				cfg.Seeds = []string{nodes[0].Addrs().Gossip}
 				if len(cfg.ClusterKey) == 0 {
 					cfg.ClusterKey, _ = nodes[0].ClusterKey() // the key the first node made
 				}
@@ -95,8 +95,7 @@ func startNodes(ctx context.Context, n int, base cluster.Config) ([]*cluster.Nod
 	for {
 		converged := true
 		for _, nd := range nodes {
-			st := nd.Stats()
-			converged = converged && st.Joined && st.RingMembers == n && nd.Ready()
+			converged = converged && nd.Ready() && nd.Status().RingMembers == n
 		}
 		if converged {
 			return nodes, nil

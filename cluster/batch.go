@@ -9,8 +9,10 @@ import (
 	"github.com/vibewell/ratelimit/transport"
 )
 
-// Check is one check of a batch.
-type Check = bucket.Request
+// Request is one check (or refund) of a batch: hits against key under the
+// named policy. It is bucket.Request; bucket.Check is a store's check, with
+// the policy resolved.
+type Request = bucket.Request
 
 // Result is the answer to one check of a batch: a decision, or the error
 // Allow would have returned for it.
@@ -21,7 +23,7 @@ type Result = bucket.Result
 // local ones go to the store in one call when it batches (the Redis store
 // pipelines them). out must be at least as long as checks. The error is
 // ErrClosed, ctx's error, or a short out; per-check errors are in out.
-func (n *Node) AllowBatch(ctx context.Context, checks []Check, out []Result) error {
+func (n *Node) AllowBatch(ctx context.Context, checks []Request, out []Result) error {
 	if len(out) < len(checks) {
 		return fmt.Errorf("cluster: AllowBatch: out holds %d results for %d checks", len(out), len(checks))
 	}
@@ -59,7 +61,7 @@ func (n *Node) AllowBatch(ctx context.Context, checks []Check, out []Result) err
 // allowBatch is AllowBatch on a settled ring; with locked, copyMu is
 // read-locked and allowBatch unlocks it once the local checks are
 // decided.
-func (n *Node) allowBatch(ctx context.Context, table policyTable, rt *routeTable, locked bool, checks []Check, out []Result, now time.Time) error {
+func (n *Node) allowBatch(ctx context.Context, table policyTable, rt *routeTable, locked bool, checks []Request, out []Result, now time.Time) error {
 	route := rt != nil && n.partitioned && (rt.ring.Len() > 1 || n.leaving.Load())
 	entries := make([]*policyEntry, len(checks))
 	var local []int
@@ -72,8 +74,8 @@ func (n *Node) allowBatch(ctx context.Context, table policyTable, rt *routeTable
 		}
 		entries[i] = p
 		if route {
-			if owner, _ := rt.owner(bucket.Key{Policy: c.Policy, ID: c.Key}); owner != rt.self && owner != "" {
-				if d, ok := n.denyCache.lookup(p, c.Key, c.Hits, now); ok {
+			if owner, addr := rt.owner(bucket.Key{Policy: c.Policy, ID: c.Key}); owner != rt.self && owner != "" {
+				if d, ok := n.answerHere(ctx, p, c.Key, c.Hits, rt, owner, addr, now); ok {
 					out[i] = Result{Decision: d}
 					continue
 				}
@@ -102,7 +104,7 @@ func (n *Node) allowBatch(ctx context.Context, table policyTable, rt *routeTable
 }
 
 // decideLocal decides the checks at idx in this node's store.
-func (n *Node) decideLocal(ctx context.Context, checks []Check, idx []int, entries []*policyEntry, now time.Time, out []Result) (copy *policyEntry) {
+func (n *Node) decideLocal(ctx context.Context, checks []Request, idx []int, entries []*policyEntry, now time.Time, out []Result) (copy *policyEntry) {
 	if len(idx) == 0 {
 		return nil
 	}
@@ -150,7 +152,7 @@ func (n *Node) decideLocal(ctx context.Context, checks []Check, idx []int, entri
 // decideRemote sends the checks at idx to their owner in one message, and
 // waits for it as forward does; the checks it cannot decide go to their
 // successor one by one.
-func (n *Node) decideRemote(ctx context.Context, checks []Check, idx []int, entries []*policyEntry, rt *routeTable, owner string, now time.Time, out []Result) {
+func (n *Node) decideRemote(ctx context.Context, checks []Request, idx []int, entries []*policyEntry, rt *routeTable, owner string, now time.Time, out []Result) {
 	addr := rt.addrs[owner]
 	items := make([]transport.CheckItem, len(idx))
 	res := make([]transport.CheckResult, len(idx))

@@ -269,7 +269,7 @@ func TestClusterMembersAndReady(t *testing.T) {
 	c := testcluster.Start(t, 3, testcluster.Options{Configure: func(i int, cfg *cluster.Config) {
 		cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", 8000+i)
 	}})
-	ms := c.Node(1).Members()
+	ms := c.Node(1).Status().Members
 	if len(ms) != 3 {
 		t.Fatalf("members: %+v", ms)
 	}
@@ -306,11 +306,11 @@ func TestClusterAllowBatch(t *testing.T) {
 	ctx := context.Background()
 	// 600 checks over 6 keys of limit 50, each batch sent to one node: every
 	// key ends at exactly its limit, wherever it lives.
-	var checks []cluster.Check
+	var checks []cluster.Request
 	for i := range 600 {
-		checks = append(checks, cluster.Check{Policy: "small", Key: "b" + strconv.Itoa(i%6), Hits: 1})
+		checks = append(checks, cluster.Request{Policy: "small", Key: "b" + strconv.Itoa(i%6), Hits: 1})
 	}
-	checks = append(checks, cluster.Check{Policy: "nope", Key: "x", Hits: 1}, cluster.Check{Policy: "small", Key: "", Hits: 1})
+	checks = append(checks, cluster.Request{Policy: "nope", Key: "x", Hits: 1}, cluster.Request{Policy: "small", Key: "", Hits: 1})
 	allowed := map[string]int{}
 	for part := range 3 {
 		batch := checks[part*200 : (part+1)*200]
@@ -353,7 +353,7 @@ func TestStartFailsCleanly(t *testing.T) {
 	// A gossip port already taken: Start fails with the address named, and
 	// leaves nothing running (goleak in TestMain checks goroutines).
 	c := testcluster.Start(t, 1, testcluster.Options{})
-	taken := c.Node(0).GossipAddr()
+	taken := c.Node(0).Addrs().Gossip
 	_, err := cluster.Start(context.Background(), cluster.Config{GossipAddr: taken, Gossip: cluster.LocalGossip()})
 	if err == nil {
 		t.Fatal("Start on a taken gossip port succeeded")
@@ -368,7 +368,7 @@ func TestMembersShowACrash(t *testing.T) {
 	dead := c.Node(2).Name()
 	c.Kill(2)
 	c.WaitConverged()
-	for _, m := range c.Node(0).Members() {
+	for _, m := range c.Node(0).Status().Members {
 		if m.Name == dead && m.State != "dead" {
 			t.Fatalf("a crashed member is listed as %q", m.State)
 		}
@@ -376,7 +376,7 @@ func TestMembersShowACrash(t *testing.T) {
 	left := c.Node(1).Name()
 	c.Leave(1)
 	c.WaitConverged()
-	for _, m := range c.Node(0).Members() {
+	for _, m := range c.Node(0).Status().Members {
 		if m.Name == left && m.State != "left" {
 			t.Fatalf("a member that left is listed as %q", m.State)
 		}

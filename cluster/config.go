@@ -30,11 +30,20 @@ type Config struct {
 	// but always allowed.
 	Shadow bool
 	// Store holds the counters. Default: bucket.NewMemoryStore with
-	// MemoryConfig{}. With the memory store, each key's counter lives on
-	// the node that owns the key, and moves when owners change. A store
-	// that cannot hand counters over (the Redis store) is taken to be
-	// shared by all nodes, and every node decides in it directly.
+	// MemoryConfig{}. In a cluster, each key's counter lives on the node
+	// that owns the key and moves when owners change, so a Store of your
+	// own must hand counters over (Range, Merge and Delete, as
+	// bucket.MemoryStore does), unless it is shared (SharedStore).
 	Store bucket.Store
+	// SharedStore says that Store is one store shared by every node of
+	// the cluster (the Redis store, every node on the same server): each
+	// node then decides its checks in it directly, and nothing is
+	// forwarded, handed over or copied. Validate refuses it without a
+	// Store, and refuses a Store of your own that can neither hand
+	// counters over nor is marked shared: taken for a node's own, such a
+	// store would let each node admit the whole limit. Ignored on a
+	// standalone node.
+	SharedStore bool
 	// Clock tells the time. Default: the wall time at the start plus the
 	// monotonic time since, read on every check, so that no two checks
 	// see a gap longer than the real one.
@@ -70,6 +79,12 @@ type Config struct {
 	// time (exact: the owner would deny them too). Negative: none.
 	// Default: DefaultDenyCacheKeys.
 	DenyCacheKeys int
+	// LeaseMinLimit is the smallest limit of a key (sliding or fixed
+	// window) whose allowance a node may lease from the key's owner when
+	// it checks the key often, to admit its checks without forwarding
+	// them (never more than the limit; see docs/architecture.md).
+	// Negative: no leases. Default: DefaultLeaseMinLimit.
+	LeaseMinLimit int64
 	// SweepInterval is how often idle counters are dropped. Default: 1 minute.
 	SweepInterval time.Duration
 	// ReplicaInterval, when negative, turns the counter copies off. With
@@ -211,6 +226,21 @@ func LocalGossip() GossipConfig {
 	}
 }
 
+// LocalConfig returns the configuration of a node of a cluster on one
+// machine (tests, demos), as memberlist's DefaultLocalConfig: gossip on
+// 127.0.0.1 with a free port (peer and raft ports follow), LocalGossip's
+// timings and a raft timeout of a second. Add Seeds (the Addrs().Gossip
+// of a started node) to join one; the first node generates the cluster
+// key (Node.ClusterKey) the others need. Every other field is Config's
+// default.
+func LocalConfig() Config {
+	return Config{
+		GossipAddr:  "127.0.0.1:0",
+		Gossip:      LocalGossip(),
+		RaftTimeout: time.Second,
+	}
+}
+
 // Defaults for Config fields.
 const (
 	DefaultMaxKeyLen       = 512
@@ -246,6 +276,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DenyCacheKeys == 0 {
 		c.DenyCacheKeys = DefaultDenyCacheKeys
+	}
+	if c.LeaseMinLimit == 0 {
+		c.LeaseMinLimit = DefaultLeaseMinLimit
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -299,6 +332,9 @@ func (c Config) Validate() error {
 	if _, err := newPolicyTable(policies, false, nil); err != nil {
 		return fmt.Errorf("cluster: config: Policies: %w", err)
 	}
+	if err := c.validateStore(); err != nil {
+		return err
+	}
 	if c.DataDir != "" && c.NodeName == "" {
 		// Raft knows a node by its name: a generated one would make the
 		// node a stranger to its own log after a restart.
@@ -323,6 +359,21 @@ func (c Config) Validate() error {
 		return errors.New("cluster: config: Seeds: set GossipAddr to join a cluster")
 	}
 	return c.validateSecurity()
+}
+
+// validateStore checks that a cluster node's store is either its own and
+// able to hand counters over, or marked shared.
+func (c Config) validateStore() error {
+	if c.SharedStore && c.Store == nil {
+		return errors.New("cluster: config: SharedStore: set without a Store; the default memory store is each node's own")
+	}
+	if c.GossipAddr == "" || c.Store == nil || c.SharedStore {
+		return nil
+	}
+	if _, ok := c.Store.(handoffStore); !ok {
+		return fmt.Errorf("cluster: config: Store: a %T cannot hand counters over between nodes (Range, Merge, Delete); set SharedStore if every node uses the same one (Redis)", c.Store)
+	}
+	return nil
 }
 
 // validateSecurity checks the cluster key and the Insecure opt-out.

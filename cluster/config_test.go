@@ -4,10 +4,13 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster"
+	"github.com/vibewell/ratelimit/internal/testcluster"
 )
 
 // TestValidateNodeNameWithDataDir: a node that keeps raft's log needs a
@@ -50,5 +53,68 @@ func TestCloseLifecycle(t *testing.T) {
 	defer n2.Close(context.Background())
 	if err := n.Close(context.Background()); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// ownStore is a Store of one's own that cannot hand counters over: only
+// bucket.Store's methods of the memory store show through.
+type ownStore struct{ bucket.Store }
+
+// TestValidateSharedStore: in a cluster, a Store that cannot hand
+// counters over is refused unless marked SharedStore (taken for each
+// node's own, it would let every node admit the whole limit), and
+// SharedStore without a Store is refused too.
+func TestValidateSharedStore(t *testing.T) {
+	own := ownStore{bucket.NewMemoryStore(bucket.MemoryConfig{})}
+	base := cluster.Config{GossipAddr: "127.0.0.1:0", Insecure: true}
+	for _, tc := range []struct {
+		name   string
+		store  bucket.Store
+		shared bool
+		gossip string
+		ok     bool
+	}{
+		{"own store, not shared", own, false, base.GossipAddr, false},
+		{"own store, shared", own, true, base.GossipAddr, true},
+		{"memory store", bucket.NewMemoryStore(bucket.MemoryConfig{}), false, base.GossipAddr, true},
+		{"shared without a store", nil, true, base.GossipAddr, false},
+		{"own store, standalone", own, false, "", true},
+	} {
+		cfg := base
+		cfg.Store, cfg.SharedStore, cfg.GossipAddr = tc.store, tc.shared, tc.gossip
+		err := cfg.Validate()
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: Validate: %v, want ok %v", tc.name, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "Store") {
+			t.Errorf("%s: %v does not name the field", tc.name, err)
+		}
+	}
+}
+
+// TestFailoverTimeoutWithOwnTransport: with a Transport of the caller's
+// (Config.Transport) and a ctx that never ends, a check whose owner has
+// stalled waits FailoverTimeout, not the transport's own bound (2 s for
+// the in-memory one), and is then decided without the owner.
+func TestFailoverTimeoutWithOwnTransport(t *testing.T) {
+	const failover = 4 * time.Second
+	policies := []bucket.Policy{{Name: "p", Limit: 10, Window: time.Hour}}
+	c := testcluster.Start(t, 2, testcluster.Options{Policies: policies, InMemory: true, Configure: func(i int, cfg *cluster.Config) {
+		cfg.FailoverTimeout = failover
+		cfg.Gossip.ProbeInterval = time.Hour // the stalled owner stays a member
+	}})
+	key := keyOwnedBy(c, "p", 1)
+	c.Delay(1, time.Minute)
+	defer c.Delay(1, 0)
+	start := time.Now()
+	d, err := c.Node(0).Allow(context.Background(), "p", key, 1)
+	took := time.Since(start)
+	if err != nil || !d.Allowed {
+		t.Fatalf("check of a stalled owner's key: %+v %v", d, err)
+	}
+	// At least FailoverTimeout (more than the transport's bound); well
+	// under the minute of the stall (room for a loaded machine).
+	if took < failover || took > 20*time.Second {
+		t.Fatalf("the check took %v, want FailoverTimeout (%v) and a little", took, failover)
 	}
 }

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/maphash"
 	"math/rand/v2"
@@ -50,13 +49,6 @@ const (
 	// deniedExact is the number of a policy's denials a node counts
 	// exactly each minute; past it, it samples.
 	deniedExact = 1 << 16
-)
-
-// Errors of TopDenied and Locate.
-var (
-	// ErrInvalidWindow: the window is not between a minute and
-	// MaxDeniedWindow.
-	ErrInvalidWindow = errors.New("cluster: invalid window")
 )
 
 // deniedKeys are a node's denial sketches, by policy. The map is copied
@@ -310,7 +302,7 @@ func (n *Node) Locate(ctx context.Context, policy, key string) (KeyLocation, err
 			loc.Successor = ring.New(others, n.cfg.Ring).Owner(enc)
 		}
 	}
-	for _, m := range n.Members() {
+	for _, m := range n.members() {
 		if m.Name == loc.Owner {
 			loc.OwnerHTTPAddr = m.HTTPAddr
 		}

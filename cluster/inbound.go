@@ -60,10 +60,6 @@ func (n *Node) checkProposal(c command) ([]byte, error) {
 	return data, nil
 }
 
-// ErrCommandTooLarge: a policy change encodes to more than
-// MaxCommandBytes. It wraps bucket.ErrInvalidPolicy.
-var ErrCommandTooLarge = fmt.Errorf("cluster: policy command larger than %d bytes: %w", MaxCommandBytes, errInvalidPolicy)
-
 // decodeEntry decodes and validates a log entry.
 func (n *Node) decodeEntry(data []byte) (command, error) {
 	c, err := decodeCommand(data)

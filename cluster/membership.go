@@ -141,7 +141,20 @@ type gossip struct {
 	bootstrap atomic.Bool
 	// epoch counts each member's returns to the ring (under mu).
 	epoch map[string]uint64
+	// lost holds the members that failed (not left), by name, with the
+	// gossip address to rejoin them at: see reconnectLoop.
+	lost map[string]lostMember
 }
+
+// lostMember is a member that failed, and since when.
+type lostMember struct {
+	addr  string
+	since time.Time
+}
+
+// reconnectFor is how long a node keeps trying to rejoin a member that
+// failed: a partition that lasts longer leaves two clusters.
+const reconnectFor = 24 * time.Hour
 
 func (n *Node) startGossip(ctx context.Context) error {
 	cfg := n.cfg
@@ -157,6 +170,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 		view:   make(map[string]viewEntry),
 		up:     make(map[string]memberUp),
 		epoch:  make(map[string]uint64),
+		lost:   make(map[string]lostMember),
 		change: make(chan struct{}, 1),
 		joined: make(chan struct{}),
 	}
@@ -212,8 +226,9 @@ func (n *Node) startGossip(ctx context.Context) error {
 		return fmt.Errorf("cluster: gossip on %s: %w", cfg.GossipAddr, err)
 	}
 	g.ml = ml
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go g.rebuildLoop()
+	go g.reconnectLoop(max(time.Second, 5*mc.ProbeInterval))
 	if len(cfg.Seeds) == 0 {
 		g.bootstrap.Store(true)
 		close(g.joined)
@@ -365,6 +380,13 @@ func (g *gossip) update(m *memberlist.Node, alive bool) {
 		v.PeerAddr, v.HTTPAddr = meta.PeerAddr, meta.HTTPAddr
 	}
 	g.view[m.Name] = v
+	if state == "dead" && m.Name != g.n.cfg.NodeName {
+		if _, ok := g.lost[m.Name]; !ok {
+			g.lost[m.Name] = lostMember{addr: v.GossipAddr, since: v.since}
+		}
+	} else {
+		delete(g.lost, m.Name)
+	}
 	if alive {
 		if _, was := g.alive[m.Name]; !was {
 			// A member back in the ring is a new process: what its
@@ -477,6 +499,48 @@ func (g *gossip) rebuildLoop() {
 		g.n.handOver(ctx, rt)
 		cancel()
 		g.n.replicateAll()
+	}
+}
+
+// reconnectLoop tries, every interval, to join again the members that
+// failed. memberlist itself stops probing a dead member and gossips to it
+// only for a while (GossipToTheDeadTime), so two sides of a network
+// partition that heals later would otherwise stay two clusters for good,
+// each owning every key. A member that answers a join and learns it was
+// declared dead refutes it, and both sides merge their views (see
+// docs/architecture.md, "Faults on separate hosts").
+func (g *gossip) reconnectLoop(interval time.Duration) {
+	defer g.n.wg.Done()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-g.n.stop:
+			return
+		case <-tick.C:
+		}
+		g.mu.Lock()
+		var addrs, names []string
+		for name, l := range g.lost {
+			if time.Since(l.since) > reconnectFor {
+				delete(g.lost, name)
+				continue
+			}
+			names, addrs = append(names, name), append(addrs, l.addr)
+		}
+		g.mu.Unlock()
+		for i, addr := range addrs {
+			select {
+			case <-g.n.stop:
+				return
+			default:
+			}
+			// A member still down refuses (or times out at TCPTimeout):
+			// expected, so not logged.
+			if n, err := g.ml.Join([]string{addr}); err == nil && n > 0 {
+				g.n.log.Info("reached a failed member again; rejoining it", "member", names[i], "addr", addr)
+			}
+		}
 	}
 }
 

@@ -12,27 +12,13 @@ import (
 	"time"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/internal/crash"
 	"github.com/vibewell/ratelimit/internal/logcap"
 	"github.com/vibewell/ratelimit/transport"
 )
 
 // Decision is the answer to a check; see bucket.Decision.
 type Decision = bucket.Decision
-
-// Errors returned by Node methods; test them with errors.Is.
-var (
-	// ErrUnknownPolicy: the call names a policy the table does not hold.
-	// It wraps bucket.ErrUnknownPolicy.
-	ErrUnknownPolicy = fmt.Errorf("cluster: %w", bucket.ErrUnknownPolicy)
-	// ErrInvalidKey: the key is empty or longer than Config.MaxKeyLen. It
-	// wraps bucket.ErrInvalidKey.
-	ErrInvalidKey = fmt.Errorf("cluster: %w", bucket.ErrInvalidKey)
-	// ErrInvalidHits: hits is negative or above Config.MaxHits. It wraps
-	// bucket.ErrInvalidHits.
-	ErrInvalidHits = fmt.Errorf("cluster: %w", bucket.ErrInvalidHits)
-	// ErrClosed: the node was closed.
-	ErrClosed = errors.New("cluster: node closed")
-)
 
 // Node is one member of a rate-limiting cluster. It is safe for concurrent
 // use.
@@ -42,12 +28,10 @@ type Node struct {
 	store    bucket.Store
 	local    *bucket.MemoryStore // counters of the local failure mode
 	replicas *bucket.MemoryStore // copies of the counters of the keys whose successor this node is; or nil
-	// replicasSent counts the copies sent (Stats).
-	replicasSent atomic.Uint64
-	repl         *replicator  // the rounds of copies; nil without copies
-	copyMu       sync.RWMutex // checks decided on a copy (read) against its promotion
-	taken        takenHits    // hits admitted on copies, to fold back
-	ho           handovers    // keys changing owner (handover.go)
+	repl     *replicator         // the rounds of copies; nil without copies
+	copyMu   sync.RWMutex        // checks decided on a copy (read) against its promotion
+	taken    *takenHits          // hits admitted on copies, to fold back
+	ho       handovers           // keys changing owner (handover.go)
 	// ownTransport: the node made its TCP transport, whose call timeout
 	// is FailoverTimeout.
 	ownTransport bool
@@ -57,6 +41,7 @@ type Node struct {
 	denials      *logcap.Logger
 	denied       deniedKeys // the most denied keys, by policy (TopDenied)
 	denyCache    *denyCache // owners' denials of forwarded checks; or nil
+	leases       *leases    // leases of hot keys' allowance (lease.go); or nil
 	warnings     *logcap.Logger
 
 	// Cluster side; tr and gossip are nil for a standalone node.
@@ -65,6 +50,8 @@ type Node struct {
 	tr     transport.Transport
 	gossip *gossip
 	raft   *raftNode // nil for a standalone node
+	// peerErrs counts the requests to peers that failed (peererrors.go).
+	peerErrs *peerErrors
 
 	stateMu     sync.Mutex
 	state       *policyState // the replicated table; checks read policies
@@ -80,7 +67,7 @@ type Node struct {
 
 	closed atomic.Bool
 	stop   chan struct{}
-	halted chan struct{} // closed once background work has ended after Close or Halt
+	halted chan struct{} // closed once background work has ended after Close (or halt)
 	wg     sync.WaitGroup
 }
 
@@ -120,21 +107,32 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		metrics: m,
 		stop:    make(chan struct{}),
 		halted:  make(chan struct{}),
+		taken:   newTakenHits(),
 		sec:     cfg.secrets(time.Now),
 		guard:   newGuard(cfg.Logger.With("node", cfg.NodeName)),
 	}
+	n.peerErrs = newPeerErrors()
 	if cfg.Metrics != nil && cfg.GossipAddr != "" {
 		if err := cfg.Metrics.Register(n.guard); err != nil {
 			m.unregister()
 			return nil, fmt.Errorf("cluster: metrics: %w", err)
 		}
 		m.cols = append(m.cols, n.guard)
+		if err := n.peerErrs.register(cfg.Metrics, m); err != nil {
+			m.unregister()
+			return nil, fmt.Errorf("cluster: metrics: %w", err)
+		}
 	}
 	n.sec.generated = generated
-	_, n.partitioned = cfg.Store.(handoffStore)
+	_, canHandOff := cfg.Store.(handoffStore)
+	n.partitioned = canHandOff && !cfg.SharedStore
 	n.denials, n.warnings = n.newEventLogs()
 	n.denyCache = newDenyCache(cfg.DenyCacheKeys, 0)
 	n.denyCache.register(m)
+	if cfg.GossipAddr != "" {
+		n.leases = newLeases(cfg.LeaseMinLimit)
+		n.leases.register(m)
+	}
 	n.policies.Store(&table)
 	n.state = &policyState{Policies: map[string]bucket.Policy{}}
 	if cfg.GossipAddr == "" {
@@ -156,7 +154,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.wg.Add(1)
 	go n.sweepLoop()
 	n.watchStores()
-	n.log.Info("node started", "policies", len(table), "shadow", cfg.Shadow, "gossip", n.GossipAddr(), "peer", n.PeerAddr())
+	crash.Arm(ctx, func() { _ = n.halt(context.Background()) })
+	n.log.Info("node started", "policies", len(table), "shadow", cfg.Shadow, "gossip", n.Addrs().Gossip, "peer", n.Addrs().Peer)
 	return n, nil
 }
 
@@ -193,6 +192,7 @@ func (n *Node) startCluster(ctx context.Context) error {
 		n.ownTransport = true
 	}
 	n.guard.watch(n.tr)
+	n.tr = n.peerErrs.wrap(n.tr)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -208,10 +208,14 @@ func (n *Node) startCluster(ctx context.Context) error {
 	}
 	n.wg.Add(1)
 	go n.raft.leaderLoop()
+	if n.leases != nil {
+		n.wg.Add(1)
+		go n.leaseLoop()
+	}
 	if ct, ok := n.store.(changeTracker); ok && n.replicas != nil {
 		n.wg.Add(2)
 		go n.replicaLoop(ct)
-		go n.every(foldBackInterval, n.foldBack)
+		go n.foldBackLoop()
 	}
 	return nil
 }
@@ -219,30 +223,27 @@ func (n *Node) startCluster(ctx context.Context) error {
 // Name returns the node's name.
 func (n *Node) Name() string { return n.cfg.NodeName }
 
-// GossipAddr returns the address peers gossip with (with the real port), or
-// "" for a standalone node.
-func (n *Node) GossipAddr() string {
-	if n.gossip == nil || n.gossip.ml == nil {
-		return ""
-	}
-	return n.gossip.localAddr()
+// Addrs are the addresses a node serves on, as its peers reach them
+// (with the real ports). Every field is empty for a standalone node.
+type Addrs struct {
+	Gossip string // where peers gossip with it
+	Peer   string // where peers forward checks to it
+	Raft   string // where raft peers dial it
 }
 
-// RaftAddr returns the address raft peers dial, or "" for a standalone
-// node.
-func (n *Node) RaftAddr() string {
-	if n.raft == nil {
-		return ""
+// Addrs returns the addresses the node serves on.
+func (n *Node) Addrs() Addrs {
+	var a Addrs
+	if n.gossip != nil && n.gossip.ml != nil {
+		a.Gossip = n.gossip.localAddr()
 	}
-	return n.raft.addr
-}
-
-// PeerAddr returns the address peers forward checks to, or "".
-func (n *Node) PeerAddr() string {
-	if n.tr == nil {
-		return ""
+	if n.tr != nil {
+		a.Peer = n.tr.Addr()
 	}
-	return n.tr.Addr()
+	if n.raft != nil {
+		a.Raft = n.raft.addr
+	}
+	return a
 }
 
 // Allow checks hits against the counter of key under the named policy and
@@ -326,38 +327,15 @@ func (n *Node) Policies() []bucket.Policy {
 	return ps
 }
 
-// Owner returns the name of the node that owns key under policy, as this
+// owner returns the name of the node that owns key under policy, as this
 // node sees the ring.
-func (n *Node) Owner(policy, key string) string {
+func (n *Node) owner(policy, key string) string {
 	rt := n.route.Load()
 	if rt == nil {
 		return n.cfg.NodeName
 	}
 	owner, _ := rt.owner(bucket.Key{Policy: policy, ID: key})
 	return owner
-}
-
-// Stats is a snapshot of a node's state, for tests and diagnostics.
-type Stats struct {
-	// RingMembers is the number of nodes in this node's ownership ring.
-	RingMembers int
-	// Joined is true once the node has joined its cluster.
-	Joined bool
-	// ReplicasSent counts the counter copies this node has sent to
-	// successors.
-	ReplicasSent uint64
-}
-
-// Stats returns a snapshot of the node's state.
-func (n *Node) Stats() Stats {
-	s := Stats{RingMembers: 1, Joined: true, ReplicasSent: n.replicasSent.Load()}
-	if rt := n.route.Load(); rt != nil {
-		s.RingMembers = rt.ring.Len()
-	}
-	if n.gossip != nil {
-		s.Joined = n.gossip.isJoined()
-	}
-	return s
 }
 
 // Status is what a node knows of its cluster: its members and, in a
@@ -374,11 +352,17 @@ type Status struct {
 	// ReplicaCounters is the number of counter copies this node keeps for
 	// the keys it would take over if their owner failed.
 	ReplicaCounters int `json:"replica_counters"`
+	// Counts are this node's event counters since it started (those of
+	// its metrics); Overview sums them over the cluster.
+	Counts Counts `json:"counts"`
 }
 
 // Status returns the node's view of its cluster.
 func (n *Node) Status() Status {
-	st := Status{Node: n.cfg.NodeName, Members: n.Members(), RingMembers: n.Stats().RingMembers}
+	st := Status{Node: n.cfg.NodeName, Members: n.members(), RingMembers: 1, Counts: n.counts()}
+	if rt := n.route.Load(); rt != nil {
+		st.RingMembers = rt.ring.Len()
+	}
 	if n.raft != nil && !n.closed.Load() {
 		st.Raft = n.raft.status()
 	}
@@ -391,9 +375,9 @@ func (n *Node) Status() Status {
 	return st
 }
 
-// Members lists the cluster's members as this node sees them: only itself
+// members lists the cluster's members as this node sees them: only itself
 // for a standalone node.
-func (n *Node) Members() []Member {
+func (n *Node) members() []Member {
 	if n.gossip == nil {
 		return []Member{{Name: n.cfg.NodeName, HTTPAddr: n.cfg.HTTPAddr, State: "alive", Self: true}}
 	}
@@ -409,9 +393,9 @@ func (n *Node) Ready() bool {
 	return n.gossip == nil || n.gossip.isJoined()
 }
 
-// Sweep drops idle counters now and returns how many; the node also does
-// this every Config.SweepInterval.
-func (n *Node) Sweep() int {
+// sweep drops idle counters now and returns how many; the node does this
+// every Config.SweepInterval.
+func (n *Node) sweep() int {
 	now := n.clock.Now()
 	n.local.Sweep(now)
 	if n.replicas != nil {
@@ -422,7 +406,7 @@ func (n *Node) Sweep() int {
 
 func (n *Node) sweepLoop() {
 	n.every(n.cfg.SweepInterval, func() {
-		if dropped := n.Sweep(); dropped > 0 {
+		if dropped := n.sweep(); dropped > 0 {
 			n.log.Debug("swept idle counters", "dropped", dropped)
 		}
 		n.denials.Flush()
@@ -455,6 +439,7 @@ func (n *Node) Leave(ctx context.Context) error {
 		return nil
 	}
 	n.log.Info("leaving the cluster")
+	n.returnLeases(ctx, true)
 	if n.raft != nil {
 		n.raft.leave()
 	}
@@ -485,7 +470,7 @@ func (n *Node) Leave(ctx context.Context) error {
 // Close leaves the cluster (see Leave), stops the node and releases its
 // listeners. Checks after Close return ErrClosed. It waits for background
 // work to end, or for ctx; the node's metrics are unregistered either way.
-// A second Close, or one after Halt, waits the same way.
+// A second Close waits the same way.
 func (n *Node) Close(ctx context.Context) error {
 	if !n.closed.Load() {
 		if err := n.Leave(ctx); err != nil {
@@ -498,11 +483,9 @@ func (n *Node) Close(ctx context.Context) error {
 	return n.halt(ctx)
 }
 
-// Halt stops the node at once, as a crash would: no hand-off, no leave
-// message; peers find out by failure detection. It is for tests of
-// failure handling.
-func (n *Node) Halt() { n.halt(context.Background()) }
-
+// halt stops the node at once, as a crash would: no hand-off, no leave
+// message; peers find out by failure detection. Close ends with it; tests
+// of failure handling reach it through internal/crash.
 func (n *Node) halt(ctx context.Context) error {
 	if n.closed.CompareAndSwap(false, true) {
 		n.shutdown()

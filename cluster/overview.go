@@ -54,6 +54,14 @@ type Counts struct {
 	ReplicaPromoted uint64 `json:"replica_promoted" msgpack:"rp"`
 	// StoreErrors counts checks whose store failed.
 	StoreErrors uint64 `json:"store_errors" msgpack:"se"`
+	// Evictions and ReplicaEvictions count the counters a full memory
+	// store evicted (all reasons): the node's own, and the copies it
+	// keeps for peers.
+	Evictions        uint64 `json:"evictions" msgpack:"ev"`
+	ReplicaEvictions uint64 `json:"replica_evictions" msgpack:"re"`
+	// PeerErrors counts the requests to peers that failed in the
+	// transport (ratelimit_peer_errors_total).
+	PeerErrors uint64 `json:"peer_errors" msgpack:"pe"`
 }
 
 // PolicyCounts are one policy's decisions.
@@ -159,6 +167,9 @@ func (c *Counts) add(o Counts) {
 	c.ReplicaReceived += o.ReplicaReceived
 	c.ReplicaPromoted += o.ReplicaPromoted
 	c.StoreErrors += o.StoreErrors
+	c.Evictions += o.Evictions
+	c.ReplicaEvictions += o.ReplicaEvictions
+	c.PeerErrors += o.PeerErrors
 }
 
 // counts reads this node's counters from its metrics, for the policies
@@ -173,6 +184,14 @@ func (n *Node) counts() Counts {
 		ReplicaReceived: counterValue(m.replicaReceived),
 		ReplicaPromoted: counterValue(m.replicaPromoted),
 		StoreErrors:     counterValue(m.errors),
+		PeerErrors:      n.peerErrs.total(),
+	}
+	for _, s := range n.memoryStores() {
+		if s.name == "replicas" {
+			c.ReplicaEvictions += uint64(s.store.Evictions())
+		} else {
+			c.Evictions += uint64(s.store.Evictions())
+		}
 	}
 	for name := range *n.policies.Load() {
 		c.Policies[name] = PolicyCounts{}

@@ -26,15 +26,6 @@ func DefaultPolicies() []bucket.Policy {
 // SetPolicy of a new name beyond it is refused (ErrTooManyPolicies).
 const MaxPolicies = 1000
 
-// ErrTooManyPolicies: a SetPolicy would take the table past MaxPolicies.
-// It wraps bucket.ErrInvalidPolicy.
-var ErrTooManyPolicies = fmt.Errorf("cluster: more than %d policies: %w", MaxPolicies, errInvalidPolicy)
-
-// ErrPolicyInUse: DeletePolicy named a built-in policy that another
-// component depends on (the error says which); ForceDeletePolicy deletes
-// it anyway. It wraps bucket.ErrPolicyInUse.
-var ErrPolicyInUse = fmt.Errorf("cluster: %w", bucket.ErrPolicyInUse)
-
 // dependency says what depends on the built-in policy name, or "" when
 // nothing outside the table does.
 func dependency(name string) string {

@@ -22,12 +22,6 @@ import (
 	"github.com/vibewell/ratelimit/internal/logadapt"
 )
 
-// ErrNoLeader: a policy change could not be committed before its deadline,
-// because the cluster had no reachable raft leader. The change may still
-// be applied later if it reached a leader that then committed it;
-// repeating it is safe, since every change sets a value.
-var ErrNoLeader = errors.New("cluster: no raft leader to commit the change")
-
 // RaftStatus is the raft side of a node, as it sees it.
 type RaftStatus struct {
 	State         string   `json:"state"`          // leader, follower, candidate, shutdown
@@ -167,9 +161,14 @@ func (rn *raftNode) leaderLoop() {
 	tick := time.NewTicker(rn.n.cfg.RaftTimeout / 2)
 	defer tick.Stop()
 	leaderCh := rn.r.LeaderCh()
+	settled := false
 	for {
+		// The ticker retries what is not done yet (a seed or a change
+		// that failed, a voter within its grace); once the table is seeded
+		// and raft's members are gossip's, only a membership or
+		// leadership change wakes the loop.
 		var ticks <-chan time.Time
-		if rn.r.State() == raft.Leader {
+		if rn.r.State() == raft.Leader && !settled {
 			ticks = tick.C
 		}
 		select {
@@ -180,42 +179,53 @@ func (rn *raftNode) leaderLoop() {
 		case <-leaderCh:
 		}
 		if rn.r.State() != raft.Leader {
+			settled = false
 			continue
 		}
-		rn.seed()
-		rn.reconcile()
+		seeded := rn.seed()
+		settled = rn.reconcile() && seeded
 	}
 }
 
-// seed fills an unseeded table with the leader's configured policies.
-func (rn *raftNode) seed() {
+// seed fills an unseeded table with the leader's configured policies, and
+// reports whether the table is seeded.
+func (rn *raftNode) seed() bool {
 	rn.n.stateMu.Lock()
 	seeded := rn.n.state.Seeded
 	rn.n.stateMu.Unlock()
 	if seeded {
-		return
+		return true
 	}
 	c := command{Op: opSeed, Policies: rn.n.cfg.Policies}
 	data, err := rn.n.checkProposal(c)
 	if err != nil {
 		rn.n.warnings.Log("the configured policies cannot seed the table", "err", err)
-		return
+		return false
 	}
 	if err := rn.r.Apply(data, 5*time.Second).Error(); err != nil {
 		rn.n.log.Warn("seeding the policy table failed; retrying", "err", err)
-		return
+		return false
 	}
 	rn.nudgeFollowers()
 	rn.n.log.Info("policy table seeded from the configuration", "policies", len(rn.n.cfg.Policies))
+	return true
 }
 
 // reconcile adds gossip members to raft (as voters up to Voters, else as
 // non-voters), removes members that left, and replaces voters gone for
-// longer than VoterGrace by promoting non-voters.
-func (rn *raftNode) reconcile() {
+// longer than VoterGrace by promoting non-voters. It reports whether
+// nothing is left to retry: every change it tried was made, and no voter
+// is within its grace.
+func (rn *raftNode) reconcile() (settled bool) {
 	cf := rn.r.GetConfiguration()
 	if cf.Error() != nil {
-		return
+		return false
+	}
+	settled = true
+	try := func(what, id string, f raft.IndexFuture) bool {
+		ok := rn.apply(what, id, f)
+		settled = settled && ok
+		return ok
 	}
 	servers := cf.Configuration().Servers
 	alive, left := rn.n.gossip.raftMembers()
@@ -239,7 +249,8 @@ func (rn *raftNode) reconcile() {
 			delete(rn.gone, id)
 			if string(s.Address) != addr {
 				// Restarted at a new address: re-add under the same id.
-				rn.apply("re-address", id, rn.r.AddNonvoter(s.ID, raft.ServerAddress(addr), 0, time.Second))
+				try("re-address", id, rn.r.AddNonvoter(s.ID, raft.ServerAddress(addr), 0, time.Second))
+				settled = false // promoted again on the next pass
 			}
 			continue
 		}
@@ -249,11 +260,13 @@ func (rn *raftNode) reconcile() {
 			since = now
 		}
 		if left[id] || s.Suffrage != raft.Voter || now.Sub(since) >= rn.n.cfg.VoterGrace {
-			if rn.apply("remove", id, rn.r.RemoveServer(s.ID, 0, time.Second)) && s.Suffrage == raft.Voter {
+			if try("remove", id, rn.r.RemoveServer(s.ID, 0, time.Second)) && s.Suffrage == raft.Voter {
 				voters--
 			}
 			delete(rn.gone, id)
+			continue
 		}
+		settled = false // a voter within its grace: look again
 	}
 	names := make([]string, 0, len(alive))
 	for id := range alive {
@@ -265,12 +278,12 @@ func (rn *raftNode) reconcile() {
 			continue
 		}
 		if voters < rn.n.cfg.Voters {
-			if rn.apply("add voter", id, rn.r.AddVoter(raft.ServerID(id), raft.ServerAddress(alive[id]), 0, time.Second)) {
+			if try("add voter", id, rn.r.AddVoter(raft.ServerID(id), raft.ServerAddress(alive[id]), 0, time.Second)) {
 				voters++
 			}
 			continue
 		}
-		if rn.apply("add non-voter", id, rn.r.AddNonvoter(raft.ServerID(id), raft.ServerAddress(alive[id]), 0, time.Second)) {
+		if try("add non-voter", id, rn.r.AddNonvoter(raft.ServerID(id), raft.ServerAddress(alive[id]), 0, time.Second)) {
 			in[id] = raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(alive[id]), Suffrage: raft.Nonvoter}
 		}
 	}
@@ -280,11 +293,12 @@ func (rn *raftNode) reconcile() {
 			break
 		}
 		if s, ok := in[id]; ok && s.Suffrage != raft.Voter {
-			if rn.apply("promote", id, rn.r.AddVoter(s.ID, s.Address, 0, time.Second)) {
+			if try("promote", id, rn.r.AddVoter(s.ID, s.Address, 0, time.Second)) {
 				voters++
 			}
 		}
 	}
+	return settled
 }
 
 func (rn *raftNode) apply(what, id string, f raft.IndexFuture) bool {
@@ -453,11 +467,6 @@ func (a applyResult) err() error {
 	}
 	return errors.New(a.Error)
 }
-
-// ErrInvalidPolicyChange: the leader refused a change as invalid (its
-// policy table differed from the sender's). It wraps
-// bucket.ErrInvalidPolicy.
-var ErrInvalidPolicyChange = fmt.Errorf("cluster: leader refused the change: %w", errInvalidPolicy)
 
 // handlePolicyApply serves a change forwarded by a peer.
 func (rn *raftNode) handlePolicyApply(ctx context.Context, data []byte) ([]byte, error) {

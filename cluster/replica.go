@@ -176,7 +176,6 @@ func (n *Node) sendReplicas(groups map[string][]handoffItem) {
 	for to, items := range groups {
 		sent, err := n.sendCounters(context.Background(), rt.addrs[to], methodReplica, items, replicaTimeout, nil)
 		n.metrics.replicaSent.Add(float64(sent))
-		n.replicasSent.Add(uint64(sent))
 		if err != nil {
 			n.metrics.replicaErrors.Add(float64(len(items) - sent))
 			n.warnings.Log("copying counters to their successor failed; a crash of this node would lose their last hits", "to", to, "counters", len(items)-sent, "err", err)
@@ -311,17 +310,34 @@ func (n *Node) receiveFailover(ctx context.Context, body []byte) ([]byte, error)
 // takenHits are the hits a successor admitted for owners that could not
 // answer, by key, until they are folded back into the owners' counters.
 type takenHits struct {
-	mu sync.Mutex
-	m  map[bucket.Key]int64
+	mu   sync.Mutex
+	m    map[bucket.Key]int64
+	held chan struct{} // wakes foldBackLoop when hits are first held (capacity 1)
 }
+
+func newTakenHits() *takenHits { return &takenHits{held: make(chan struct{}, 1)} }
 
 func (t *takenHits) add(k bucket.Key, hits int64) {
 	t.mu.Lock()
 	if t.m == nil {
 		t.m = map[bucket.Key]int64{}
 	}
+	first := len(t.m) == 0
 	t.m[k] += hits
 	t.mu.Unlock()
+	if first {
+		select {
+		case t.held <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// empty reports whether no hits wait to be folded back.
+func (t *takenHits) empty() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m) == 0
 }
 
 // snapshot returns the hits taken so far, or nil.
@@ -348,8 +364,35 @@ func (t *takenHits) settle(k bucket.Key, hits int64) {
 }
 
 // foldBackInterval is how often a successor tries to give the hits it
-// admitted for an unreachable owner back to it.
+// admitted for an unreachable owner back to it, while it holds some.
 const foldBackInterval = 250 * time.Millisecond
+
+// foldBackLoop sleeps until this node admits hits on a copy, then folds
+// them back every foldBackInterval until none are left: an idle node has
+// no timer here (a 250 ms ticker woke every node 4 times a second).
+func (n *Node) foldBackLoop() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.taken.held:
+		}
+		for {
+			t := time.NewTimer(foldBackInterval)
+			select {
+			case <-n.stop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			n.foldBack()
+			if n.taken.empty() {
+				break
+			}
+		}
+	}
+}
 
 // foldBack sends the hits this node admitted for owners that could not
 // answer back to them, where they are added to the counters (not merged:

@@ -12,11 +12,6 @@ import (
 	"github.com/vibewell/ratelimit/transport"
 )
 
-// ErrOwnerUnavailable is the cause logged and counted when a check's owner
-// cannot answer in time; the policy's failure mode then decides, so Allow
-// itself does not return it.
-var ErrOwnerUnavailable = errors.New("cluster: owner unavailable")
-
 // forward sends a check to the peer that owns its key and waits for its
 // answer: a slow owner is not a dead one, and any other node deciding the
 // check meanwhile could admit beyond the limit. The wait ends early only
@@ -25,7 +20,7 @@ var ErrOwnerUnavailable = errors.New("cluster: owner unavailable")
 // FailoverTimeout. In those cases, and only then, the key's successor
 // decides (see failover).
 func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int64, rt *routeTable, owner, addr string, now time.Time) (Decision, error) {
-	if d, ok := n.denyCache.lookup(p, key, hits, now); ok {
+	if d, ok := n.answerHere(ctx, p, key, hits, rt, owner, addr, now); ok {
 		return d, nil
 	}
 	fctx, done := n.forwardCtx(ctx, rt, owner)
@@ -336,6 +331,8 @@ func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte)
 		return h.n.receiveFailover(ctx, body)
 	case methodFoldBack:
 		return nil, h.n.receiveFoldBack(ctx, body)
+	case methodLease, methodLeaseReturn:
+		return h.n.receiveLease(ctx, method, body)
 	case methodPolicyApply:
 		if h.n.raft == nil {
 			return nil, errors.New("cluster: this node keeps no replicated policy table")

@@ -25,20 +25,6 @@ import (
 // ClusterKeySize is the length of a cluster key, in bytes.
 const ClusterKeySize = 32
 
-// Errors about the cluster key; test them with errors.Is.
-var (
-	// ErrNoClusterKey: the node joins a cluster (Seeds) but has no
-	// ClusterKey, and neither own credentials (PeerTLS and SecretKey) nor
-	// Insecure. Without a key it could neither prove itself to its peers
-	// nor tell them from strangers.
-	ErrNoClusterKey = errors.New("cluster: no cluster key: a node that joins a cluster needs the cluster's key (ClusterKey; ratelimitd --cluster-key or RATELIMIT_CLUSTER_KEY)")
-	// ErrBadClusterKey: a cluster key that is not ClusterKeySize bytes, or
-	// whose printable form does not decode.
-	ErrBadClusterKey = errors.New("cluster: bad cluster key")
-	// ErrInsecureAddr: Insecure is set and an address is not loopback.
-	ErrInsecureAddr = errors.New("cluster: insecure cluster on a non-loopback address")
-)
-
 // clusterKeyFile is the file in DataDir that keeps a generated key.
 const clusterKeyFile = "cluster.key"
 

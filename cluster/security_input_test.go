@@ -101,7 +101,7 @@ func TestSecurityInvalidPolicyCommandNotCommitted(t *testing.T) {
 	attacker := peerAs(t, c, c.Node((leader+1)%3).Name())
 	for name, cmd := range invalidCommands {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		body, err := attacker.Call(ctx, c.Node(leader).PeerAddr(), "policy.apply", []byte(cmd))
+		body, err := attacker.Call(ctx, c.Node(leader).Addrs().Peer, "policy.apply", []byte(cmd))
 		cancel()
 		var res struct{ Kind, Error string }
 		if err == nil {
@@ -306,7 +306,7 @@ func TestSecurityForgedCountersDropped(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, _ = peers[msg.From].Call(ctx, c.Node(to).PeerAddr(), method, body)
+		_, _ = peers[msg.From].Call(ctx, c.Node(to).Addrs().Peer, method, body)
 	}
 	other := func(not int) string {
 		for _, i := range c.Live() {

@@ -9,8 +9,12 @@ import (
 )
 
 // storeWatchInterval is how often a node looks whether its memory stores
-// started or stopped evicting.
-const storeWatchInterval = time.Second
+// stopped evicting, while one is; storeWatchQuiet is how often it looks
+// whether one started, while none is (rarely, as it wakes an idle node).
+const (
+	storeWatchInterval = time.Second
+	storeWatchQuiet    = 5 * time.Second
+)
 
 // namedStore is a memory store of the node and its label in metrics and
 // logs: "counters" (the keys it owns) or "replicas" (copies for peers).
@@ -47,23 +51,40 @@ func (n *Node) watchStores() {
 		last[i] = s.store.Evictions()
 	}
 	n.wg.Add(1)
-	go n.every(storeWatchInterval, func() {
-		for i, s := range stores {
-			ev := s.store.Evictions()
-			switch {
-			case ev > last[i] && !evicting[i]:
-				evicting[i] = true
-				n.log.Warn("counter store full: evicting the counters whose loss forgives the fewest hits",
-					"store", s.name, "counters", s.store.Len(), "max_keys", s.store.MaxKeys(),
-					"evicted", ev-last[i], "denying_evicted", s.store.Evicted(bucket.EvictDenying),
-					"refused", s.store.Evicted(bucket.EvictRefused))
-			case ev == last[i] && evicting[i]:
-				evicting[i] = false
-				n.log.Info("counter store no longer evicting", "store", s.name, "counters", s.store.Len(), "evictions_total", ev)
+	go func() {
+		defer n.wg.Done()
+		t := time.NewTimer(storeWatchQuiet)
+		defer t.Stop()
+		for {
+			select {
+			case <-n.stop:
+				return
+			case <-t.C:
 			}
-			last[i] = ev
+			busy := false
+			for i, s := range stores {
+				ev := s.store.Evictions()
+				switch {
+				case ev > last[i] && !evicting[i]:
+					evicting[i] = true
+					n.log.Warn("counter store full: evicting the counters whose loss forgives the fewest hits",
+						"store", s.name, "counters", s.store.Len(), "max_keys", s.store.MaxKeys(),
+						"evicted", ev-last[i], "denying_evicted", s.store.Evicted(bucket.EvictDenying),
+						"refused", s.store.Evicted(bucket.EvictRefused))
+				case ev == last[i] && evicting[i]:
+					evicting[i] = false
+					n.log.Info("counter store no longer evicting", "store", s.name, "counters", s.store.Len(), "evictions_total", ev)
+				}
+				last[i] = ev
+				busy = busy || evicting[i]
+			}
+			if busy {
+				t.Reset(storeWatchInterval)
+			} else {
+				t.Reset(storeWatchQuiet)
+			}
 		}
-	})
+	}()
 }
 
 // registerStoreMetrics registers a gauge of the counters each store holds,

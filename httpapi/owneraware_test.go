@@ -135,7 +135,7 @@ func newOwnerClient(hc *httpCluster) *httpapi.OwnerAwareClient {
 // nodes publish.
 func waitVersion(t *testing.T, hc *httpCluster, c *httpapi.OwnerAwareClient) {
 	t.Helper()
-	want := func() string { return hc.Node(hc.Live()[0]).RingVersion() }
+	want := func() string { v, _ := hc.Node(hc.Live()[0]).Ring(); return v }
 	deadline := time.Now().Add(10 * time.Second)
 	for c.Version() != want() {
 		if time.Now().After(deadline) {
@@ -235,7 +235,7 @@ func TestOwnerAwareClientStaleRingAndChange(t *testing.T) {
 		m := map[string]string{}
 		for k := range keys {
 			key := "k" + strconv.Itoa(k)
-			m[key] = hc.Node(hc.Live()[0]).Owner("twenty", key)
+			m[key] = testcluster.OwnerOf(hc.Node(hc.Live()[0]), "twenty", key)
 		}
 		return m
 	}

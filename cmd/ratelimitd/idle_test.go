@@ -48,16 +48,18 @@ func plainBinary(t *testing.T) string {
 	return plainBuild.path
 }
 
-// idleWindow is how long the test watches the idle cluster; the issue's
-// figure is 30 s, which `ratelimitd bench --idle 30s` measures.
+// idleWindow is how long the test watches the idle cluster. The bound is
+// per second, so 10 s tests the same thing as 30 s at a third of the time
+// (the CPU time is read in 10 ms ticks: 1% of 10 s is 10 of them);
+// `ratelimitd bench --spawn 3 --idle 30s` measures 30 s.
 const idleWindow = 10 * time.Second
 
-// maxIdleShare is the most of one core an idle node may use in this test.
-// The target is 1%; a leader measures 1.1-1.8% and a follower 0.5-1.0%
-// since the continuous copies and fail-over came in (docs/benchmarks.md),
-// so the test holds 3%, which still catches a busy loop (a 2 ms raft
-// commit timeout cost a leader 15%).
-const maxIdleShare = 0.03
+// maxIdleShare is the most of one core an idle node may use. A leader
+// measures 0.3-0.4% and a follower 0.13-0.16% at load average 6-9
+// (docs/benchmarks.md): the bound leaves room for a loaded machine, where
+// each wake-up costs more, and still catches a loop that wakes a node a
+// few dozen more times a second.
+const maxIdleShare = 0.01
 
 // TestIdleClusterCPU starts three nodes with the default timings (the lan
 // gossip profile), lets them settle, and fails if any used more than

@@ -166,19 +166,22 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	}
 
 	ccfg := cluster.Config{
-		NodeName:   cfg.NodeName,
-		Policies:   cfg.Policies,
-		Shadow:     cfg.Shadow,
-		Store:      store,
-		Logger:     log,
-		Metrics:    reg,
-		LogDenials: cfg.LogDenials,
-		MaxKeyLen:  int(cfg.MaxKeyLen),
-		MaxHits:    cfg.MaxHits,
-		MaxKeys:    int(cfg.MaxKeys),
-		HTTPAddr:   ln.Addr().String(),
+		NodeName: cfg.NodeName,
+		Policies: cfg.Policies,
+		Shadow:   cfg.Shadow,
+		Store:    store,
+		// Every node of a Redis-backed cluster uses the same server.
+		SharedStore: store != nil,
+		Logger:      log,
+		Metrics:     reg,
+		LogDenials:  cfg.LogDenials,
+		MaxKeyLen:   int(cfg.MaxKeyLen),
+		MaxHits:     cfg.MaxHits,
+		MaxKeys:     int(cfg.MaxKeys),
+		HTTPAddr:    ln.Addr().String(),
 	}
 	ccfg.TopDeniedSlots = topDeniedSlots(cfg.TopDeniedSlots)
+	ccfg.LeaseMinLimit = leaseMinLimit(cfg.LeaseMinLimit)
 	if !cfg.Standalone {
 		ccfg.GossipAddr = cfg.GossipAddr
 		ccfg.GossipAdvertise = cfg.GossipAdv
@@ -317,7 +320,8 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	}()
 	attrs := []any{"addr", ln.Addr().String(), "tls", apiTLS != nil, "node", node.Name(), "policies", len(cfg.Policies), "shadow", cfg.Shadow, "store", cfg.Store}
 	if !cfg.Standalone {
-		attrs = append(attrs, "gossip", node.GossipAddr(), "peer", node.PeerAddr(), "raft", node.RaftAddr())
+		a := node.Addrs()
+		attrs = append(attrs, "gossip", a.Gossip, "peer", a.Peer, "raft", a.Raft)
 	}
 	log.Info("listening", attrs...)
 
@@ -520,7 +524,7 @@ func logClusterKey(log *slog.Logger, node *cluster.Node, cfg serveConfig) {
 	if !generated {
 		return
 	}
-	gossip := node.GossipAddr()
+	gossip := node.Addrs().Gossip
 	kept := "kept in " + filepath.Join(cfg.DataDir, "cluster.key") + "; restarts reuse it"
 	if cfg.DataDir == "" {
 		kept = "in memory only: without --data-dir a restart makes a new key, and the other nodes must be given it"
