@@ -240,7 +240,7 @@ func (n *Node) sendReplicas(groups map[string][]handoffItem) bool {
 	}
 	ok := true
 	for to, items := range groups {
-		sent, err := n.sendCounters(context.Background(), rt.addrs[to], methodReplica, items, replicaTimeout, nil)
+		sent, err := n.sendCounters(n.life, rt.addrs[to], methodReplica, items, replicaTimeout, nil)
 		if n.repl != nil {
 			n.repl.setFailing(to, err != nil)
 		}
@@ -323,7 +323,11 @@ func (n *Node) decideOnCopyLocked(ctx context.Context, p *policyEntry, k bucket.
 		return Decision{}, false
 	}
 	if rt := n.route.Load(); rt != nil {
-		if owner, _ := rt.owner(k); owner == rt.self {
+		// A key this node decides (its ring gives it the key, or the
+		// owner's hand-over message does) is decided on its counter.
+		var buf [128]byte
+		enc, _ := k.AppendBinary(buf[:0])
+		if owner, _, _ := n.where(rt, enc, false); owner == rt.self {
 			d, err := n.store.Take(ctx, k, p.Policy, hits, now)
 			return d, err == nil
 		}
@@ -486,7 +490,7 @@ func (n *Node) foldBack() {
 			items = items[len(chunk):]
 			body, err := msgpack.Marshal(chunk)
 			if err == nil {
-				ctx, cancel := context.WithTimeout(context.Background(), replicaTimeout)
+				ctx, cancel := context.WithTimeout(n.life, replicaTimeout)
 				_, err = n.tr.Call(ctx, rt.addrs[owner], methodFoldBack, body)
 				cancel()
 			}
