@@ -564,8 +564,16 @@ func faultCut(t *testing.T) {
 	a := load.allowed("big")
 	counted := 1000 - c.waitAgree(t, "big", keyOf("big"))
 	t.Logf("owner cut off 10 s: big: %d allowed, %d counted after the heal (checks in flight at the cut: %d)", a, counted, load.inFlightAtFault("big"))
-	if counted < a-rejoinSlack(1000) || counted > a+loadWorkers {
-		t.Errorf("big: %d counted after the heal, want the %d allowed (less the rejoin slack %d) and at most the %d checks that could be in flight", counted, a, rejoinSlack(1000), loadWorkers)
+	// Every allowed hit is counted (less the rejoin slack). More can be:
+	// a check whose forward reached the cut-off owner's socket before its
+	// caller gave up on it is decided again by the successor, and the
+	// owner counts it too when the link is back; the successor's hits are
+	// then folded back into the owner's counter. At most twice the checks
+	// sent during the cut, each counted by both (measured: 0 to 234 more
+	// for 150 sent during the cut).
+	during := load.stats[2].byPhase[1].Load() // big is never denied: sent = allowed
+	if counted < a-rejoinSlack(1000) || counted > a+2*during {
+		t.Errorf("big: %d counted after the heal, want the %d allowed (less the rejoin slack %d) and at most twice the %d checks sent during the cut more", counted, a, rejoinSlack(1000), during)
 	}
 }
 
