@@ -298,6 +298,10 @@ func (n *Node) promoteReplicas(rt *routeTable) {
 			hs.Merge(c.k, p.Policy, c.st, now)
 		}
 		n.replicas.Delete(c.k)
+		// The hits admitted on the copy for the old owner are in the
+		// counter now, which a hand-over gives back to it if it returns:
+		// folding them back as well would count them twice.
+		n.taken.forget(c.k)
 	}
 	n.metrics.replicaPromoted.Add(float64(len(mine)))
 	n.log.Info("took over counter copies of keys now owned here", "counters", len(mine))
@@ -423,6 +427,13 @@ func (t *takenHits) snapshot() map[bucket.Key]int64 {
 		out[k] = v
 	}
 	return out
+}
+
+// forget drops every hit of k.
+func (t *takenHits) forget(k bucket.Key) {
+	t.mu.Lock()
+	delete(t.m, k)
+	t.mu.Unlock()
 }
 
 // settle forgets hits of k that were folded back (or need not be).

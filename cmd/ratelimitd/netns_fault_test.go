@@ -567,13 +567,13 @@ func faultCut(t *testing.T) {
 	// Every allowed hit is counted (less the rejoin slack). More can be:
 	// a check whose forward reached the cut-off owner's socket before its
 	// caller gave up on it is decided again by the successor, and the
-	// owner counts it too when the link is back; the successor's hits are
-	// then folded back into the owner's counter. At most twice the checks
-	// sent during the cut, each counted by both (measured: 0 to 234 more
-	// for 150 sent during the cut).
+	// owner counts it too when the link is back. So at most the checks
+	// sent during the cut more. (Before the successor forgot the hits it
+	// had taken for the owner once it took the key over, the fold-back
+	// added them a second time: 234 more for 150 sent during the cut.)
 	during := load.stats[2].byPhase[1].Load() // big is never denied: sent = allowed
-	if counted < a-rejoinSlack(1000) || counted > a+2*during {
-		t.Errorf("big: %d counted after the heal, want the %d allowed (less the rejoin slack %d) and at most twice the %d checks sent during the cut more", counted, a, rejoinSlack(1000), during)
+	if counted < a-rejoinSlack(1000) || counted > a+during {
+		t.Errorf("big: %d counted after the heal, want the %d allowed (less the rejoin slack %d) and at most the %d checks sent during the cut more", counted, a, rejoinSlack(1000), during)
 	}
 }
 
