@@ -9,8 +9,10 @@ import (
 	"github.com/vibewell/ratelimit/transport"
 )
 
-// Check is one check of a batch.
-type Check = bucket.Request
+// Request is one check (or refund) of a batch: hits against key under the
+// named policy. It is bucket.Request; bucket.Check is a store's check, with
+// the policy resolved.
+type Request = bucket.Request
 
 // Result is the answer to one check of a batch: a decision, or the error
 // Allow would have returned for it.
@@ -21,7 +23,7 @@ type Result = bucket.Result
 // local ones go to the store in one call when it batches (the Redis store
 // pipelines them). out must be at least as long as checks. The error is
 // ErrClosed, ctx's error, or a short out; per-check errors are in out.
-func (n *Node) AllowBatch(ctx context.Context, checks []Check, out []Result) error {
+func (n *Node) AllowBatch(ctx context.Context, checks []Request, out []Result) error {
 	if len(out) < len(checks) {
 		return fmt.Errorf("cluster: AllowBatch: out holds %d results for %d checks", len(out), len(checks))
 	}
@@ -33,7 +35,33 @@ func (n *Node) AllowBatch(ctx context.Context, checks []Check, out []Result) err
 	}
 	table := *n.policies.Load()
 	now := n.clock.Now()
-	rt := n.route.Load()
+	if n.gossip != nil && n.partitioned {
+		// Checks decided here hold the lock of local decisions from the
+		// route's load to the store's answer (see handover.go); while a
+		// key may be changing owner, each check goes its own way.
+		n.copyMu.RLock()
+		rt := n.route.Load()
+		if rt == nil || n.handingOver(rt) {
+			n.copyMu.RUnlock()
+			for i, c := range checks {
+				p, err := n.checkInput(table, c.Policy, c.Key, c.Hits)
+				if err == nil {
+					out[i].Decision, err = n.decide(ctx, p, c.Key, c.Hits, now)
+					out[i].Decision, err = n.finish(p, c.Key, c.Hits, out[i].Decision, now, err)
+				}
+				out[i].Err = err
+			}
+			return nil
+		}
+		return n.allowBatch(ctx, table, rt, true, checks, out, now)
+	}
+	return n.allowBatch(ctx, table, n.route.Load(), false, checks, out, now)
+}
+
+// allowBatch is AllowBatch on a settled ring; with locked, copyMu is
+// read-locked and allowBatch unlocks it once the local checks are
+// decided.
+func (n *Node) allowBatch(ctx context.Context, table policyTable, rt *routeTable, locked bool, checks []Request, out []Result, now time.Time) error {
 	route := rt != nil && n.partitioned && (rt.ring.Len() > 1 || n.leaving.Load())
 	entries := make([]*policyEntry, len(checks))
 	var local []int
@@ -45,9 +73,14 @@ func (n *Node) AllowBatch(ctx context.Context, checks []Check, out []Result) err
 			continue
 		}
 		entries[i] = p
+		if rt != nil && rt.minority {
+			d, err := n.fallback(ctx, p, c.Key, c.Hits, now, rt.known, rt.minorityErr())
+			out[i] = Result{Decision: d, Err: err}
+			continue
+		}
 		if route {
-			if owner, _ := rt.owner(bucket.Key{Policy: c.Policy, ID: c.Key}); owner != rt.self && owner != "" {
-				if d, ok := n.denyCache.lookup(p, c.Key, c.Hits, now); ok {
+			if owner, addr := rt.owner(bucket.Key{Policy: c.Policy, ID: c.Key}); owner != rt.self && owner != "" {
+				if d, ok := n.answerHere(ctx, p, c.Key, c.Hits, rt, owner, addr, now); ok {
 					out[i] = Result{Decision: d}
 					continue
 				}
@@ -57,7 +90,19 @@ func (n *Node) AllowBatch(ctx context.Context, checks []Check, out []Result) err
 		}
 		local = append(local, i)
 	}
-	n.decideLocal(ctx, checks, local, entries, now, out)
+	copy := n.decideLocal(ctx, checks, local, entries, now, out)
+	if locked {
+		n.copyMu.RUnlock()
+	}
+	if copy != nil && !n.copied(ctx, copy, Decision{Allowed: true}, 1) {
+		// A sync policy's copy did not reach its successor: its allowed
+		// checks are not answered allowed on this counter alone.
+		for _, i := range local {
+			if c := checks[i]; entries[i] != nil && entries[i].Replication == bucket.ReplicateSync && out[i].Err == nil && out[i].Decision.Allowed && c.Hits > 0 {
+				out[i].Decision, out[i].Err = n.fallback(ctx, entries[i], c.Key, c.Hits, now, n.liveNodes(), errNotCopied)
+			}
+		}
+	}
 	for owner, idx := range remote {
 		n.decideRemote(ctx, checks, idx, entries, rt, owner, now, out)
 	}
@@ -70,9 +115,9 @@ func (n *Node) AllowBatch(ctx context.Context, checks []Check, out []Result) err
 }
 
 // decideLocal decides the checks at idx in this node's store.
-func (n *Node) decideLocal(ctx context.Context, checks []Check, idx []int, entries []*policyEntry, now time.Time, out []Result) {
+func (n *Node) decideLocal(ctx context.Context, checks []Request, idx []int, entries []*policyEntry, now time.Time, out []Result) (copy *policyEntry) {
 	if len(idx) == 0 {
-		return
+		return nil
 	}
 	if bs, ok := n.store.(bucket.BatchStore); ok && len(idx) > 1 {
 		batch := make([]bucket.Check, len(idx))
@@ -95,9 +140,9 @@ func (n *Node) decideLocal(ctx context.Context, checks []Check, idx []int, entri
 				out[i] = Result{Decision: d, Err: ferr}
 			}
 		}
-		return
+		return nil
 	}
-	var copy *policyEntry // a policy whose change is to be copied, sync ones first
+	// copy: a policy whose change is to be copied, sync ones first
 	for _, i := range idx {
 		c := checks[i]
 		d, err := n.store.Take(ctx, bucket.Key{Policy: c.Policy, ID: c.Key}, entries[i].Policy, c.Hits, now)
@@ -112,15 +157,13 @@ func (n *Node) decideLocal(ctx context.Context, checks []Check, idx []int, entri
 		}
 		out[i] = Result{Decision: d, Err: err}
 	}
-	if copy != nil {
-		n.copied(ctx, copy, Decision{Allowed: true}, 1)
-	}
+	return copy
 }
 
 // decideRemote sends the checks at idx to their owner in one message, and
 // waits for it as forward does; the checks it cannot decide go to their
 // successor one by one.
-func (n *Node) decideRemote(ctx context.Context, checks []Check, idx []int, entries []*policyEntry, rt *routeTable, owner string, now time.Time, out []Result) {
+func (n *Node) decideRemote(ctx context.Context, checks []Request, idx []int, entries []*policyEntry, rt *routeTable, owner string, now time.Time, out []Result) {
 	addr := rt.addrs[owner]
 	items := make([]transport.CheckItem, len(idx))
 	res := make([]transport.CheckResult, len(idx))

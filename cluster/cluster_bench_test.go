@@ -118,7 +118,7 @@ func keysOwned(c *benchCluster, i int, local bool, count int) []string {
 func checkRing(b *testing.B, c *benchCluster) {
 	b.Helper()
 	for _, i := range c.Live() {
-		if st := c.Node(i).Stats(); st.RingMembers != 3 {
+		if st := c.Node(i).Status(); st.RingMembers != 3 {
 			b.Fatalf("node %d sees a ring of %d during the run", i, st.RingMembers)
 		}
 	}
@@ -429,7 +429,7 @@ func BenchmarkClusterReplicaCost(b *testing.B) {
 func replicaSent(c *benchCluster) uint64 {
 	var n uint64
 	for _, i := range c.Live() {
-		n += c.Node(i).Stats().ReplicasSent
+		n += c.Node(i).ReplicasSent()
 	}
 	return n
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/tls"
 	"time"
 
@@ -44,3 +45,23 @@ func (n *Node) ApplyEntry(data []byte) error {
 // SetLegacyRaftCommit gives cfg raft's former timing: CommitTimeout d and
 // no barrier after each change (benchmarks compare against it).
 func SetLegacyRaftCommit(cfg *Config, d time.Duration) { cfg.legacyCommit = d }
+
+// Test hooks on the node, outside the public API.
+
+// Halt stops n at once, as a crash would (internal/crash does it for
+// internal/testcluster).
+func (n *Node) Halt() { _ = n.halt(context.Background()) }
+
+// Owner returns the name of the node that owns key under policy, as n sees
+// the ring.
+func (n *Node) Owner(policy, key string) string { return n.owner(policy, key) }
+
+// Sweep drops idle counters now and returns how many.
+func (n *Node) Sweep() int { return n.sweep() }
+
+// ReplicasSent returns the counter copies n has sent to successors.
+func (n *Node) ReplicasSent() uint64 { return n.counts().ReplicaSent }
+
+// CopiesFailing reports whether the last round of copies to some
+// successor did not arrive.
+func (n *Node) CopiesFailing() bool { return n.repl != nil && n.repl.nfailing.Load() > 0 }

@@ -46,11 +46,11 @@ func TestClusterFloodKeepsDenials(t *testing.T) {
 	}
 
 	const flood, batch = 2 * 3 * maxKeys, 256
-	checks := make([]cluster.Check, batch)
+	checks := make([]cluster.Request, batch)
 	out := make([]cluster.Result, batch)
 	for b := range flood / batch {
 		for j := range checks {
-			checks[j] = cluster.Check{Policy: "default", Key: fmt.Sprintf("flood:%d", b*batch+j), Hits: 1}
+			checks[j] = cluster.Request{Policy: "default", Key: fmt.Sprintf("flood:%d", b*batch+j), Hits: 1}
 		}
 		if err := c.Node(b%3).AllowBatch(ctx, checks, out); err != nil {
 			t.Fatal(err)
@@ -71,7 +71,7 @@ func TestClusterFloodKeepsDenials(t *testing.T) {
 					refused += gaugeOrCounter(t, reg, "ratelimit_store_evictions_total", "counters", "refused")
 				}
 				t.Fatalf("used-up key %s allowed from node %d after the flood (remaining %d, err %v; %v denying evicted, %v refused, ring of %d)",
-					key, i, d.Remaining, err, denying, refused, c.Node(i).Stats().RingMembers)
+					key, i, d.Remaining, err, denying, refused, c.Node(i).Status().RingMembers)
 			}
 		}
 	}

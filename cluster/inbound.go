@@ -13,6 +13,7 @@ import (
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster/ring"
+	"github.com/vibewell/ratelimit/internal/msgpackfit"
 	"github.com/vibewell/ratelimit/transport"
 )
 
@@ -59,10 +60,6 @@ func (n *Node) checkProposal(c command) ([]byte, error) {
 	}
 	return data, nil
 }
-
-// ErrCommandTooLarge: a policy change encodes to more than
-// MaxCommandBytes. It wraps bucket.ErrInvalidPolicy.
-var ErrCommandTooLarge = fmt.Errorf("cluster: policy command larger than %d bytes: %w", MaxCommandBytes, errInvalidPolicy)
 
 // decodeEntry decodes and validates a log entry.
 func (n *Node) decodeEntry(data []byte) (command, error) {
@@ -128,7 +125,7 @@ const MaxClockSkew = time.Second
 func (n *Node) receiveStates(ctx context.Context, method string, body []byte, merge func(bucket.Key, bucket.Policy, bucket.State, time.Time)) (int, error) {
 	var msg handoffMsg
 	err := errLengthBeyondEnd
-	if msgpackFits(body) {
+	if msgpackfit.Fits(body) {
 		err = msgpack.Unmarshal(body, &msg)
 	}
 	if err != nil {
@@ -178,7 +175,7 @@ func (n *Node) receiveStates(ctx context.Context, method string, body []byte, me
 		}
 		q := p.Policy
 		q.Limit = p.LimitFor(it.Key)
-		st, err := bucket.Sanitize(q, bucket.State{T: it.T, Count: it.Count, Idle: it.Idle, Span: it.Span}, now, MaxClockSkew)
+		st, err := bucket.Sanitize(q, it.state(), now, MaxClockSkew)
 		if err != nil {
 			dropped[2]++
 			lastErr = err

@@ -20,6 +20,7 @@ type metrics struct {
 	replicaErrors   prometheus.Counter
 	replicaReceived prometheus.Counter
 	replicaPromoted prometheus.Counter
+	handoverLate    prometheus.Counter
 	inbound         inboundMetrics
 	cols            []prometheus.Collector
 }
@@ -73,12 +74,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "ratelimit", Name: "replica_promoted_total",
 			Help: "Counter copies folded into this node's counters when it took over their keys from a failed node.",
 		}),
+		handoverLate: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ratelimit", Name: "handover_late_total",
+			Help: "Checks that waited the longest a hand-over may take (a new owner waiting for the old one's counters, or the old one for its calls) and were then decided as the ring says.",
+		}),
 		inbound: newInboundMetrics(),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range append([]prometheus.Collector{m.decisions, m.errors, m.fallbacks, m.members, m.handedOff, m.receivedHandoff, m.replicaSent, m.replicaErrors, m.replicaReceived, m.replicaPromoted}, m.inbound.collectors()...) {
+	for _, c := range append([]prometheus.Collector{m.decisions, m.errors, m.fallbacks, m.members, m.handedOff, m.receivedHandoff, m.replicaSent, m.replicaErrors, m.replicaReceived, m.replicaPromoted, m.handoverLate}, m.inbound.collectors()...) {
 		if err := reg.Register(c); err != nil {
 			m.unregister()
 			return nil, err

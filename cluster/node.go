@@ -12,27 +12,13 @@ import (
 	"time"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/internal/crash"
 	"github.com/vibewell/ratelimit/internal/logcap"
 	"github.com/vibewell/ratelimit/transport"
 )
 
 // Decision is the answer to a check; see bucket.Decision.
 type Decision = bucket.Decision
-
-// Errors returned by Node methods; test them with errors.Is.
-var (
-	// ErrUnknownPolicy: the call names a policy the table does not hold.
-	// It wraps bucket.ErrUnknownPolicy.
-	ErrUnknownPolicy = fmt.Errorf("cluster: %w", bucket.ErrUnknownPolicy)
-	// ErrInvalidKey: the key is empty or longer than Config.MaxKeyLen. It
-	// wraps bucket.ErrInvalidKey.
-	ErrInvalidKey = fmt.Errorf("cluster: %w", bucket.ErrInvalidKey)
-	// ErrInvalidHits: hits is negative or above Config.MaxHits. It wraps
-	// bucket.ErrInvalidHits.
-	ErrInvalidHits = fmt.Errorf("cluster: %w", bucket.ErrInvalidHits)
-	// ErrClosed: the node was closed.
-	ErrClosed = errors.New("cluster: node closed")
-)
 
 // Node is one member of a rate-limiting cluster. It is safe for concurrent
 // use.
@@ -42,11 +28,10 @@ type Node struct {
 	store    bucket.Store
 	local    *bucket.MemoryStore // counters of the local failure mode
 	replicas *bucket.MemoryStore // copies of the counters of the keys whose successor this node is; or nil
-	// replicasSent counts the copies sent (Stats).
-	replicasSent atomic.Uint64
-	repl         *replicator  // the rounds of copies; nil without copies
-	copyMu       sync.RWMutex // checks decided on a copy (read) against its promotion
-	taken        *takenHits   // hits admitted on copies, to fold back
+	repl     *replicator         // the rounds of copies; nil without copies
+	copyMu   sync.RWMutex        // checks decided on a copy (read) against its promotion
+	taken    *takenHits          // hits admitted on copies, to fold back
+	ho       handovers           // keys changing owner (handover.go)
 	// ownTransport: the node made its TCP transport, whose call timeout
 	// is FailoverTimeout.
 	ownTransport bool
@@ -56,6 +41,7 @@ type Node struct {
 	denials      *logcap.Logger
 	denied       deniedKeys // the most denied keys, by policy (TopDenied)
 	denyCache    *denyCache // owners' denials of forwarded checks; or nil
+	leases       *leases    // leases of hot keys' allowance (lease.go); or nil
 	warnings     *logcap.Logger
 
 	// Cluster side; tr and gossip are nil for a standalone node.
@@ -64,6 +50,8 @@ type Node struct {
 	tr     transport.Transport
 	gossip *gossip
 	raft   *raftNode // nil for a standalone node
+	// peerErrs counts the requests to peers that failed (peererrors.go).
+	peerErrs *peerErrors
 
 	stateMu     sync.Mutex
 	state       *policyState // the replicated table; checks read policies
@@ -72,15 +60,23 @@ type Node struct {
 	ringPub     ringPublished                // the published view of route (ringview.go)
 	without     atomic.Pointer[ringsWithout] // rings without one member, for checking what peers send
 	leaving     atomic.Bool
+	// bootstrapped: this start made a new raft cluster (raft.go); the node
+	// is joined to it at once, whatever its seeds.
+	bootstrapped bool
 	// partitioned is true when each node keeps its own counters (the
 	// memory store) and checks go to the key's owner; a store shared by all
 	// nodes (Redis) is asked directly.
 	partitioned bool
 
 	closed atomic.Bool
-	stop   chan struct{}
-	halted chan struct{} // closed once background work has ended after Close or Halt
-	wg     sync.WaitGroup
+	// life is the node's lifetime: background work (hand-off, copies,
+	// joins, forwards waiting on a member) runs under it, and Close ends
+	// it. stop is its Done channel.
+	life    context.Context
+	endLife context.CancelFunc
+	stop    <-chan struct{}
+	halted  chan struct{} // closed once background work has ended after Close (or halt)
+	wg      sync.WaitGroup
 }
 
 // Start validates cfg, starts a node and returns it ready for checks. With
@@ -90,11 +86,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	generated, err := cfg.resolveClusterKey()
-	if err != nil {
+	// A key kept in DataDir counts for Validate; a new one is made (and
+	// written there) only for a valid config.
+	if _, err := cfg.resolveClusterKey(false); err != nil {
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	generated, err := cfg.resolveClusterKey(true)
+	if err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
@@ -117,24 +118,36 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		local:   bucket.NewMemoryStore(bucket.MemoryConfig{Shards: 16}),
 		clock:   cfg.Clock,
 		metrics: m,
-		stop:    make(chan struct{}),
 		halted:  make(chan struct{}),
 		taken:   newTakenHits(),
 		sec:     cfg.secrets(time.Now),
 		guard:   newGuard(cfg.Logger.With("node", cfg.NodeName)),
 	}
+	n.life, n.endLife = context.WithCancel(context.Background())
+	n.stop = n.life.Done()
+	n.peerErrs = newPeerErrors()
 	if cfg.Metrics != nil && cfg.GossipAddr != "" {
 		if err := cfg.Metrics.Register(n.guard); err != nil {
+			n.endLife()
 			m.unregister()
 			return nil, fmt.Errorf("cluster: metrics: %w", err)
 		}
 		m.cols = append(m.cols, n.guard)
+		if err := n.peerErrs.register(cfg.Metrics, m); err != nil {
+			m.unregister()
+			return nil, fmt.Errorf("cluster: metrics: %w", err)
+		}
 	}
 	n.sec.generated = generated
-	_, n.partitioned = cfg.Store.(handoffStore)
+	_, canHandOff := cfg.Store.(handoffStore)
+	n.partitioned = canHandOff && !cfg.SharedStore
 	n.denials, n.warnings = n.newEventLogs()
 	n.denyCache = newDenyCache(cfg.DenyCacheKeys, 0)
 	n.denyCache.register(m)
+	if cfg.GossipAddr != "" {
+		n.leases = newLeases(cfg.LeaseMinLimit)
+		n.leases.register(m)
+	}
 	n.policies.Store(&table)
 	n.state = &policyState{Policies: map[string]bucket.Policy{}}
 	if cfg.GossipAddr == "" {
@@ -156,7 +169,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.wg.Add(1)
 	go n.sweepLoop()
 	n.watchStores()
-	n.log.Info("node started", "policies", len(table), "shadow", cfg.Shadow, "gossip", n.GossipAddr(), "peer", n.PeerAddr())
+	crash.Arm(ctx, func() { _ = n.halt(context.Background()) })
+	n.log.Info("node started", "policies", len(table), "shadow", cfg.Shadow, "gossip", n.Addrs().Gossip, "peer", n.Addrs().Peer)
 	return n, nil
 }
 
@@ -193,6 +207,7 @@ func (n *Node) startCluster(ctx context.Context) error {
 		n.ownTransport = true
 	}
 	n.guard.watch(n.tr)
+	n.tr = n.peerErrs.wrap(n.tr)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -208,6 +223,10 @@ func (n *Node) startCluster(ctx context.Context) error {
 	}
 	n.wg.Add(1)
 	go n.raft.leaderLoop()
+	if n.leases != nil {
+		n.wg.Add(1)
+		go n.leaseLoop()
+	}
 	if ct, ok := n.store.(changeTracker); ok && n.replicas != nil {
 		n.wg.Add(2)
 		go n.replicaLoop(ct)
@@ -219,30 +238,27 @@ func (n *Node) startCluster(ctx context.Context) error {
 // Name returns the node's name.
 func (n *Node) Name() string { return n.cfg.NodeName }
 
-// GossipAddr returns the address peers gossip with (with the real port), or
-// "" for a standalone node.
-func (n *Node) GossipAddr() string {
-	if n.gossip == nil || n.gossip.ml == nil {
-		return ""
-	}
-	return n.gossip.localAddr()
+// Addrs are the addresses a node serves on, as its peers reach them
+// (with the real ports). Every field is empty for a standalone node.
+type Addrs struct {
+	Gossip string // where peers gossip with it
+	Peer   string // where peers forward checks to it
+	Raft   string // where raft peers dial it
 }
 
-// RaftAddr returns the address raft peers dial, or "" for a standalone
-// node.
-func (n *Node) RaftAddr() string {
-	if n.raft == nil {
-		return ""
+// Addrs returns the addresses the node serves on.
+func (n *Node) Addrs() Addrs {
+	var a Addrs
+	if n.gossip != nil && n.gossip.ml != nil {
+		a.Gossip = n.gossip.localAddr()
 	}
-	return n.raft.addr
-}
-
-// PeerAddr returns the address peers forward checks to, or "".
-func (n *Node) PeerAddr() string {
-	if n.tr == nil {
-		return ""
+	if n.tr != nil {
+		a.Peer = n.tr.Addr()
 	}
-	return n.tr.Addr()
+	if n.raft != nil {
+		a.Raft = n.raft.addr
+	}
+	return a
 }
 
 // Allow checks hits against the counter of key under the named policy and
@@ -264,24 +280,11 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 		return Decision{}, err
 	}
 	now := n.clock.Now()
-	k := bucket.Key{Policy: policy, ID: key}
-	var d Decision
-	if rt := n.route.Load(); rt != nil && n.partitioned && (rt.ring.Len() > 1 || n.leaving.Load()) {
-		if owner, addr := rt.owner(k); owner != rt.self && owner != "" {
-			d, err = n.forward(ctx, p, key, hits, rt, owner, addr, now)
-			return n.finish(p, key, hits, d, now, err)
-		}
+	if rt := n.route.Load(); rt != nil && rt.minority {
+		d, err := n.fallback(ctx, p, key, hits, now, rt.known, rt.minorityErr())
+		return n.finish(p, key, hits, d, now, err)
 	}
-	d, err = n.store.Take(ctx, k, p.Policy, hits, now)
-	if err != nil {
-		if ctx.Err() != nil {
-			return Decision{}, ctx.Err()
-		}
-		n.metrics.errors.Inc()
-		d, err = n.fallback(ctx, p, key, hits, now, n.liveNodes(), err)
-	} else {
-		n.copied(ctx, p, d, hits)
-	}
+	d, err := n.decide(ctx, p, key, hits, now)
 	return n.finish(p, key, hits, d, now, err)
 }
 
@@ -307,17 +310,20 @@ func (n *Node) finish(p *policyEntry, key string, hits int64, d Decision, now ti
 	}
 	d = d.ApplyShadow(&p.Policy)
 	p.counters.record(d)
-	n.recordDenied(p.Name, key, d, now)
+	n.recordDenied(p, key, d, now)
 	if n.cfg.LogDenials && (!d.Allowed || d.Shadowed) {
 		n.logDenied(p.Name, key, hits, d)
 	}
 	return d, nil
 }
 
-// liveNodes returns the number of members in the ring (1 standalone).
+// liveNodes returns the number of nodes the `local` share divides a
+// limit by: the members in the ring and those that failed and are still
+// tried (1 standalone), so that a node that lost sight of the others does
+// not take a larger share for it.
 func (n *Node) liveNodes() int {
 	if rt := n.route.Load(); rt != nil {
-		return max(1, rt.ring.Len())
+		return max(1, rt.ring.Len(), rt.known)
 	}
 	return 1
 }
@@ -343,38 +349,15 @@ func (n *Node) Policies() []bucket.Policy {
 	return ps
 }
 
-// Owner returns the name of the node that owns key under policy, as this
+// owner returns the name of the node that owns key under policy, as this
 // node sees the ring.
-func (n *Node) Owner(policy, key string) string {
+func (n *Node) owner(policy, key string) string {
 	rt := n.route.Load()
 	if rt == nil {
 		return n.cfg.NodeName
 	}
 	owner, _ := rt.owner(bucket.Key{Policy: policy, ID: key})
 	return owner
-}
-
-// Stats is a snapshot of a node's state, for tests and diagnostics.
-type Stats struct {
-	// RingMembers is the number of nodes in this node's ownership ring.
-	RingMembers int
-	// Joined is true once the node has joined its cluster.
-	Joined bool
-	// ReplicasSent counts the counter copies this node has sent to
-	// successors.
-	ReplicasSent uint64
-}
-
-// Stats returns a snapshot of the node's state.
-func (n *Node) Stats() Stats {
-	s := Stats{RingMembers: 1, Joined: true, ReplicasSent: n.replicasSent.Load()}
-	if rt := n.route.Load(); rt != nil {
-		s.RingMembers = rt.ring.Len()
-	}
-	if n.gossip != nil {
-		s.Joined = n.gossip.isJoined()
-	}
-	return s
 }
 
 // Status is what a node knows of its cluster: its members and, in a
@@ -391,11 +374,17 @@ type Status struct {
 	// ReplicaCounters is the number of counter copies this node keeps for
 	// the keys it would take over if their owner failed.
 	ReplicaCounters int `json:"replica_counters"`
+	// Counts are this node's event counters since it started (those of
+	// its metrics); Overview sums them over the cluster.
+	Counts Counts `json:"counts"`
 }
 
 // Status returns the node's view of its cluster.
 func (n *Node) Status() Status {
-	st := Status{Node: n.cfg.NodeName, Members: n.Members(), RingMembers: n.Stats().RingMembers}
+	st := Status{Node: n.cfg.NodeName, Members: n.members(), RingMembers: 1, Counts: n.counts()}
+	if rt := n.route.Load(); rt != nil {
+		st.RingMembers = rt.ring.Len()
+	}
 	if n.raft != nil && !n.closed.Load() {
 		st.Raft = n.raft.status()
 	}
@@ -408,9 +397,9 @@ func (n *Node) Status() Status {
 	return st
 }
 
-// Members lists the cluster's members as this node sees them: only itself
+// members lists the cluster's members as this node sees them: only itself
 // for a standalone node.
-func (n *Node) Members() []Member {
+func (n *Node) members() []Member {
 	if n.gossip == nil {
 		return []Member{{Name: n.cfg.NodeName, HTTPAddr: n.cfg.HTTPAddr, State: "alive", Self: true}}
 	}
@@ -426,9 +415,9 @@ func (n *Node) Ready() bool {
 	return n.gossip == nil || n.gossip.isJoined()
 }
 
-// Sweep drops idle counters now and returns how many; the node also does
-// this every Config.SweepInterval.
-func (n *Node) Sweep() int {
+// sweep drops idle counters now and returns how many; the node does this
+// every Config.SweepInterval.
+func (n *Node) sweep() int {
 	now := n.clock.Now()
 	n.local.Sweep(now)
 	if n.replicas != nil {
@@ -439,7 +428,7 @@ func (n *Node) Sweep() int {
 
 func (n *Node) sweepLoop() {
 	n.every(n.cfg.SweepInterval, func() {
-		if dropped := n.Sweep(); dropped > 0 {
+		if dropped := n.sweep(); dropped > 0 {
 			n.log.Debug("swept idle counters", "dropped", dropped)
 		}
 		n.denials.Flush()
@@ -472,15 +461,20 @@ func (n *Node) Leave(ctx context.Context) error {
 		return nil
 	}
 	n.log.Info("leaving the cluster")
+	n.returnLeases(ctx, true)
 	if n.raft != nil {
 		n.raft.leave()
 	}
-	// Copy the counters to their next owners while still deciding here,
-	// then forward checks and send what changed meanwhile, dropping it.
+	// Copy the counters to their next owners while still deciding here
+	// (they decide none of them before the hand-over message), then
+	// switch: send them what changed meanwhile and the hand-over message,
+	// and forward checks to them from then on.
 	next := n.gossip.routes()
 	n.handOff(ctx, next, false)
-	n.route.Store(next)
-	sent := n.handOff(ctx, next, true)
+	n.prepareRoute(n.route.Load(), next)
+	n.promoteReplicas(next)
+	n.ho.notify()
+	sent := n.handOver(ctx, next)
 	timeout := 2 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
@@ -498,21 +492,22 @@ func (n *Node) Leave(ctx context.Context) error {
 // Close leaves the cluster (see Leave), stops the node and releases its
 // listeners. Checks after Close return ErrClosed. It waits for background
 // work to end, or for ctx; the node's metrics are unregistered either way.
-// A second Close, or one after Halt, waits the same way.
+// A second Close waits the same way.
 func (n *Node) Close(ctx context.Context) error {
 	if !n.closed.Load() {
 		if err := n.Leave(ctx); err != nil {
 			n.log.Warn("leave failed", "err", err)
 		}
+		// Peers send nothing here after the hand-over; let the answers
+		// to what they sent before leave before the connections close.
+		n.drainPeers(time.Second)
 	}
 	return n.halt(ctx)
 }
 
-// Halt stops the node at once, as a crash would: no hand-off, no leave
-// message; peers find out by failure detection. It is for tests of
-// failure handling.
-func (n *Node) Halt() { n.halt(context.Background()) }
-
+// halt stops the node at once, as a crash would: no hand-off, no leave
+// message; peers find out by failure detection. Close ends with it; tests
+// of failure handling reach it through internal/crash.
 func (n *Node) halt(ctx context.Context) error {
 	if n.closed.CompareAndSwap(false, true) {
 		n.shutdown()
@@ -537,11 +532,7 @@ func (n *Node) halt(ctx context.Context) error {
 
 // shutdown stops background work and closes listeners.
 func (n *Node) shutdown() {
-	select {
-	case <-n.stop:
-	default:
-		close(n.stop)
-	}
+	n.endLife()
 	if n.gossip != nil && n.gossip.ml != nil {
 		n.gossip.ml.Shutdown()
 	}

@@ -54,6 +54,14 @@ type Counts struct {
 	ReplicaPromoted uint64 `json:"replica_promoted" msgpack:"rp"`
 	// StoreErrors counts checks whose store failed.
 	StoreErrors uint64 `json:"store_errors" msgpack:"se"`
+	// Evictions and ReplicaEvictions count the counters a full memory
+	// store evicted (all reasons): the node's own, and the copies it
+	// keeps for peers.
+	Evictions        uint64 `json:"evictions" msgpack:"ev"`
+	ReplicaEvictions uint64 `json:"replica_evictions" msgpack:"re"`
+	// PeerErrors counts the requests to peers that failed in the
+	// transport (ratelimit_peer_errors_total).
+	PeerErrors uint64 `json:"peer_errors" msgpack:"pe"`
 }
 
 // PolicyCounts are one policy's decisions.
@@ -102,9 +110,29 @@ func (n *Node) Overview(ctx context.Context) Overview {
 	if rt == nil || n.tr == nil {
 		return ov
 	}
+	valid := func(c *Counts) error {
+		if len(c.Policies) > maxCountsPolicies {
+			return fmt.Errorf("cluster: counts of %d policies, more than %d", len(c.Policies), maxCountsPolicies)
+		}
+		return nil
+	}
+	ov.Missing = askPeers(ctx, n, rt, methodCounts, nil, valid, func(name string, c Counts) {
+		ov.Nodes = append(ov.Nodes, name)
+		ov.Counts.add(c)
+	})
+	sort.Strings(ov.Nodes)
+	return ov
+}
+
+// askPeers calls method with body on every other member of rt at once,
+// each call within peerAskTimeout, and hands each answer that decodes as
+// a T (and that valid, when set, accepts) to each, one at a time, in the
+// caller's goroutine. It returns why the members that did not answer in
+// time did not, or nil when all did.
+func askPeers[T any](ctx context.Context, n *Node, rt *routeTable, method string, body []byte, valid func(*T) error, each func(name string, v T)) (missing map[string]string) {
 	type answer struct {
 		name string
-		c    Counts
+		v    T
 		err  error
 	}
 	answers := make(chan answer, len(rt.addrs))
@@ -115,15 +143,15 @@ func (n *Node) Overview(ctx context.Context) Overview {
 		}
 		asked++
 		go func() {
-			cctx, cancel := context.WithTimeout(ctx, topDeniedTimeout)
+			cctx, cancel := context.WithTimeout(ctx, peerAskTimeout)
 			defer cancel()
 			a := answer{name: name}
 			var b []byte
-			if b, a.err = n.tr.Call(cctx, addr, methodCounts, nil); a.err == nil {
-				a.err = msgpack.Unmarshal(b, &a.c)
+			if b, a.err = n.tr.Call(cctx, addr, method, body); a.err == nil {
+				a.err = msgpack.Unmarshal(b, &a.v)
 			}
-			if a.err == nil && len(a.c.Policies) > maxCountsPolicies {
-				a.err = fmt.Errorf("cluster: counts of %d policies, more than %d", len(a.c.Policies), maxCountsPolicies)
+			if a.err == nil && valid != nil {
+				a.err = valid(&a.v)
 			}
 			answers <- a
 		}()
@@ -131,17 +159,15 @@ func (n *Node) Overview(ctx context.Context) Overview {
 	for range asked {
 		a := <-answers
 		if a.err != nil {
-			if ov.Missing == nil {
-				ov.Missing = map[string]string{}
+			if missing == nil {
+				missing = map[string]string{}
 			}
-			ov.Missing[a.name] = a.err.Error()
+			missing[a.name] = a.err.Error()
 			continue
 		}
-		ov.Nodes = append(ov.Nodes, a.name)
-		ov.Counts.add(a.c)
+		each(a.name, a.v)
 	}
-	sort.Strings(ov.Nodes)
-	return ov
+	return missing
 }
 
 func (c *Counts) add(o Counts) {
@@ -159,6 +185,9 @@ func (c *Counts) add(o Counts) {
 	c.ReplicaReceived += o.ReplicaReceived
 	c.ReplicaPromoted += o.ReplicaPromoted
 	c.StoreErrors += o.StoreErrors
+	c.Evictions += o.Evictions
+	c.ReplicaEvictions += o.ReplicaEvictions
+	c.PeerErrors += o.PeerErrors
 }
 
 // counts reads this node's counters from its metrics, for the policies
@@ -173,6 +202,14 @@ func (n *Node) counts() Counts {
 		ReplicaReceived: counterValue(m.replicaReceived),
 		ReplicaPromoted: counterValue(m.replicaPromoted),
 		StoreErrors:     counterValue(m.errors),
+		PeerErrors:      n.peerErrs.total(),
+	}
+	for _, s := range n.memoryStores() {
+		if s.name == "replicas" {
+			c.ReplicaEvictions += uint64(s.store.Evictions())
+		} else {
+			c.Evictions += uint64(s.store.Evictions())
+		}
 	}
 	for name := range *n.policies.Load() {
 		c.Policies[name] = PolicyCounts{}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/vibewell/ratelimit/bucket"
@@ -25,15 +26,6 @@ func DefaultPolicies() []bucket.Policy {
 // whole table and rebuilds it on each change, so it stays small; a
 // SetPolicy of a new name beyond it is refused (ErrTooManyPolicies).
 const MaxPolicies = 1000
-
-// ErrTooManyPolicies: a SetPolicy would take the table past MaxPolicies.
-// It wraps bucket.ErrInvalidPolicy.
-var ErrTooManyPolicies = fmt.Errorf("cluster: more than %d policies: %w", MaxPolicies, errInvalidPolicy)
-
-// ErrPolicyInUse: DeletePolicy named a built-in policy that another
-// component depends on (the error says which); ForceDeletePolicy deletes
-// it anyway. It wraps bucket.ErrPolicyInUse.
-var ErrPolicyInUse = fmt.Errorf("cluster: %w", bucket.ErrPolicyInUse)
 
 // dependency says what depends on the built-in policy name, or "" when
 // nothing outside the table does.
@@ -60,6 +52,9 @@ type policyTable map[string]*policyEntry
 type policyEntry struct {
 	bucket.Policy
 	counters *decisionCounters
+	// denied are the policy's denial sketches once it denied (denied.go),
+	// kept here so that counting a denial needs no map lookup.
+	denied atomic.Pointer[deniedPolicy]
 }
 
 func newPolicyTable(ps []bucket.Policy, shadowAll bool, m *metrics) (policyTable, error) {

@@ -293,7 +293,7 @@ func TestRaftOverTLS(t *testing.T) {
 	}
 	waitFor(t, "the policy on every node", func() bool { return hasPolicy(c, p) })
 
-	addr := c.Node(0).RaftAddr()
+	addr := c.Node(0).Addrs().Raft
 	plain, err := raft.NewTCPTransport("127.0.0.1:0", nil, 1, time.Second, io.Discard)
 	if err != nil {
 		t.Fatal(err)

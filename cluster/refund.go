@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -14,10 +13,6 @@ import (
 // RefundAll, as the hits of a refund, resets the counter (see
 // bucket.RefundAll).
 const RefundAll = bucket.RefundAll
-
-// ErrNoRefund: the node's store cannot give hits back (it is not a
-// bucket.Refunder; the memory and Redis stores are).
-var ErrNoRefund = errors.New("cluster: the store cannot give hits back")
 
 // Refunds go to the key's owner over the peer transport's calls, like a
 // hand-off: one call per owner carries every refund of a batch that it
@@ -39,7 +34,7 @@ const maxRefundItems = 100_000
 // made, and no failure mode stands in for it.
 func (n *Node) Refund(ctx context.Context, policy, key string, hits int64) (Decision, error) {
 	out := make([]Result, 1)
-	if err := n.RefundBatch(ctx, []Check{{Policy: policy, Key: key, Hits: hits}}, out); err != nil {
+	if err := n.RefundBatch(ctx, []Request{{Policy: policy, Key: key, Hits: hits}}, out); err != nil {
 		return Decision{}, err
 	}
 	return out[0].Decision, out[0].Err
@@ -49,7 +44,7 @@ func (n *Node) Refund(ctx context.Context, policy, key string, hits int64) (Deci
 // into out[i], as Refund would, with one call per owner. out must be at
 // least as long as refunds. The error is ErrClosed, ctx's error, or a
 // short out; per-refund errors are in out.
-func (n *Node) RefundBatch(ctx context.Context, refunds []Check, out []Result) error {
+func (n *Node) RefundBatch(ctx context.Context, refunds []Request, out []Result) error {
 	if len(out) < len(refunds) {
 		return fmt.Errorf("cluster: RefundBatch: out holds %d results for %d refunds", len(out), len(refunds))
 	}
@@ -237,7 +232,7 @@ func (n *Node) refundCopies(items []refundItem) {
 		}
 	}
 	for to, its := range groups {
-		ctx, cancel := context.WithTimeout(context.Background(), replicaTimeout)
+		ctx, cancel := context.WithTimeout(n.life, replicaTimeout)
 		_, err := n.callRefund(ctx, rt.addrs[to], refundMsg{From: n.cfg.NodeName, Version: 1, Copy: true, Items: its})
 		cancel()
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster"
 	"github.com/vibewell/ratelimit/internal/testcluster"
 )
@@ -78,9 +79,9 @@ func TestRefundRoutedToOwner(t *testing.T) {
 	}
 	// Refund 5 of each key from a node that does not own it.
 	out := make([]cluster.Result, 3)
-	batch := make([]cluster.Check, 3)
+	batch := make([]cluster.Request, 3)
 	for o, k := range keys {
-		batch[o] = cluster.Check{Policy: "small", Key: k, Hits: 5}
+		batch[o] = cluster.Request{Policy: "small", Key: k, Hits: 5}
 	}
 	if err := c.Node(0).RefundBatch(ctx, batch, out); err != nil {
 		t.Fatal(err)
@@ -141,5 +142,29 @@ func useUpOwned(t *testing.T, n *cluster.Node, key string, limit int64) {
 			t.Fatalf("using up %s: %+v, still the failure mode's answer after 30 s", key, d)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRefundOwnerUnavailable: a refund whose owner cannot be reached is
+// not made, and its error is ErrOwnerUnavailable to errors.Is (a check of
+// the same key is decided by a stand-in instead).
+func TestRefundOwnerUnavailable(t *testing.T) {
+	c := testcluster.Start(t, 2, testcluster.Options{InMemory: true, Policies: []bucket.Policy{
+		{Name: "small", Algorithm: bucket.FixedWindow, Limit: 10, Window: time.Minute, FailureMode: bucket.FailOpen},
+	}})
+	ctx := context.Background()
+	key := ""
+	for k := 0; key == ""; k++ {
+		if c.Owner("small", "u"+strconv.Itoa(k)) == 1 {
+			key = "u" + strconv.Itoa(k)
+		}
+	}
+	c.Partition([]int{0}, []int{1})
+	_, err := c.Node(0).Refund(ctx, "small", key, 1)
+	if !errors.Is(err, cluster.ErrOwnerUnavailable) {
+		t.Fatalf("refund to an unreachable owner: %v, want ErrOwnerUnavailable", err)
+	}
+	if _, err := c.Node(0).Allow(ctx, "small", key, 1); err != nil {
+		t.Fatalf("a check of the same key: %v, want a decision", err)
 	}
 }

@@ -41,23 +41,15 @@ type published struct {
 // ringPublished caches the view of the current route table.
 type ringPublished struct{ p atomic.Pointer[published] }
 
-// RingVersion returns the version of the ring this node routes by, or ""
-// for a standalone node. It is cheap enough for every answer.
-func (n *Node) RingVersion() string {
+// Ring returns the version of the ring this node routes by, and its view
+// as JSON (see httpapi.RingView): both empty for a standalone node or one
+// whose ring is not built yet. Nodes that agree on the ring return the
+// same version. It is cheap enough for every answer.
+func (n *Node) Ring() (version string, view []byte) {
 	if p := n.ringView(); p != nil {
-		return p.version
+		return p.version, p.body
 	}
-	return ""
-}
-
-// RingJSON returns this node's view of the ring as JSON (see
-// httpapi.RingView), or nil for a standalone node or one whose ring is
-// not built yet.
-func (n *Node) RingJSON() []byte {
-	if p := n.ringView(); p != nil {
-		return p.body
-	}
-	return nil
+	return "", nil
 }
 
 func (n *Node) ringView() *published {

@@ -12,11 +12,6 @@ import (
 	"github.com/vibewell/ratelimit/transport"
 )
 
-// ErrOwnerUnavailable is the cause logged and counted when a check's owner
-// cannot answer in time; the policy's failure mode then decides, so Allow
-// itself does not return it.
-var ErrOwnerUnavailable = errors.New("cluster: owner unavailable")
-
 // forward sends a check to the peer that owns its key and waits for its
 // answer: a slow owner is not a dead one, and any other node deciding the
 // check meanwhile could admit beyond the limit. The wait ends early only
@@ -25,7 +20,7 @@ var ErrOwnerUnavailable = errors.New("cluster: owner unavailable")
 // FailoverTimeout. In those cases, and only then, the key's successor
 // decides (see failover).
 func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int64, rt *routeTable, owner, addr string, now time.Time) (Decision, error) {
-	if d, ok := n.denyCache.lookup(p, key, hits, now); ok {
+	if d, ok := n.answerHere(ctx, p, key, hits, rt, owner, addr, now); ok {
 		return d, nil
 	}
 	fctx, done := n.forwardCtx(ctx, rt, owner)
@@ -80,6 +75,21 @@ const (
 	methodFoldBack = "foldback"
 )
 
+// errNotCopied is the cause logged when a check was allowed on its
+// owner's counter but the copy of the change did not reach the successor
+// (a sync policy's), or the last round of copies to it did not (an async
+// one's): the failure mode decides the check instead. The hit stays
+// counted, so this only ever makes the limit stricter on this node; it
+// bounds what a node cut off from the others admits while they decide
+// its keys from their copies.
+var errNotCopied = fmt.Errorf("%w: the copies of its changes do not reach its successor", ErrOwnerUnavailable)
+
+// minorityErr is the cause logged when a node on the small side of a
+// partition decides a check by the failure mode.
+func (rt *routeTable) minorityErr() error {
+	return fmt.Errorf("%w: this node reaches %d of the %d members it knows", ErrOwnerUnavailable, rt.ring.Len(), rt.known)
+}
+
 // failover decides a check whose owner cannot answer: the key's
 // successor, which holds the copy of its counter, decides against the copy
 // and counts in it (this node, if it is the successor). Only when the
@@ -114,7 +124,7 @@ func (n *Node) failover(ctx context.Context, p *policyEntry, key string, hits in
 		}
 		cause = fmt.Errorf("%w; its successor %s: %v", cause, succ, err)
 	}
-	return n.fallback(ctx, p, key, hits, now, rt.ring.Len(), cause)
+	return n.fallback(ctx, p, key, hits, now, max(rt.known, rt.ring.Len()), cause)
 }
 
 // fallback decides a check whose counter cannot be reached (its owner, or
@@ -152,8 +162,10 @@ func toWire(d Decision) transport.CheckResult {
 // peerHandler serves the requests peers send to this node.
 type peerHandler struct{ n *Node }
 
-// HandleChecks decides checks forwarded by peers. A leaving node passes on
-// the checks of keys it has handed off.
+// HandleChecks decides checks forwarded by peers. Those of keys this node
+// no longer decides (a leaving node's, or keys it has just handed over)
+// are passed on to the node that does; those of keys being handed over
+// to it wait for the hand-over (see handover.go).
 func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckItem, results []transport.CheckResult) {
 	n := h.n
 	if n.closed.Load() {
@@ -162,61 +174,150 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 		}
 		return
 	}
-	now := n.clock.Now()
+	n.ho.inflight.Add(1)
+	defer n.ho.inflight.Add(-1)
 	table := *n.policies.Load()
-	rt := n.route.Load()
-	leaving := n.leaving.Load()
-	var moved map[string][]int // a leaving node's checks, by new owner
+	var moved map[string][]int // checks to pass on, by node
 	changed, sync := false, false
-	for i := range items {
-		it := &items[i]
-		p := table[it.Policy]
-		switch {
-		case p == nil:
-			results[i] = transport.CheckResult{Status: transport.StatusUnknownPolicy}
-			continue
-		case len(it.Key) == 0 || len(it.Key) > n.cfg.MaxKeyLen || it.Hits < 0 || it.Hits > n.cfg.MaxHits:
-			results[i] = transport.CheckResult{Status: transport.StatusBadRequest}
-			continue
+	var synced []int // allowed checks of sync policies
+	var (
+		idx      []int // the checks still to decide; nil: all
+		deadline time.Time
+		late     bool
+	)
+	for {
+		now := n.clock.Now()
+		var held []int
+		var wait <-chan struct{}
+		v := n.ho.ver.Load()
+		n.copyMu.RLock()
+		rt := n.route.Load()
+		count := len(items)
+		if idx != nil {
+			count = len(idx)
 		}
-		k := bucket.Key{Policy: it.Policy, ID: it.Key}
-		if leaving && rt != nil {
-			if owner, addr := rt.owner(k); owner != "" && owner != rt.self {
-				if moved == nil {
-					moved = map[string][]int{}
-				}
-				moved[addr] = append(moved[addr], i)
+		for j := range count {
+			i := j
+			if idx != nil {
+				i = idx[j]
+			}
+			it := &items[i]
+			p := table[it.Policy]
+			switch {
+			case p == nil:
+				results[i] = transport.CheckResult{Status: transport.StatusUnknownPolicy}
+				continue
+			case len(it.Key) == 0 || len(it.Key) > n.cfg.MaxKeyLen || it.Hits < 0 || it.Hits > n.cfg.MaxHits:
+				results[i] = transport.CheckResult{Status: transport.StatusBadRequest}
 				continue
 			}
-		}
-		if rt != nil && n.replicas != nil {
-			// A peer whose ring already dropped a failed owner sends its
-			// checks here, the new owner, before this node's ring has
-			// dropped it: they are decided on the copy, as the failover
-			// checks of the other peers are, not on a fresh counter.
-			if owner, _ := rt.owner(k); owner != rt.self && owner != "" {
-				if succ, _ := n.successor(rt, k, owner); succ == rt.self {
-					d, _ := n.decideOnCopy(ctx, p, k, it.Hits, now)
-					results[i] = toWire(d)
-					continue
+			k := bucket.Key{Policy: it.Policy, ID: it.Key}
+			if rt != nil && rt.minority {
+				d, _ := n.fallback(ctx, p, it.Key, it.Hits, now, rt.known, rt.minorityErr())
+				results[i] = toWire(d)
+				continue
+			}
+			if n.partitioned && n.gossip != nil {
+				if rt == nil {
+					// A peer routes here before this node has the ring.
+					if !late {
+						held = append(held, i)
+						wait = waitChange
+						continue
+					}
+				} else {
+					var buf [128]byte
+					enc, _ := k.AppendBinary(buf[:0])
+					owner, addr, w := n.where(rt, enc, true)
+					if w != nil && !late {
+						held = append(held, i)
+						wait = w
+						continue
+					}
+					if owner != rt.self {
+						gave := n.leaving.Load() || (rt.prev != nil && rt.prev.Owner(enc) == rt.self)
+						if !gave && !late {
+							// The sender's ring gives the key to this
+							// node and this node's does not: one of the
+							// two is behind. Deciding now could decide
+							// beside the owner this node knows; wait for
+							// this node's ring, or that owner's
+							// hand-over, to catch up.
+							held = append(held, i)
+							wait = waitChange
+							continue
+						}
+						if !gave && n.replicas != nil {
+							// A peer whose ring already dropped a failed
+							// owner sends its checks here, the new owner,
+							// before this node's ring has dropped it: they
+							// are decided on the copy, as the failover
+							// checks of the other peers are.
+							if succ, _ := n.successor(rt, k, owner); succ == rt.self {
+								d, _ := n.decideOnCopyLocked(ctx, p, k, it.Hits, now)
+								results[i] = toWire(d)
+								continue
+							}
+						}
+						if gave {
+							if moved == nil {
+								moved = map[string][]int{}
+							}
+							moved[addr] = append(moved[addr], i)
+							continue
+						}
+					}
 				}
 			}
+			d, err := n.store.Take(ctx, k, p.Policy, it.Hits, now)
+			if err != nil {
+				results[i] = transport.CheckResult{Status: transport.StatusUnavailable}
+				continue
+			}
+			if d.Allowed && it.Hits > 0 && p.Replication != bucket.ReplicateSync && n.copyFailing(k) {
+				d, _ = n.fallback(ctx, p, it.Key, it.Hits, now, n.liveNodes(), errNotCopied)
+			}
+			if d.Allowed && it.Hits > 0 {
+				changed = true
+				if p.Replication == bucket.ReplicateSync {
+					sync = true
+					synced = append(synced, i)
+				}
+			}
+			results[i] = toWire(d)
 		}
-		d, err := n.store.Take(ctx, k, p.Policy, it.Hits, now)
-		if err != nil {
-			results[i] = transport.CheckResult{Status: transport.StatusUnavailable}
-			continue
+		n.copyMu.RUnlock()
+		if len(held) == 0 {
+			break
 		}
-		if d.Allowed && it.Hits > 0 {
-			changed = true
-			sync = sync || p.Replication == bucket.ReplicateSync
+		idx = held
+		if deadline.IsZero() {
+			deadline = time.Now().Add(handoverWait)
 		}
-		results[i] = toWire(d)
+		if !n.ho.awaitChange(ctx, wait, v, deadline) {
+			if ctx.Err() != nil {
+				for _, i := range held {
+					results[i] = transport.CheckResult{Status: transport.StatusUnavailable}
+				}
+				break
+			}
+			late = true
+			n.metrics.handoverLate.Add(float64(len(held)))
+			n.warnings.Log("forwarded checks waited handoverWait for a hand-over; decided as the tables say", "checks", len(held))
+		}
 	}
 	if n.repl != nil && changed {
 		// One wait for the whole batch: its changes leave in one round.
 		if sync {
-			n.waitCopied(ctx)
+			if !n.waitCopied(ctx) {
+				// The copies did not reach the successor: the sync
+				// policies' checks are decided by the failure mode.
+				now := n.clock.Now()
+				for _, i := range synced {
+					d, _ := n.fallback(ctx, table[items[i].Policy], items[i].Key, items[i].Hits, now, n.liveNodes(), errNotCopied)
+					results[i] = toWire(d)
+				}
+			}
 		} else {
 			n.repl.changed()
 		}
@@ -246,7 +347,11 @@ func (n *Node) passOn(ctx context.Context, addr string, items []transport.CheckI
 // HandleCall serves calls off the check path: counter hand-off, copies,
 // fail-over, fold-back, refunds and policy writes.
 func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte) ([]byte, error) {
+	h.n.ho.inflight.Add(1)
+	defer h.n.ho.inflight.Add(-1)
 	switch method {
+	case methodHandover:
+		return nil, h.n.receiveHandover(ctx, body)
 	case methodHandoff:
 		return nil, h.n.receiveHandoff(ctx, body)
 	case methodTopDenied:
@@ -261,6 +366,8 @@ func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte)
 		return h.n.receiveFailover(ctx, body)
 	case methodFoldBack:
 		return nil, h.n.receiveFoldBack(ctx, body)
+	case methodLease, methodLeaseReturn:
+		return h.n.receiveLease(ctx, method, body)
 	case methodPolicyApply:
 		if h.n.raft == nil {
 			return nil, errors.New("cluster: this node keeps no replicated policy table")

@@ -25,20 +25,6 @@ import (
 // ClusterKeySize is the length of a cluster key, in bytes.
 const ClusterKeySize = 32
 
-// Errors about the cluster key; test them with errors.Is.
-var (
-	// ErrNoClusterKey: the node joins a cluster (Seeds) but has no
-	// ClusterKey, and neither own credentials (PeerTLS and SecretKey) nor
-	// Insecure. Without a key it could neither prove itself to its peers
-	// nor tell them from strangers.
-	ErrNoClusterKey = errors.New("cluster: no cluster key: a node that joins a cluster needs the cluster's key (ClusterKey; ratelimitd --cluster-key or RATELIMIT_CLUSTER_KEY)")
-	// ErrBadClusterKey: a cluster key that is not ClusterKeySize bytes, or
-	// whose printable form does not decode.
-	ErrBadClusterKey = errors.New("cluster: bad cluster key")
-	// ErrInsecureAddr: Insecure is set and an address is not loopback.
-	ErrInsecureAddr = errors.New("cluster: insecure cluster on a non-loopback address")
-)
-
 // clusterKeyFile is the file in DataDir that keeps a generated key.
 const clusterKeyFile = "cluster.key"
 
@@ -292,9 +278,10 @@ type secrets struct {
 }
 
 // resolveClusterKey gives a node that needs a cluster key and has none the
-// key kept in its DataDir or, when it starts a cluster (no Seeds), a new
-// one. It reports whether it generated the key.
-func (c *Config) resolveClusterKey() (generated bool, err error) {
+// key kept in its DataDir or, when it starts a cluster (no Seeds, or
+// Bootstrap) and create is set, a new one. It reports whether it
+// generated the key.
+func (c *Config) resolveClusterKey(create bool) (generated bool, err error) {
 	if c.GossipAddr == "" || c.Insecure || len(c.ClusterKey) > 0 || c.ownCredentials() {
 		return false, nil
 	}
@@ -308,8 +295,8 @@ func (c *Config) resolveClusterKey() (generated bool, err error) {
 			return false, fmt.Errorf("cluster: cluster key: %w", err)
 		}
 	}
-	if len(c.Seeds) > 0 {
-		return false, nil // Validate says ErrNoClusterKey
+	if !create || !c.startsCluster() {
+		return false, nil // a joiner without a key: Validate says ErrNoClusterKey
 	}
 	c.ClusterKey, generated, err = loadOrCreateKey(c.DataDir)
 	return generated, err

@@ -235,7 +235,7 @@ func TestAttackUnauthenticatedPolicyWrite(t *testing.T) {
 			del, _ := json.Marshal(map[string]any{"op": "delete_policy", "name": "auth"})
 			for _, body := range [][]byte{raise, del, []byte("{not json")} {
 				for _, cfg := range []*tls.Config{nil, m.peerTLS(t)} {
-					if sendRaw(t, leader.PeerAddr(), cfg, callFrame(t, "policy.apply", body)) {
+					if sendRaw(t, leader.Addrs().Peer, cfg, callFrame(t, "policy.apply", body)) {
 						t.Errorf("a stranger's policy write (tls=%v) was answered", cfg != nil)
 					}
 				}
@@ -287,7 +287,7 @@ func TestAttackForgedRaft(t *testing.T) {
 			cmd, _ := json.Marshal(map[string]any{"op": "set_policy", "policy": map[string]any{"name": "auth", "limit": 4294967295, "window": 1e6}})
 			for _, cfg := range []*tls.Config{nil, m.raftTLS(t)} {
 				tr := strangerRaft(t, cfg)
-				target := raft.ServerAddress(f.RaftAddr())
+				target := raft.ServerAddress(f.Addrs().Raft)
 				ae := &raft.AppendEntriesRequest{
 					RPCHeader: raft.RPCHeader{ID: []byte("mallory"), Addr: []byte(tr.LocalAddr())},
 					Term:      1000, PrevLogEntry: 0, PrevLogTerm: 0, LeaderCommitIndex: 1001,
@@ -333,7 +333,7 @@ func TestAttackRaftJunkEntries(t *testing.T) {
 						RPCHeader: raft.RPCHeader{ID: []byte("mallory"), Addr: []byte(tr.LocalAddr())},
 						Term:      1000, Entries: junkEntries(4), LeaderCommitIndex: 2000,
 					}
-					if err := tr.AppendEntries(raft.ServerID(f.Name()), raft.ServerAddress(f.RaftAddr()), ae, &raft.AppendEntriesResponse{}); err == nil {
+					if err := tr.AppendEntries(raft.ServerID(f.Name()), raft.ServerAddress(f.Addrs().Raft), ae, &raft.AppendEntriesResponse{}); err == nil {
 						t.Fatalf("junk entries (tls=%v) were answered", cfg != nil)
 					}
 				}
@@ -363,7 +363,7 @@ func TestAttackRogueMember(t *testing.T) {
 			} {
 				cfg := cluster.Config{
 					NodeName: "rogue-" + strconv.Itoa(i), Policies: guarded, GossipAddr: "127.0.0.1:0",
-					Seeds: []string{seed.GossipAddr()}, Gossip: cluster.LocalGossip(), RaftTimeout: 200 * time.Millisecond,
+					Seeds: []string{seed.Addrs().Gossip}, Gossip: cluster.LocalGossip(), RaftTimeout: 200 * time.Millisecond,
 				}
 				configure(&cfg)
 				r, err := cluster.Start(context.Background(), cfg)
@@ -377,19 +377,19 @@ func TestAttackRogueMember(t *testing.T) {
 			for time.Now().Before(deadline) {
 				time.Sleep(250 * time.Millisecond)
 				for _, i := range tg.c.Live() {
-					for _, mb := range tg.c.Node(i).Members() {
+					for _, mb := range tg.c.Node(i).Status().Members {
 						if strings.HasPrefix(mb.Name, "rogue") {
 							t.Fatalf("node %d lists %s as a member", i, mb.Name)
 						}
 					}
-					if st := tg.c.Node(i).Stats(); st.RingMembers > 3 {
+					if st := tg.c.Node(i).Status(); st.RingMembers > 3 {
 						t.Fatalf("node %d: ring of %d; a rogue joined", i, st.RingMembers)
 					}
 				}
 			}
 			for _, r := range rogues {
-				if r.Ready() || len(r.Members()) != 1 {
-					t.Errorf("%s: ready=%v, %d members; want alone", r.Name(), r.Ready(), len(r.Members()))
+				if r.Ready() || len(r.Status().Members) != 1 {
+					t.Errorf("%s: ready=%v, %d members; want alone", r.Name(), r.Ready(), len(r.Status().Members))
 				}
 			}
 			if seed.Refused("gossip", "auth") == 0 {
@@ -440,7 +440,7 @@ func TestAttackFrameFlood(t *testing.T) {
 			hdr = append(hdr, transport.Version, 3, 0, 0, 0, 1, 0x92, 0xa1, 'x')
 			var conns []net.Conn
 			for range 250 {
-				nc, err := net.DialTimeout("tcp", n.PeerAddr(), 2*time.Second)
+				nc, err := net.DialTimeout("tcp", n.Addrs().Peer, 2*time.Second)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -206,14 +206,6 @@ func (s *policyState) list() []bucket.Policy {
 	return out
 }
 
-// errInvalidPolicy is bucket.ErrInvalidPolicy, named here for brevity.
-var errInvalidPolicy = bucket.ErrInvalidPolicy
-
-// ErrUnknownOverride: DeleteOverride names a key the policy has no
-// override for.
-// It wraps bucket.ErrUnknownOverride.
-var ErrUnknownOverride = fmt.Errorf("cluster: %w", bucket.ErrUnknownOverride)
-
 // SetPolicy adds or replaces a policy in the cluster's policy table. It
 // returns once the change is committed (replicated to a quorum of voters)
 // and applied on this node; every node then applies it from its next

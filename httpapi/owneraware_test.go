@@ -139,7 +139,7 @@ func newOwnerClient(hc *httpCluster) *httpapi.OwnerAwareClient {
 // nodes publish.
 func waitVersion(t *testing.T, hc *httpCluster, c *httpapi.OwnerAwareClient) {
 	t.Helper()
-	want := func() string { return hc.Node(hc.Live()[0]).RingVersion() }
+	want := func() string { v, _ := hc.Node(hc.Live()[0]).Ring(); return v }
 	deadline := time.Now().Add(10 * time.Second)
 	for c.Version() != want() {
 		if time.Now().After(deadline) {
@@ -241,7 +241,7 @@ func TestOwnerAwareClientStaleRingAndChange(t *testing.T) {
 		m := map[string]string{}
 		for k := range keys {
 			key := "k" + strconv.Itoa(k)
-			m[key] = hc.Node(hc.Live()[0]).Owner(policy, key)
+			m[key] = testcluster.OwnerOf(hc.Node(hc.Live()[0]), policy, key)
 		}
 		return m
 	}
@@ -398,8 +398,8 @@ func TestRingNeedsNoToken(t *testing.T) {
 		}
 	}
 	for i := range 3 {
-		nd := hc.Node(i)
-		for _, addr := range []string{nd.GossipAddr(), nd.PeerAddr(), nd.RaftAddr()} {
+		a := hc.Node(i).Addrs()
+		for _, addr := range []string{a.Gossip, a.Peer, a.Raft} {
 			if addr != "" && strings.Contains(string(body), addr) {
 				t.Errorf("GET /v1/ring tells the internal address %s", addr)
 			}

@@ -54,8 +54,7 @@ type RingMember struct {
 // ringPublisher is the optional interface of a Checker in a cluster
 // (*cluster.Node): its ring version and view (RingView's JSON).
 type ringPublisher interface {
-	RingVersion() string
-	RingJSON() []byte
+	Ring() (version string, view []byte)
 }
 
 // ringRoutes serves GET /v1/ring when the Checker publishes a ring.
@@ -65,13 +64,13 @@ func (h *handler) ringRoutes() {
 		return
 	}
 	h.route("GET", "/v1/ring", func(w http.ResponseWriter, r *http.Request) {
-		body := rp.RingJSON()
+		version, body := rp.Ring()
 		if body == nil {
 			writeError(w, &inputError{status: http.StatusServiceUnavailable, msg: "the ring is not built yet"})
 			return
 		}
 		w.Header()["Content-Type"] = jsonContentType
-		w.Header().Set(RingHeader, rp.RingVersion())
+		w.Header().Set(RingHeader, version)
 		_, _ = w.Write(body)
 	})
 }
@@ -79,7 +78,7 @@ func (h *handler) ringRoutes() {
 // setRingHeader tells the client which ring version answered.
 func (h *handler) setRingHeader(hdr http.Header) {
 	if rp, ok := h.opts.Checker.(ringPublisher); ok {
-		if v := rp.RingVersion(); v != "" {
+		if v, _ := rp.Ring(); v != "" {
 			hdr[RingHeader] = []string{v}
 		}
 	}

@@ -46,5 +46,5 @@
 //		return err // errors.Is(err, redisstore.ErrAuth), ErrUnavailable, ErrConfig
 //	}
 //	defer store.Close()
-//	node, err := cluster.Start(ctx, cluster.Config{Store: store})
+//	node, err := cluster.Start(ctx, cluster.Config{Store: store, SharedStore: true})
 package redisstore

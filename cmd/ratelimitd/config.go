@@ -40,6 +40,7 @@ type serveConfig struct {
 	TopDeniedSlots  int64
 	MaxHits         int64
 	MaxKeys         int64
+	LeaseMinLimit   int64
 	HTTPReadTimeout time.Duration
 	ShutdownTimeout time.Duration
 
@@ -127,6 +128,8 @@ func serveSettings(c *serveConfig) []setting {
 			"Most hits one check may take."),
 		intOpt(&c.MaxKeys, 64, 1<<31, "max-keys", strconv.Itoa(bucket.DefaultMaxKeys),
 			"Most counters a node holds in memory (and as many copies for its peers); a full store evicts those whose loss forgives the fewest hits, never a denying one while another remains. Each costs about 112 bytes, and a key longer than 23 bytes (with its policy name) its length on top."),
+		intOpt(&c.LeaseMinLimit, 0, math.MaxInt64, "lease-min-limit", strconv.Itoa(cluster.DefaultLeaseMinLimit),
+			"Smallest limit of a key (sliding or fixed window) whose allowance a node may lease from the key's owner when it checks the key often, to decide its checks without forwarding them; never more than the limit is admitted (see docs/architecture.md). 0 turns leases off."),
 		durationOpt(&c.HTTPReadTimeout, time.Millisecond, "http-read-timeout", "10s",
 			"How long a client may take to send one request, headers and body; a slower connection is closed (counted in ratelimit_http_read_timeouts_total)."),
 		durationOpt(&c.ShutdownTimeout, time.Millisecond, "shutdown-timeout", "10s",

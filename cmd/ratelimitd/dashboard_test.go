@@ -120,7 +120,8 @@ func getPolicyLimit(t *testing.T, url, name string) int64 {
 func TestOperatorView(t *testing.T) {
 	ctx := browser(t)
 	env := map[string]string{"RATE_LIMIT_AUTH_MAX": "3", "RATE_LIMIT_AUTH_WINDOW_MS": "900000"}
-	nodes := startCluster(t, 3, env, func(int) []string { return nil })
+	// The smallest store, so that a flood of keys makes it evict.
+	nodes := startCluster(t, 3, env, func(int) []string { return []string{"--max-keys", "64"} })
 
 	// A burst: 12 checks of one key over the three nodes, 3 allowed.
 	const hot = "ip:198.51.100.23"
@@ -234,6 +235,35 @@ func TestOperatorView(t *testing.T) {
 			`document.querySelector('#policy-table tr[data-policy="default"]').innerText.includes("3600000 ms")`)
 	})
 
+	t.Run("evictions", func(t *testing.T) {
+		// 600 new keys in one batch, about 200 a node: more than a store
+		// of 64 counters holds. The page shows the evictions, with the
+		// hand-offs and copies.
+		var b strings.Builder
+		b.WriteString(`{"checks":[`)
+		for i := range 600 {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"policy":"default","key":"flood:%d"}`, i)
+		}
+		b.WriteString(`]}`)
+		resp, err := testClient.Post(nodes[1].URL+"/v1/check/batch", "application/json", strings.NewReader(b.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("batch: %d", resp.StatusCode)
+		}
+		for _, c := range []string{"handoff_sent", "replica_sent", "replica_evictions", "peer_errors"} {
+			waitJS(t, ctx, 10*time.Second, "the counter "+c+" shown", fmt.Sprintf(`!!document.querySelector('#counters [data-counter=%q]')`, c))
+		}
+		waitJS(t, ctx, 15*time.Second, "the evictions counted on the page",
+			`Number(document.querySelector('#counters [data-counter="evictions"] dd span').textContent.replace(/[()]/g, "")) > 0`)
+	})
+
 	t.Run("screenshots", func(t *testing.T) {
 		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		if err != nil {
@@ -264,13 +294,14 @@ func TestOperatorView(t *testing.T) {
 
 	t.Run("metric names", func(t *testing.T) {
 		// A frozen owner makes the others fall back for its keys (the
-		// forward times out before gossip drops it from the ring), so that
-		// every series the rules use exists. The cleanup kills it by pid.
+		// forward times out before gossip drops it from the ring, a peer
+		// error), so that every series the rules use exists. The cleanup
+		// kills it by pid.
 		frozen := nodes[2]
 		frozen.signal(syscall.SIGSTOP)
 		served := metricNames(t, nodes[0].URL)
 		deadline := time.Now().Add(15 * time.Second)
-		for i := 0; !served["ratelimit_fallbacks_total"] && time.Now().Before(deadline); i++ {
+		for i := 0; !(served["ratelimit_fallbacks_total"] && served["ratelimit_peer_errors_total"]) && time.Now().Before(deadline); i++ {
 			key := "k" + strconv.Itoa(i)
 			if owner("default", key, "n1", "n2", "n3") == frozen.Name {
 				check(nodes[0].URL, "default", key, 1)

@@ -52,12 +52,15 @@ func (o nodeOperator) Overview(ctx context.Context) (httpapi.OverviewResponse, e
 		Node: ov.Node, Leader: ov.Leader, PolicyVersion: ov.PolicyVersion,
 		Policies: map[string]httpapi.PolicyCounts{}, Nodes: ov.Nodes, Missing: ov.Missing,
 		Counters: map[string]uint64{
-			"handoff_sent":     ov.Counts.HandoffSent,
-			"handoff_received": ov.Counts.HandoffReceived,
-			"replica_sent":     ov.Counts.ReplicaSent,
-			"replica_received": ov.Counts.ReplicaReceived,
-			"replica_promoted": ov.Counts.ReplicaPromoted,
-			"store_errors":     ov.Counts.StoreErrors,
+			"handoff_sent":      ov.Counts.HandoffSent,
+			"handoff_received":  ov.Counts.HandoffReceived,
+			"replica_sent":      ov.Counts.ReplicaSent,
+			"replica_received":  ov.Counts.ReplicaReceived,
+			"replica_promoted":  ov.Counts.ReplicaPromoted,
+			"store_errors":      ov.Counts.StoreErrors,
+			"evictions":         ov.Counts.Evictions,
+			"replica_evictions": ov.Counts.ReplicaEvictions,
+			"peer_errors":       ov.Counts.PeerErrors,
 		},
 	}
 	for _, m := range ov.Members {
@@ -127,4 +130,13 @@ func topDeniedSlots(n int64) int {
 		return -1
 	}
 	return int(n)
+}
+
+// leaseMinLimit maps --lease-min-limit to cluster.Config.LeaseMinLimit,
+// where 0 means the default and a negative value no leases.
+func leaseMinLimit(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

@@ -6,6 +6,9 @@
 
 const POLL_MS = 2000;
 const TOKEN_KEY = "ratelimit-admin-token";
+// Counters of the overview that are a problem when they grow: a full
+// store evicting counters, peers not answering, a failing store.
+const TROUBLE = new Set(["evictions", "replica_evictions", "peer_errors", "store_errors"]);
 const $ = (sel) => document.querySelector(sel);
 
 let token = sessionStorage.getItem(TOKEN_KEY) || "";
@@ -91,9 +94,14 @@ function renderOverview(ov) {
       ...["allowed", "denied", "shadowed", "fallback"].map((k) => el("td", { class: "num", title: p[k] + " in all" }, fmtRate(rate(p[k], q[k], dt)))));
   }));
   const counterNames = Object.keys(ov.counters).sort();
-  $("#counters").replaceChildren(...counterNames.map((k) => el("div", { title: ov.counters[k] + " in all" },
-    el("dt", {}, k.replace(/_/g, " ")),
-    el("dd", {}, fmtRate(rate(ov.counters[k], prevOv ? prevOv.counters[k] : undefined, dt))))));
+  $("#counters").replaceChildren(...counterNames.map((k) => {
+    const r = rate(ov.counters[k], prevOv ? prevOv.counters[k] : undefined, dt);
+    // Counters that mean trouble stand out while they grow.
+    const bad = TROUBLE.has(k) && r > 0;
+    return el("div", { "data-counter": k, class: bad ? "bad" : "", title: ov.counters[k] + " in all since the nodes started" },
+      el("dt", {}, k.replace(/_/g, " ")),
+      el("dd", {}, fmtRate(r) + "/s ", el("span", { class: "muted" }, "(" + ov.counters[k] + ")")));
+  }));
   previous = { ov, at: now };
 
   const sel = $("#top-policy");

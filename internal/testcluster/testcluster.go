@@ -5,6 +5,7 @@ package testcluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,8 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster"
+	"github.com/vibewell/ratelimit/internal/crash"
 	"github.com/vibewell/ratelimit/transport"
 )
 
@@ -56,6 +60,7 @@ type Cluster struct {
 
 	mu    sync.Mutex
 	nodes []*cluster.Node // nil: killed or left
+	crash []*crash.Switch // each node's crash switch
 	names []string
 	addrs []addrs
 	seq   int
@@ -153,6 +158,7 @@ func (c *Cluster) Add() int {
 	c.seq++
 	name := "node-" + strconv.Itoa(i) + "-" + strconv.Itoa(c.seq)
 	c.nodes = append(c.nodes, nil)
+	c.crash = append(c.crash, nil)
 	c.names = append(c.names, name)
 	a := addrs{gossip: "127.0.0.1:0", peer: "127.0.0.1:0", raft: "127.0.0.1:0"}
 	if c.opts.Persist {
@@ -169,21 +175,18 @@ func (c *Cluster) startAt(i int, name string) {
 	c.mu.Lock()
 	a := c.addrs[i]
 	c.mu.Unlock()
-	cfg := cluster.Config{
-		NodeName:    name,
-		Policies:    c.opts.Policies,
-		GossipAddr:  a.gossip,
-		PeerAddr:    a.peer,
-		RaftAddr:    a.raft,
-		DataDir:     a.dataDir,
-		Gossip:      Gossip(),
-		RaftTimeout: RaftTimeout,
-		VoterGrace:  time.Second,
-		Logger:      c.opts.Logger,
-		Seeds:       c.seeds(),
-		ClusterKey:  c.opts.ClusterKey,
-		Insecure:    c.opts.Insecure,
-	}
+	cfg := cluster.LocalConfig()
+	cfg.NodeName = name
+	cfg.Policies = c.opts.Policies
+	cfg.GossipAddr, cfg.PeerAddr, cfg.RaftAddr = a.gossip, a.peer, a.raft
+	cfg.DataDir = a.dataDir
+	cfg.Gossip = Gossip()
+	cfg.RaftTimeout = RaftTimeout
+	cfg.VoterGrace = time.Second
+	cfg.Logger = c.opts.Logger
+	cfg.Seeds = c.seeds()
+	cfg.ClusterKey = c.opts.ClusterKey
+	cfg.Insecure = c.opts.Insecure
 	if c.opts.Insecure {
 		cfg.ClusterKey = nil
 	}
@@ -195,15 +198,17 @@ func (c *Cluster) startAt(i int, name string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	n, err := cluster.Start(ctx, cfg)
+	sw := new(crash.Switch)
+	n, err := cluster.Start(crash.With(ctx, sw), cfg)
 	if err != nil {
 		c.t.Fatalf("testcluster: start node %d: %v", i, err)
 	}
 	c.mu.Lock()
-	c.nodes[i] = n
-	c.addrs[i].gossip, c.addrs[i].raft = n.GossipAddr(), n.RaftAddr()
+	c.nodes[i], c.crash[i] = n, sw
+	addrs := n.Addrs()
+	c.addrs[i].gossip, c.addrs[i].raft = addrs.Gossip, addrs.Raft
 	if c.net == nil {
-		c.addrs[i].peer = n.PeerAddr()
+		c.addrs[i].peer = addrs.Peer
 	}
 	c.mu.Unlock()
 }
@@ -233,7 +238,7 @@ func (c *Cluster) seeds() []string {
 	var s []string
 	for _, n := range c.nodes {
 		if n != nil {
-			s = append(s, n.GossipAddr())
+			s = append(s, n.Addrs().Gossip)
 		}
 	}
 	return s
@@ -260,34 +265,55 @@ func (c *Cluster) Live() []int {
 }
 
 // Owner returns the index of the node that owns key under policy, as node
-// live[0] sees it.
+// live[0] sees the ring.
 func (c *Cluster) Owner(policy, key string) int {
 	live := c.Live()
-	name := c.Node(live[0]).Owner(policy, key)
+	name := OwnerOf(c.Node(live[0]), policy, key)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Index(c.names, name)
 }
 
-// take removes node i from its slot and returns it (nil if down).
-func (c *Cluster) take(i int) *cluster.Node {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := c.nodes[i]
-	c.nodes[i] = nil
-	return n
+// OwnerOf returns the name of the node that owns key under policy, as n
+// sees the ring (its published view, as a client reads it): n's own name
+// when it has no ring.
+func OwnerOf(n *cluster.Node, policy, key string) string {
+	_, body := n.Ring()
+	if body == nil {
+		return n.Name()
+	}
+	var v struct {
+		Members []struct{ Name string } `json:"members"`
+		Owners  []int                   `json:"owners"`
+	}
+	if err := json.Unmarshal(body, &v); err != nil || len(v.Owners) == 0 {
+		return n.Name()
+	}
+	enc, _ := bucket.Key{Policy: policy, ID: key}.AppendBinary(nil)
+	return v.Members[v.Owners[xxhash.Sum64(enc)%uint64(len(v.Owners))]].Name
 }
 
-// Kill stops node i at once, as a crash would.
+// take removes node i from its slot and returns it (nil if down) with its
+// crash switch.
+func (c *Cluster) take(i int) (*cluster.Node, *crash.Switch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, sw := c.nodes[i], c.crash[i]
+	c.nodes[i], c.crash[i] = nil, nil
+	return n, sw
+}
+
+// Kill stops node i at once, as a crash would: no hand-off, no leave
+// message.
 func (c *Cluster) Kill(i int) {
-	if n := c.take(i); n != nil {
-		n.Halt()
+	if n, sw := c.take(i); n != nil && !sw.Pull() {
+		c.t.Errorf("testcluster: node %d has no crash switch", i)
 	}
 }
 
 // Leave closes node i gracefully: it hands off its counters and leaves.
 func (c *Cluster) Leave(i int) {
-	if n := c.take(i); n != nil {
+	if n, _ := c.take(i); n != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := n.Close(ctx); err != nil {
@@ -367,20 +393,18 @@ func (c *Cluster) converged() error {
 		if n == nil {
 			return fmt.Errorf("node %d went down", i)
 		}
-		if st := n.Stats(); st.RingMembers != len(live) || !st.Joined {
-			return fmt.Errorf("node %d: ring of %d, %d live, joined %v", i, st.RingMembers, len(live), st.Joined)
+		if st := n.Status(); st.RingMembers != len(live) || !n.Ready() {
+			return fmt.Errorf("node %d: ring of %d, %d live, ready %v", i, st.RingMembers, len(live), n.Ready())
 		}
 	}
-	for k := range 64 {
-		key := "k" + strconv.Itoa(k)
-		var owner string
-		for _, i := range live {
-			o := c.Node(i).Owner("default", key)
-			if owner == "" {
-				owner = o
-			} else if o != owner {
-				return fmt.Errorf("key %s: owners %s and %s", key, owner, o)
-			}
+	// Nodes that agree on the ring publish the same version.
+	var version string
+	for _, i := range live {
+		v, _ := c.Node(i).Ring()
+		if version == "" {
+			version = v
+		} else if v != version {
+			return fmt.Errorf("node %d: ring version %s, node %d's %s", i, v, live[0], version)
 		}
 	}
 	return nil

@@ -12,6 +12,7 @@ import {
   UnavailableError,
 } from './errors.js';
 import { pickHeaders } from './headers.js';
+import { ownerOf, parseRing } from './ring.js';
 
 const DEFAULTS = {
   timeoutMs: 1000,
@@ -20,7 +21,15 @@ const DEFAULTS = {
   healthIntervalMs: 5000,
   policiesTtlMs: 60_000,
   defaultFailureMode: 'open',
+  ownerAware: false,
+  ringRefreshMs: 100,
 };
+
+// The answer header that names the ring version a node routes by.
+const RING_HEADER = 'ratelimit-ring';
+// The largest GET /v1/ring body the client reads (a 4,099-partition table
+// of a few hundred members is well under it).
+const MAX_RING_BODY = 4 << 20;
 
 const MODES = new Set(['open', 'closed']);
 
@@ -62,6 +71,13 @@ function statusError(status, body) {
  * others when a node refuses the connection, times out or answers 5xx. A
  * node that failed is marked down for downForMs and probed on /readyz in
  * the background.
+ *
+ * With ownerAware, the client also reads the cluster's ring (GET /v1/ring)
+ * and sends each check, reset and refund to its key's owner first, so that
+ * no node has to forward it; it reads the ring again when an answer names
+ * another version (the Ratelimit-Ring header), at most once per
+ * ringRefreshMs. A node reached with a stale ring forwards the check to
+ * the owner it knows, so the decision is the same.
  */
 export class RateLimitClient {
   #nodes;
@@ -72,6 +88,10 @@ export class RateLimitClient {
   #policiesAt = 0;
   #loading = null;
   #timer = null;
+  #ring = null; // the parsed GET /v1/ring, with ownerAware
+  #ringAt = 0; // when the last read of the ring started
+  #ringLoading = null;
+  #ringNodes = new Map(); // url → node of the ring's members not in urls
 
   constructor(options = {}) {
     const o = { ...DEFAULTS, ...options };
@@ -86,7 +106,7 @@ export class RateLimitClient {
       if (!/^https?:\/\//.test(url)) throw new TypeError(`node URL ${u}: want http:// or https://`);
       return { url, downUntil: 0, lastError: null };
     });
-    for (const k of ['timeoutMs', 'attemptTimeoutMs', 'downForMs', 'healthIntervalMs', 'policiesTtlMs']) {
+    for (const k of ['timeoutMs', 'attemptTimeoutMs', 'downForMs', 'healthIntervalMs', 'policiesTtlMs', 'ringRefreshMs']) {
       if (!Number.isFinite(o[k]) || o[k] < 0) throw new TypeError(`${k} must be a non-negative number`);
     }
     if (!MODES.has(o.defaultFailureMode)) throw new TypeError(`defaultFailureMode must be open or closed`);
@@ -106,6 +126,22 @@ export class RateLimitClient {
     return this.#nodes.map((n) => n.url);
   }
 
+  /** The version of the ring checks are routed by (ownerAware), or null before it is read. */
+  get ringVersion() {
+    return this.#ring ? this.#ring.version : null;
+  }
+
+  /**
+   * refreshRing reads the ring from the nodes now (the first that answers),
+   * and resolves to its version, or null when no node served it (checks
+   * then go to any node). With ownerAware the client reads it on its first
+   * call by itself; this makes the first calls one hop too.
+   */
+  async refreshRing(options = {}) {
+    await this.#loadRing(null, options);
+    return this.ringVersion;
+  }
+
   /** Stops the background health probes. */
   close() {
     if (this.#timer) clearInterval(this.#timer);
@@ -121,7 +157,7 @@ export class RateLimitClient {
     checkArgs(policy, key, hits);
     this.#refreshPolicies();
     try {
-      const r = await this.#request('POST', '/v1/check', { policy, key, hits }, options, [200, 429]);
+      const r = await this.#request('POST', '/v1/check', { policy, key, hits }, options, [200, 429], this.#owner(policy, key));
       return toResult(r.body, pickHeaders(r.headers));
     } catch (err) {
       if (!(err instanceof UnavailableError)) throw err;
@@ -137,7 +173,9 @@ export class RateLimitClient {
   /**
    * checkBatch decides many checks in one request, in order. Each item is a
    * result, or {error, status, field} for a check the server refused.
-   * When no node answers, each check's policy's failure mode decides.
+   * When no node answers, each check's policy's failure mode decides. With
+   * ownerAware, it sends one batch to each owner of the checks' keys, at
+   * once.
    */
   async checkBatch(checks, options = {}) {
     if (!Array.isArray(checks)) throw new TypeError('checks must be an array');
@@ -147,13 +185,33 @@ export class RateLimitClient {
       return { policy: c.policy, key: c.key, hits };
     });
     this.#refreshPolicies();
-    try {
-      const r = await this.#request('POST', '/v1/check/batch', { checks: items }, options, [200]);
-      return r.body.results.map((x) => (x.error ? { error: x.error, status: x.status, field: x.field } : toResult(x)));
-    } catch (err) {
-      if (!(err instanceof UnavailableError)) throw err;
-      return items.map((c) => this.#fallback(c.policy, c.key, c.hits, err));
-    }
+    // With ownerAware, the checks are split by owner: one batch to each
+    // owner, sent at once, the answers put back in order.
+    const groups = new Map(); // owner node (or null: any node) → indexes
+    items.forEach((c, i) => {
+      const owner = this.#owner(c.policy, c.key);
+      if (!groups.has(owner)) groups.set(owner, []);
+      groups.get(owner).push(i);
+    });
+    const out = new Array(items.length);
+    await Promise.all(
+      [...groups].map(async ([owner, idx]) => {
+        const part = idx.map((i) => items[i]);
+        let results;
+        try {
+          const r = await this.#request('POST', '/v1/check/batch', { checks: part }, options, [200], owner);
+          if (!Array.isArray(r.body.results) || r.body.results.length !== part.length) throw new RateLimitError('check/batch: the answer does not have a result per check');
+          results = r.body.results.map((x) => (x.error ? { error: x.error, status: x.status, field: x.field } : toResult(x)));
+        } catch (err) {
+          if (!(err instanceof UnavailableError)) throw err;
+          results = part.map((c) => this.#fallback(c.policy, c.key, c.hits, err));
+        }
+        idx.forEach((i, j) => {
+          out[i] = results[j];
+        });
+      }),
+    );
+    return out;
   }
 
   /**
@@ -162,7 +220,7 @@ export class RateLimitClient {
    */
   async reset(policy, key, options = {}) {
     checkArgs(policy, key, 0);
-    const r = await this.#request('POST', '/v1/reset', { policy, key }, { ...options, once: true }, [200]);
+    const r = await this.#request('POST', '/v1/reset', { policy, key }, { ...options, once: true }, [200], this.#owner(policy, key));
     return toResult(r.body);
   }
 
@@ -174,7 +232,7 @@ export class RateLimitClient {
   async refund(policy, key, hits = 1, options = {}) {
     checkArgs(policy, key, hits);
     if (hits < 1) throw new TypeError('a refund gives back at least 1 hit');
-    const r = await this.#request('POST', '/v1/refund', { policy, key, hits }, { ...options, once: true }, [200]);
+    const r = await this.#request('POST', '/v1/refund', { policy, key, hits }, { ...options, once: true }, [200], this.#owner(policy, key));
     return toResult(r.body);
   }
 
@@ -256,18 +314,91 @@ export class RateLimitClient {
       });
   }
 
-  // #order lists the nodes to try: those up, round robin, then those down.
-  #order() {
+  // #order lists the nodes to try: first (the key's owner) if it is up,
+  // then the others up, round robin, then those down.
+  #order(first) {
     const now = Date.now();
     const n = this.#nodes.length;
     const start = this.#next++ % n;
     const up = [];
     const down = [];
+    if (first) (first.downUntil > now ? down : up).push(first);
     for (let i = 0; i < n; i++) {
       const node = this.#nodes[(start + i) % n];
+      if (node === first) continue;
       (node.downUntil > now ? down : up).push(node);
     }
     return up.concat(down);
+  }
+
+  // #owner returns the node of the owner of (policy, key) by the ring, or
+  // null: not ownerAware, the ring not read yet (it is read now, in the
+  // background), or the owner advertises no address a client can reach.
+  #owner(policy, key) {
+    if (!this.#opts.ownerAware) return null;
+    const ring = this.#ring;
+    if (!ring) {
+      this.#ringSoon(null);
+      return null;
+    }
+    const m = ownerOf(ring, policy, key);
+    return m.url ? this.#nodeOf(m.url) : null;
+  }
+
+  // #nodeOf returns the node of url: one of urls, else one kept for the
+  // ring's members (bounded by the ring, renewed with it).
+  #nodeOf(url) {
+    for (const n of this.#nodes) if (n.url === url) return n;
+    let n = this.#ringNodes.get(url);
+    if (!n) {
+      n = { url, downUntil: 0, lastError: null };
+      this.#ringNodes.set(url, n);
+    }
+    return n;
+  }
+
+  // #sawRing reads a node's ring version off its answer, and reads the
+  // ring again, from that node first, when it is not the client's.
+  #sawRing(node, headers) {
+    if (!this.#opts.ownerAware || !headers) return;
+    const v = headers.get(RING_HEADER);
+    if (v && (!this.#ring || v !== this.#ring.version)) this.#ringSoon(node);
+  }
+
+  // #ringSoon reads the ring in the background, unless a read is running
+  // or one started less than ringRefreshMs ago.
+  #ringSoon(first) {
+    if (this.#ringLoading || Date.now() - this.#ringAt < this.#opts.ringRefreshMs) return;
+    void this.#loadRing(first, {});
+  }
+
+  // #loadRing reads GET /v1/ring from first, else from each node in turn,
+  // and routes by it from then on. A read in flight is shared.
+  #loadRing(first, options) {
+    if (this.#ringLoading) return this.#ringLoading;
+    this.#ringAt = Date.now();
+    const scheme = new URL(this.#nodes[0].url).protocol;
+    const ms = options.timeoutMs ?? this.#opts.attemptTimeoutMs;
+    this.#ringLoading = (async () => {
+      const tried = first ? [first, ...this.#nodes.filter((n) => n !== first)] : this.#nodes;
+      for (const node of tried) {
+        try {
+          const res = await this.#once(node, 'GET', '/v1/ring', undefined, ms, options.signal);
+          const text = await res.text();
+          if (res.status !== 200 || text.length > MAX_RING_BODY) continue;
+          const ring = parseRing(JSON.parse(text), scheme);
+          const urls = new Set(ring.members.map((m) => m.url));
+          for (const url of this.#ringNodes.keys()) if (!urls.has(url)) this.#ringNodes.delete(url);
+          this.#ring = ring;
+          return;
+        } catch {
+          // the next node
+        }
+      }
+    })().finally(() => {
+      this.#ringLoading = null;
+    });
+    return this.#ringLoading;
   }
 
   #markDown(node, err) {
@@ -320,13 +451,14 @@ export class RateLimitClient {
   // status below 500, within the call's timeout. Calls with once (resets,
   // refunds) are not sent again after a timeout, where the first node may
   // have made them.
-  async #request(method, path, payload, options, ok) {
+  // first, when set, is the node tried first: the key's owner.
+  async #request(method, path, payload, options, ok, first = null) {
     const timeoutMs = options.timeoutMs ?? this.#opts.timeoutMs;
     const attemptMs = Math.min(options.attemptTimeoutMs ?? this.#opts.attemptTimeoutMs, timeoutMs);
     const deadline = Date.now() + timeoutMs;
     const body = payload === undefined ? undefined : JSON.stringify(payload);
     const errors = [];
-    for (const node of this.#order()) {
+    for (const node of this.#order(first)) {
       const left = deadline - Date.now();
       if (left <= 0) break;
       let res;
@@ -336,6 +468,8 @@ export class RateLimitClient {
         if (options.signal?.aborted) throw options.signal.reason;
         errors.push(err);
         this.#markDown(node, err);
+        // The owner is gone or stuck: the ring may have changed.
+        if (node === first) this.#ringSoon(null);
         if (options.once && err instanceof TimeoutError) break;
         continue;
       }
@@ -354,6 +488,7 @@ export class RateLimitClient {
       }
       node.downUntil = 0;
       node.lastError = null;
+      this.#sawRing(node, res.headers);
       if (!ok.includes(res.status)) throw statusError(res.status, parsed);
       if (parsed === null) throw new RateLimitError(`${node.url}${path}: answer is not JSON`);
       return { status: res.status, body: parsed, headers: res.headers };

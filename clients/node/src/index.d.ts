@@ -26,6 +26,13 @@ export interface ClientOptions {
   defaultFailureMode?: FailureMode;
   /** fetch to use. Default: globalThis.fetch. */
   fetch?: typeof fetch;
+  /**
+   * Send each check, reset and refund to its key's owner first, by the
+   * ring the nodes publish (GET /v1/ring): one hop instead of two. Default false.
+   */
+  ownerAware?: boolean;
+  /** Least time between two reads of the ring, in ms (ownerAware). Default 100. */
+  ringRefreshMs?: number;
 }
 
 export interface CallOptions {
@@ -81,6 +88,10 @@ export interface Policy {
 export class RateLimitClient {
   constructor(options?: ClientOptions);
   readonly urls: string[];
+  /** The version of the ring checks are routed by (ownerAware), or null before it is read. */
+  readonly ringVersion: string | null;
+  /** Reads the ring now; resolves to its version, or null when no node served it. */
+  refreshRing(options?: CallOptions): Promise<string | null>;
   close(): void;
   check(policy: string, key: string, hits?: number, options?: CallOptions): Promise<RateLimitResult>;
   peek(policy: string, key: string, options?: CallOptions): Promise<RateLimitResult>;

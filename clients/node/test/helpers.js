@@ -42,6 +42,8 @@ export function policyFile() {
   - {name: login_open, algorithm: sliding_window, limit: 5, window_ms: 60000, failure_mode: open}
   - {name: login_closed, algorithm: sliding_window, limit: 5, window_ms: 60000, failure_mode: closed}
   - {name: bench, algorithm: sliding_window, limit: 1000000000, window_ms: 3600000}
+  - {name: thousand, algorithm: sliding_window, limit: 1000, window_ms: 3600000}
+  - {name: twenty, algorithm: sliding_window, limit: 20, window_ms: 3600000}
 `,
   );
   return file;
@@ -84,15 +86,31 @@ export async function startNode(t, args = [], env = {}) {
   return node;
 }
 
-/** startCluster starts n nodes joined in one cluster, and waits until every node's ring holds n. */
+const clusterArgs = ['--gossip-addr', '127.0.0.1:0', '--peer-addr', '127.0.0.1:0', '--raft-addr', '127.0.0.1:0', '--gossip-profile', 'local'];
+
+/**
+ * startCluster starts n nodes joined in one cluster (named n1, n2, ...),
+ * and waits until every node's ring holds n. The array has an addNode(t)
+ * method that starts one more node in the cluster.
+ */
 export async function startCluster(t, n) {
-  const base = ['--gossip-addr', '127.0.0.1:0', '--peer-addr', '127.0.0.1:0', '--raft-addr', '127.0.0.1:0', '--gossip-profile', 'local'];
   // The key that lets the nodes into one cluster, made for this test.
   const env = { RATELIMIT_CLUSTER_KEY: execFileSync(ratelimitd(), ['keygen']).toString().trim() };
-  const first = await startNode(t, [...base, '--node-name', 'n1'], env);
+  const first = await startNode(t, [...clusterArgs, '--node-name', 'n1'], env);
   const nodes = [first];
-  for (let i = 2; i <= n; i++) nodes.push(await startNode(t, [...base, '--node-name', `n${i}`, '--join', first.gossip], env));
-  const deadline = Date.now() + 30_000;
+  for (let i = 2; i <= n; i++) nodes.push(await startNode(t, [...clusterArgs, '--node-name', `n${i}`, '--join', first.gossip], env));
+  await waitRing(nodes, n);
+  nodes.addNode = async (tt) => {
+    const node = await startNode(tt, [...clusterArgs, '--node-name', `n${nodes.length + 1}`, '--join', first.gossip], env);
+    nodes.push(node);
+    return node;
+  };
+  return nodes;
+}
+
+/** waitRing waits until every one of nodes has n members in its ring. */
+export async function waitRing(nodes, n, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
   for (const node of nodes) {
     for (;;) {
       try {
@@ -106,7 +124,23 @@ export async function startCluster(t, n) {
       await new Promise((r) => setTimeout(r, 50));
     }
   }
-  return nodes;
+}
+
+/** metric returns the sum of a metric's samples on a node's /metrics (0 when absent). */
+export async function metric(url, name) {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith(name + ' ') || line.startsWith(name + '{')) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
+
+/** askOwner asks a node who owns (policy, key) (GET /v1/owner). */
+export async function askOwner(url, policy, key) {
+  const res = await fetch(`${url}/v1/owner?policy=${encodeURIComponent(policy)}&key=${encodeURIComponent(key)}`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+  if (res.status !== 200) throw new Error(`GET /v1/owner: ${res.status} ${await res.text()}`);
+  return (await res.json()).owner;
 }
 
 /** freePort returns a free loopback port. */

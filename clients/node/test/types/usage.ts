@@ -12,6 +12,9 @@ import {
 } from '@vibewell/ratelimit';
 
 const client = new RateLimitClient({ urls: ['http://127.0.0.1:8080'], token: 't', failureModes: { auth: 'closed' } });
+const routed = new RateLimitClient({ urls: ['http://127.0.0.1:8080'], ownerAware: true, ringRefreshMs: 250 });
+const version: Promise<string | null> = routed.refreshRing({ timeoutMs: 500 });
+console.log(routed.ringVersion?.length, version);
 
 async function use(request: Request): Promise<Response> {
   const r: RateLimitResult = await client.check('auth', 'ip:1', 1, { timeoutMs: 500 });

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// rollingPolicies is the policy of the rolling-restart test: 1000 an hour.
+const rollingPolicies = `policies:
+  - name: roll
+    limit: 1000
+    window_ms: 3600000
+`
+
+// TestRollingRestartExact: three nodes with --data-dir; 600 of the 1000 of
+// three keys (one owned by each node) are used, then checks go on at 50 a
+// second, round robin over the keys and over the nodes in rotation, while
+// each node in turn is taken out of rotation, stopped with SIGTERM,
+// started again with the same flags and put back once the cluster has its
+// three members. Afterwards each key is checked to exhaustion. Asserted:
+// every key admitted exactly its remaining 400, no check failed, and no
+// check took longer than 2 s (a restarting owner is never waited for up
+// to FailoverTimeout). Reported: the longest check.
+func TestRollingRestartExact(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "policies.yaml")
+	if err := os.WriteFile(file, []byte(rollingPolicies), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nodes := startCluster(t, 3, nil, func(i int) []string {
+		return []string{"--policies", file, "--data-dir", filepath.Join(dir, "n"+strconv.Itoa(i+1))}
+	})
+	names := []string{"n1", "n2", "n3"}
+	const limit, used = 1000, 600
+	var keys []string
+	for _, o := range names {
+		for i := 0; ; i++ {
+			if k := "roll-" + strconv.Itoa(i); owner("roll", k, names...) == o {
+				keys = append(keys, k)
+				break
+			}
+		}
+	}
+	for i, k := range keys {
+		if r := check(nodes[i].URL, "roll", k, used); r.Err != nil || !r.Allowed {
+			t.Fatalf("using %d of %s: %+v", used, k, r)
+		}
+	}
+
+	var (
+		mu       sync.Mutex
+		inRot    = []bool{true, true, true}
+		allowed  [3]atomic.Int64
+		checks   atomic.Int64
+		failed   atomic.Int64
+		first    atomic.Value
+		longest  atomic.Int64
+		longWhat atomic.Value
+		stop     = make(chan struct{})
+		wg       sync.WaitGroup
+	)
+	urlOf := func(i int) string {
+		mu.Lock()
+		defer mu.Unlock()
+		for j := range 3 {
+			if n := (i + j) % 3; inRot[n] {
+				return nodes[n].URL
+			}
+		}
+		return ""
+	}
+	// 50 checks a second, each from its own goroutine (an open loop: a
+	// slow check does not hold back the next).
+	wg.Go(func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; i < 5000; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			url := urlOf(i / 3)
+			ki := i % 3
+			wg.Go(func() {
+				start := time.Now()
+				r := check(url, "roll", keys[ki], 1)
+				if d := time.Since(start); d.Nanoseconds() > longest.Load() {
+					longest.Store(d.Nanoseconds())
+					longWhat.Store(fmt.Sprintf("%s via %s at %s", keys[ki], url, start.Format("15:04:05.000")))
+				}
+				checks.Add(1)
+				switch {
+				case r.Err != nil || (r.Status != 200 && r.Status != 429):
+					failed.Add(1)
+					first.CompareAndSwap(nil, fmt.Sprintf("%s via %s: status %d, err %v", keys[ki], url, r.Status, r.Err))
+				case r.Allowed:
+					allowed[ki].Add(1)
+				}
+			})
+		}
+	})
+
+	time.Sleep(500 * time.Millisecond)
+	for i := range nodes {
+		mu.Lock()
+		inRot[i] = false
+		mu.Unlock()
+		time.Sleep(100 * time.Millisecond) // checks already sent to it finish
+		var others []string
+		for j, n := range nodes {
+			if j != i {
+				others = append(others, n.Gossip)
+			}
+		}
+		t.Logf("%s: SIGTERM at %s", nodes[i].Name, time.Now().Format("15:04:05.000"))
+		nodes[i].stop()
+		nodes[i] = nodes[i].restart(t, "--join", strings.Join(others, ","))
+		waitMembers(t, 30*time.Second, nodes...)
+		t.Logf("%s: back at %s", nodes[i].Name, time.Now().Format("15:04:05.000"))
+		mu.Lock()
+		inRot[i] = true
+		mu.Unlock()
+		time.Sleep(500 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	run := checks.Load()
+	for ki, k := range keys {
+		for j := 0; j < 2*limit; j++ {
+			r := check(nodes[j%3].URL, "roll", k, 1)
+			if r.Err != nil || (r.Status != 200 && r.Status != 429) {
+				t.Fatalf("exhausting %s: %+v", k, r)
+			}
+			if !r.Allowed {
+				break
+			}
+			allowed[ki].Add(1)
+		}
+	}
+	t.Logf("rolling restart of 3 nodes under 50 checks/s: %d checks, %d failed, longest %v (%v); allowed %d, %d, %d of the remaining %d each",
+		run, failed.Load(), time.Duration(longest.Load()).Round(time.Millisecond), longWhat.Load(),
+		allowed[0].Load(), allowed[1].Load(), allowed[2].Load(), limit-used)
+	for ki, k := range keys {
+		if a := allowed[ki].Load(); a != limit-used {
+			t.Errorf("%s (owned by %s before the restarts): %d allowed, want exactly the remaining %d", k, names[ki], a, limit-used)
+		}
+	}
+	if f := failed.Load(); f > 0 {
+		t.Errorf("%d checks failed; first: %v", f, first.Load())
+	}
+	if l := time.Duration(longest.Load()); l > 2*time.Second {
+		t.Errorf("the longest check took %v (%v), want at most 2 s", l, longWhat.Load())
+	}
+}
