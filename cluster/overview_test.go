@@ -70,8 +70,8 @@ func TestOverviewCountsEvictionsAndPeerErrors(t *testing.T) {
 	})
 	ctx := context.Background()
 	ov := c.Node(0).Overview(ctx)
-	if ov.Counts.Evictions != 0 || ov.Counts.PeerErrors != 0 {
-		t.Fatalf("a new cluster: %d evictions, %d peer errors", ov.Counts.Evictions, ov.Counts.PeerErrors)
+	if ov.Counts.Evictions != 0 {
+		t.Fatalf("a new cluster: %d evictions", ov.Counts.Evictions)
 	}
 	// 1000 new keys, about 500 a node, through node 0.
 	keys := make([]string, 1000)
@@ -96,7 +96,11 @@ func TestOverviewCountsEvictionsAndPeerErrors(t *testing.T) {
 		t.Errorf("%d evictions counted over the two nodes, want at least %d (keys owned %v, a store holds %d)", ov.Counts.Evictions, want, owned, held)
 	}
 
-	// Node 1 cut off: node 0's forwards to it fail as unreachable.
+	// Node 1 cut off: node 0's forwards to it fail as unreachable. (A
+	// starting cluster may already count a few failed calls: a copy or a
+	// policy write to a peer not yet listening.)
+	errsBefore := c.Node(0).Overview(ctx).Counts.PeerErrors
+	unreachableBefore, _ := gathered(t, regs[0], "ratelimit_peer_errors_total", map[string]string{"op": "check", "kind": "unreachable"})
 	c.Partition([]int{0}, []int{1})
 	t.Cleanup(c.Heal)
 	forwards := 0
@@ -112,7 +116,7 @@ func TestOverviewCountsEvictionsAndPeerErrors(t *testing.T) {
 		}
 	}
 	got, ok := gathered(t, regs[0], "ratelimit_peer_errors_total", map[string]string{"op": "check", "kind": "unreachable"})
-	if !ok || got < float64(forwards) {
+	if got -= unreachableBefore; !ok || got < float64(forwards) {
 		t.Errorf("ratelimit_peer_errors_total{op=check,kind=unreachable} = %v (served: %v) after %d failed forwards", got, ok, forwards)
 	}
 	if _, ok := gathered(t, regs[1], "ratelimit_peer_errors_total", map[string]string{"op": "check"}); ok {
@@ -122,8 +126,8 @@ func TestOverviewCountsEvictionsAndPeerErrors(t *testing.T) {
 	if ov.Missing[c.Node(1).Name()] == "" {
 		t.Fatalf("overview while cut off: missing %v, want node 1", ov.Missing)
 	}
-	if ov.Counts.PeerErrors < uint64(forwards) {
-		t.Errorf("overview counts %d peer errors, want at least %d", ov.Counts.PeerErrors, forwards)
+	if ov.Counts.PeerErrors < errsBefore+uint64(forwards) {
+		t.Errorf("overview counts %d peer errors, want at least %d", ov.Counts.PeerErrors, errsBefore+uint64(forwards))
 	}
 	// The overview's own call to node 1 failed too: the next one counts it.
 	if got, _ := gathered(t, regs[0], "ratelimit_peer_errors_total", map[string]string{"op": "counts", "kind": "unreachable"}); got != 1 {
