@@ -63,6 +63,8 @@ type Result struct {
 	ErrorTicks []int64 `json:"error_ticks,omitempty"`
 	// Warmup is what the unmeasured warm-up before the run did, if any.
 	Warmup *Warmup `json:"warmup,omitempty"`
+	// Flood is what the flood scenario saw, if it ran.
+	Flood *FloodReport `json:"flood,omitempty"`
 }
 
 // Warmup sums up a run's warm-up: the same load on keys of its own, before
@@ -437,6 +439,9 @@ func (r *Result) WriteSummary(w io.Writer) error {
 		fmtUS(l.P50), fmtUS(l.P90), fmtUS(l.P99), fmtUS(l.P999), fmtUS(l.Max))
 	if g := r.Generator; g.Mode == "open" {
 		fmt.Fprintf(&b, "generator    %d calls scheduled, %d late (all callers busy), max lag %.1f ms\n", g.Scheduled, g.Late, g.MaxLagMS)
+	}
+	if r.Flood != nil {
+		r.Flood.writeSummary(&b)
 	}
 	a := r.Accuracy
 	if a.Mode == AccuracyNone {

@@ -42,8 +42,9 @@ const (
 	deniedEpochs = 16 // 15 whole minutes back, plus the current one
 	// MaxDeniedWindow is the longest window TopDenied answers for.
 	MaxDeniedWindow = 15 * time.Minute
-	// topDeniedTimeout bounds the wait for each peer's summary.
-	topDeniedTimeout = 2 * time.Second
+	// peerAskTimeout bounds the wait for each peer's answer to askPeers
+	// (its denial summary, its counts).
+	peerAskTimeout = 2 * time.Second
 	// maxTopDeniedPolicy bounds the policy name of a peer's request.
 	maxTopDeniedPolicy = 256
 	// deniedStripes splits a policy's keys over this many sketches.
@@ -215,41 +216,10 @@ func (n *Node) TopDenied(ctx context.Context, policy string, window time.Duratio
 	sums := []topk.Summary{n.localDenied(policy, epochs)}
 	if rt := n.route.Load(); rt != nil && n.tr != nil {
 		body, _ := msgpack.Marshal(topDeniedRequest{Version: 1, Policy: policy, Epochs: epochs})
-		type answer struct {
-			name string
-			sum  topk.Summary
-			err  error
-		}
-		answers := make(chan answer, len(rt.addrs))
-		asked := 0
-		for name, addr := range rt.addrs {
-			if name == rt.self {
-				continue
-			}
-			asked++
-			go func() {
-				cctx, cancel := context.WithTimeout(ctx, topDeniedTimeout)
-				defer cancel()
-				a := answer{name: name}
-				var b []byte
-				if b, a.err = n.tr.Call(cctx, addr, methodTopDenied, body); a.err == nil {
-					a.err = msgpack.Unmarshal(b, &a.sum)
-				}
-				answers <- a
-			}()
-		}
-		for range asked {
-			a := <-answers
-			if a.err != nil {
-				if out.Missing == nil {
-					out.Missing = map[string]string{}
-				}
-				out.Missing[a.name] = a.err.Error()
-				continue
-			}
-			out.Nodes = append(out.Nodes, a.name)
-			sums = append(sums, a.sum)
-		}
+		out.Missing = askPeers(ctx, n, rt, methodTopDenied, body, nil, func(name string, sum topk.Summary) {
+			out.Nodes = append(out.Nodes, name)
+			sums = append(sums, sum)
+		})
 		sort.Strings(out.Nodes)
 	}
 	m := topk.Merge(limit, sums...)

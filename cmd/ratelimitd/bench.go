@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +29,7 @@ type benchConfig struct {
 	Spawn       int
 	Binary      string
 	Scenario    string
+	MaxKeys     int
 	Duration    time.Duration
 	Warmup      time.Duration
 	Requests    int64
@@ -61,7 +63,8 @@ func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
 	fs.StringVar(&c.URLs, "urls", "", "Comma-separated base URLs of running nodes for the http target, e.g. http://127.0.0.1:8080.")
 	fs.IntVar(&c.Spawn, "spawn", 0, "Start this many nodes (ratelimitd serve processes) on free loopback ports, joined into a cluster, and stop them at the end.")
 	fs.StringVar(&c.Binary, "binary", "", "The ratelimitd binary --spawn starts. Default: this executable.")
-	fs.StringVar(&c.Scenario, "scenario", "none", "Churn during the run, with --spawn: none, rolling-restart, kill or scale-out.")
+	fs.StringVar(&c.Scenario, "scenario", "none", "Churn during the run, with --spawn: none, rolling-restart, kill or scale-out. Or flood (any target): 100 keys of the policy used up first and probed every 500 ms while the run's keys (make them many) flood the nodes; every probe must be denied; reports memory and evictions.")
+	fs.IntVar(&c.MaxKeys, "max-keys", 0, "Counters each node holds at most (embedded nodes' MaxKeys; spawned nodes' --max-keys). Default: the nodes' default.")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "Time bound of the run.")
 	fs.DurationVar(&c.Warmup, "warmup", 0, "Run the same load this long first, on keys of its own, unmeasured: connections and the target's memory are set up before the measured run. 0: none.")
 	fs.Int64Var(&c.Requests, "requests", 0, "Count bound of the run, in checks; 0: the duration alone bounds it.")
@@ -124,8 +127,47 @@ func benchUsage(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintln(w, "(over- and under-admission against each key's exact allowance).")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Flags:")
-	fs.SetOutput(w)
-	fs.PrintDefaults()
+	writeFlags(w, fs)
+}
+
+// shellJoin joins args into a command line a POSIX shell reads back as
+// args: an argument with anything but letters, digits and @%+=:,./_- is
+// single-quoted (a quote inside is closed, escaped and reopened), so
+// that a report's command, --policy-spec JSON included, can be pasted
+// back.
+func shellJoin(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		safe := a != ""
+		for _, r := range a {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("@%+=:,./_-", r)) {
+				safe = false
+				break
+			}
+		}
+		if safe {
+			out[i] = a
+		} else {
+			out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// writeFlags writes a flag set's flags in the style of the other
+// commands' --help (writeSettings): two dashes, the doc on its own line,
+// then the default.
+func writeFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		kind, doc := flag.UnquoteUsage(f)
+		if kind != "" {
+			kind = " " + kind
+		}
+		fmt.Fprintf(w, "  --%s%s\n      %s\n", f.Name, kind, doc)
+		if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "0s" && f.DefValue != "false" {
+			fmt.Fprintf(w, "      default %s\n", f.DefValue)
+		}
+	})
 }
 
 // runBench is `ratelimitd bench`.
@@ -141,7 +183,7 @@ func runBench(ctx context.Context, s sys, args []string) int {
 			benchUsage(s.stdout, fs)
 			return exitOK
 		}
-		fmt.Fprintf(s.stderr, "ratelimitd bench: %v (see --help)\n", err)
+		fmt.Fprintf(s.stderr, "ratelimitd bench: %v\n", flagError(err))
 		return exitUsage
 	}
 	if fs.NArg() > 0 {
@@ -159,7 +201,7 @@ func runBench(ctx context.Context, s sys, args []string) int {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	res, err := benchRun(ctx, s, &c, strings.Join(append([]string{"ratelimitd", "bench"}, args...), " "))
+	res, err := benchRun(ctx, s, &c, shellJoin(append([]string{"ratelimitd", "bench"}, args...)))
 	if err != nil {
 		fmt.Fprintf(s.stderr, "ratelimitd bench: %v\n", err)
 		if res == nil {
@@ -227,7 +269,11 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 	if c.HTTPClient != "raw" && c.HTTPClient != "std" {
 		return nil, fmt.Errorf("unknown --http-client %q: raw or std", c.HTTPClient)
 	}
-	if c.Scenario != bench.ScenarioNone && c.Spawn == 0 {
+	var flood *benchFlood
+	if c.Scenario == bench.ScenarioFlood {
+		flood = &benchFlood{}
+	}
+	if c.Scenario != bench.ScenarioNone && flood == nil && c.Spawn == 0 {
 		return nil, fmt.Errorf("--scenario %s needs --spawn", c.Scenario)
 	}
 	params := bench.Params{Target: c.Target, Spawn: c.Spawn, Scenario: c.Scenario, Command: command}
@@ -250,8 +296,12 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 	switch c.Target {
 	case "embedded":
 		params.Nodes = c.Nodes
-		cfg := cluster.Config{Policies: withSpec(cluster.DefaultPolicies()), MaxHits: max(c.Hits, cluster.DefaultMaxHits)}
-		e, err := bench.NewEmbedded(ctx, bench.EmbeddedConfig{Nodes: c.Nodes, Node: cfg})
+		cfg := cluster.Config{Policies: withSpec(cluster.DefaultPolicies()), MaxHits: max(c.Hits, cluster.DefaultMaxHits), MaxKeys: c.MaxKeys}
+		ecfg := bench.EmbeddedConfig{Nodes: c.Nodes, Node: cfg}
+		if flood != nil {
+			ecfg.Configure = flood.embedded
+		}
+		e, err := bench.NewEmbedded(ctx, ecfg)
 		if err != nil {
 			return nil, err
 		}
@@ -294,7 +344,7 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 				// A generator sharing the machine's cores can hold a
 				// forwarded check past the 250 ms default, and the failure
 				// mode would then count as over- or under-admission.
-				Args: []string{"--log-level", "warn", "--forward-timeout", "2s"},
+				Args: spawnArgs(c.MaxKeys),
 			})
 			if err != nil {
 				return nil, err
@@ -306,7 +356,7 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 				return nil, err
 			}
 			target = h
-			if c.Scenario != bench.ScenarioNone {
+			if c.Scenario != bench.ScenarioNone && flood == nil {
 				ch, err := bench.NewChurn(bench.ChurnConfig{Kind: c.Scenario, Nodes: nodes, Target: h})
 				if err != nil {
 					return nil, err
@@ -347,6 +397,16 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 		defer cancel()
 		_ = target.Close(cctx)
 	}()
+	if flood != nil {
+		if err := flood.scrape(c, params.URLs, s.readFile); err != nil {
+			return nil, err
+		}
+		sc, err := flood.start(ctx, target, spec)
+		if err != nil {
+			return nil, err
+		}
+		scenario = sc
+	}
 	cfg := bench.Config{
 		Target: target, Policy: c.Policy, PolicySpec: spec, Hits: c.Hits, Keys: c.Keys, Dist: dist, ZipfS: c.ZipfS,
 		KeyPrefix: c.KeyPrefix, Batch: c.Batch, Concurrency: c.Concurrency, Rate: c.Rate,
@@ -363,6 +423,7 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 	if p != nil {
 		p.done()
 	}
+	flood.report(ctx, res)
 	return res, err
 }
 
@@ -440,4 +501,16 @@ func runBenchCompare(s sys, args []string) int {
 		return fail(s, "bench compare", err)
 	}
 	return exitOK
+}
+
+// spawnArgs are the arguments of spawned nodes' serve.
+func spawnArgs(maxKeys int) []string {
+	// A generator sharing the machine's cores can hold a forwarded check
+	// past the 250 ms default, and the failure mode would then count as
+	// over- or under-admission.
+	args := []string{"--log-level", "warn", "--forward-timeout", "2s"}
+	if maxKeys > 0 {
+		args = append(args, "--max-keys", strconv.Itoa(maxKeys))
+	}
+	return args
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -185,5 +186,50 @@ func TestBenchURLsAdminToken(t *testing.T) {
 	code, _, errOut = runBenchCmd(t, append(args, "--admin-token", "bench-secret")...)
 	if code != 0 || strings.Contains(errOut, "accuracy not accounted") {
 		t.Errorf("with the token: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// TestShellJoin: the command line a report records reads back, through a
+// POSIX shell, as the arguments it was made of (JSON, spaces, quotes).
+func TestShellJoin(t *testing.T) {
+	args := []string{"ratelimitd", "bench", "--policy-spec", `{"name":"bench","limit":100,"window_ms":3600000}`,
+		"--key-prefix", "it's a key", "--urls", "http://127.0.0.1:8080", "", `$HOME;rm -rf /`, "a\nb"}
+	line := shellJoin(args)
+	got, err := exec.Command("sh", "-c", `set -- `+line+`; for a in "$@"; do printf '%s\0' "$a"; done`).Output()
+	if err != nil {
+		t.Fatalf("sh reading %s: %v", line, err)
+	}
+	if want := strings.Join(args, "\x00") + "\x00"; string(got) != want {
+		t.Errorf("%s reads back as %q, want %q", line, got, want)
+	}
+}
+
+// The flood scenario: fresh keys far past --max-keys while used-up keys
+// are probed; every probe is denied, and the report gives the store's
+// counters, its evictions and the memory.
+func TestBenchFloodScenario(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flood.json")
+	code, out, errOut := runBenchCmd(t, "--scenario", "flood", "--keys", "40000", "--max-keys", "4096",
+		"--duration", "1500ms", "--concurrency", "8", "--progress", "none", "--json", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out, errOut)
+	}
+	for _, want := range []string{"scenario flood", "used-up keys: all denied", "evictions during the run", "flood memory RSS"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	f := readResultFile(t, path).Flood
+	switch {
+	case f == nil:
+		t.Fatal("no flood report in the result")
+	case f.Probes < 100 || f.ProbesAllowed != 0:
+		t.Errorf("%d probes, %d allowed; want at least a round of 100, none allowed", f.Probes, f.ProbesAllowed)
+	case f.Evictions["counting"] <= 0 || f.Evictions["denying"] != 0:
+		t.Errorf("evictions %v; want counting ones, no denying one", f.Evictions)
+	case f.Counters["counters"] > 4096 || f.Counters["counters"] < 2048 || f.MaxKeys["counters"] != 4096:
+		t.Errorf("counters %v of %v; want the store full, within --max-keys", f.Counters, f.MaxKeys)
+	case f.RSSAfter <= 0 || f.HeapAfter <= 0:
+		t.Errorf("memory not read: %+v", f)
 	}
 }
