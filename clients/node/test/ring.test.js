@@ -78,7 +78,7 @@ test('a ring longer than the client reads is refused, and checks go to any node'
       res.end('],"owners":[0]}');
       return;
     }
-    checks++;
+    if (req.url === '/v1/check') checks++;
     res.writeHead(200, { 'Content-Type': 'application/json' });
     res.end('{"allowed":true,"policy":"p","limit":1,"remaining":0,"reset_after_ms":1,"retry_after_ms":0}');
   });
