@@ -80,6 +80,12 @@ type routeTable struct {
 	prev  *ring.Ring
 	await map[string]bool
 	hand  *handing
+	// joined: the node had joined through its seeds when this table's
+	// members were read, so they are the cluster's, not a partial view.
+	joined bool
+	// epochs holds each member's count of returns to the ring: a member
+	// that left and came back between two tables is a change.
+	epochs map[string]uint64
 	// settledAt is 1 + the generation of the hand-over messages at which
 	// this table was found to say alone who decides each key; 0: not yet.
 	settledAt atomic.Uint64
@@ -152,6 +158,8 @@ type gossip struct {
 	// bootstrap: the node started its cluster (no seed but itself, or
 	// Config.Bootstrap without raft state).
 	bootstrap atomic.Bool
+	// epoch counts each member's returns to the ring (under mu).
+	epoch map[string]uint64
 	// lost holds the members that failed (not left), by name, with the
 	// gossip address to rejoin them at: see reconnectLoop.
 	lost map[string]lostMember
@@ -180,6 +188,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 		left:   make(map[string]bool),
 		view:   make(map[string]viewEntry),
 		up:     make(map[string]memberUp),
+		epoch:  make(map[string]uint64),
 		lost:   make(map[string]lostMember),
 		change: make(chan struct{}, 1),
 		joined: make(chan struct{}),
@@ -448,8 +457,10 @@ func (g *gossip) update(m *memberlist.Node, alive bool) {
 	if alive {
 		if _, was := g.alive[m.Name]; !was {
 			// A member back in the ring is a new process: what its
-			// last hand-over said no longer holds.
+			// last hand-over said no longer holds, and its keys must
+			// be handed to it even if this node never saw it gone.
 			g.n.ho.forget(m.Name)
+			g.epoch[m.Name]++
 		}
 		g.alive[m.Name] = meta
 		delete(g.left, m.Name)
@@ -476,6 +487,7 @@ func (g *gossip) update(m *memberlist.Node, alive bool) {
 // routes builds the route table of the current members; a leaving node
 // leaves itself out.
 func (g *gossip) routes() *routeTable {
+	joined := g.isJoined() // before the members: they include every seed's
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	self := g.n.cfg.NodeName
@@ -489,7 +501,10 @@ func (g *gossip) routes() *routeTable {
 		names = append(names, name)
 		addrs[name] = m.PeerAddr
 	}
-	rt := &routeTable{ring: ring.New(names, g.n.cfg.Ring), self: self, addrs: addrs, known: len(names)}
+	rt := &routeTable{ring: ring.New(names, g.n.cfg.Ring), self: self, addrs: addrs, known: len(names), epochs: make(map[string]uint64, len(names)), joined: joined}
+	for _, name := range names {
+		rt.epochs[name] = g.epoch[name]
+	}
 	for name := range g.lost {
 		if _, ok := g.alive[name]; !ok {
 			rt.known++
@@ -512,7 +527,14 @@ func (g *gossip) routes() *routeTable {
 	}
 	for name, u := range g.up {
 		if _, ok := rt.up[name]; !ok {
-			u.cancel()
+			if g.left[name] {
+				// A member that left gracefully answers what it was
+				// sent before it closes: a forward waiting for it is not
+				// cut (its check may be decided already).
+				time.AfterFunc(g.n.cfg.FailoverTimeout, u.cancel)
+			} else {
+				u.cancel()
+			}
 			delete(g.up, name)
 		}
 	}
@@ -538,9 +560,11 @@ func (g *gossip) rebuildLoop() {
 				g.n.log.Info("this node reaches a majority of the members again; checks go to their owners", "members", rt.ring.Len(), "known", rt.known)
 			}
 		}
-		if old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) {
+		if old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) && maps.Equal(old.epochs, rt.epochs) {
 			rt.prev, rt.await, rt.hand = old.prev, old.await, old.hand
+			g.n.establish(rt)
 			g.n.route.Store(rt)
+			g.n.ho.notify()
 			continue
 		}
 		g.n.prepareRoute(old, rt)

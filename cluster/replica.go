@@ -312,7 +312,11 @@ func (n *Node) decideOnCopyLocked(ctx context.Context, p *policyEntry, k bucket.
 		return Decision{}, false
 	}
 	if rt := n.route.Load(); rt != nil {
-		if owner, _ := rt.owner(k); owner == rt.self {
+		// A key this node decides (its ring gives it the key, or the
+		// owner's hand-over message does) is decided on its counter.
+		var buf [128]byte
+		enc, _ := k.AppendBinary(buf[:0])
+		if owner, _, _ := n.where(rt, enc, false); owner == rt.self {
 			d, err := n.store.Take(ctx, k, p.Policy, hits, now)
 			return d, err == nil
 		}

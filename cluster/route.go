@@ -189,6 +189,7 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 		now := n.clock.Now()
 		var held []int
 		var wait <-chan struct{}
+		v := n.ho.ver.Load()
 		n.copyMu.RLock()
 		rt := n.route.Load()
 		count := len(items)
@@ -217,17 +218,17 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 				continue
 			}
 			if n.partitioned && n.gossip != nil {
-				if rt == nil || (!n.ho.established.Load() && rt.ring.Len() <= 1) {
+				if rt == nil {
 					// A peer routes here before this node has the ring.
 					if !late {
 						held = append(held, i)
-						wait = n.ho.changed()
+						wait = waitChange
 						continue
 					}
 				} else {
 					var buf [128]byte
 					enc, _ := k.AppendBinary(buf[:0])
-					owner, addr, w := n.where(rt, enc)
+					owner, addr, w := n.where(rt, enc, true)
 					if w != nil && !late {
 						held = append(held, i)
 						wait = w
@@ -235,6 +236,17 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 					}
 					if owner != rt.self {
 						gave := n.leaving.Load() || (rt.prev != nil && rt.prev.Owner(enc) == rt.self)
+						if !gave && !late {
+							// The sender's ring gives the key to this
+							// node and this node's does not: one of the
+							// two is behind. Deciding now could decide
+							// beside the owner this node knows; wait for
+							// this node's ring, or that owner's
+							// hand-over, to catch up.
+							held = append(held, i)
+							wait = waitChange
+							continue
+						}
 						if !gave && n.replicas != nil {
 							// A peer whose ring already dropped a failed
 							// owner sends its checks here, the new owner,
@@ -282,7 +294,7 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 		if deadline.IsZero() {
 			deadline = time.Now().Add(handoverWait)
 		}
-		if !awaitHandover(ctx, wait, deadline) {
+		if !n.ho.awaitChange(ctx, wait, v, deadline) {
 			if ctx.Err() != nil {
 				for _, i := range held {
 					results[i] = transport.CheckResult{Status: transport.StatusUnavailable}
