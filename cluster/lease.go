@@ -161,9 +161,16 @@ func (l *leases) use(p *policyEntry, key string, hits int64, now time.Time) (d D
 	defer sh.mu.Unlock()
 	e := sh.m[k]
 	if e != nil && e.p != p && !e.asking {
-		// A policy change: the lease was granted under the old policy.
-		l.drop(sh, k, e)
-		e = nil
+		if sameTerms(e.p, p, key) {
+			// A new table (any change, or the first seeded one) that
+			// counts this key alike: the lease holds.
+			e.p = p
+		} else {
+			// The key's policy changed: its lease was granted under the
+			// old one.
+			l.drop(sh, k, e)
+			e = nil
+		}
 	}
 	if e != nil {
 		if e.left > 0 && !now.Before(e.until) {
@@ -231,6 +238,12 @@ func (l *leases) renewal(e *lease, key string, now time.Time) int64 {
 func (l *leases) expire(hits int64) {
 	l.expired.Add(1)
 	l.expiredHits.Add(hits)
+}
+
+// sameTerms reports whether key is counted alike under a and b: the
+// same algorithm, window and limit.
+func sameTerms(a, b *policyEntry, key string) bool {
+	return a.Algorithm == b.Algorithm && a.Window == b.Window && a.LimitFor(key) == b.LimitFor(key)
 }
 
 // rateWant sizes a grant for leaseTarget of checks at the rate of n in
