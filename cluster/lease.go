@@ -443,6 +443,47 @@ func (n *Node) answerHere(ctx context.Context, p *policyEntry, key string, hits 
 	return Decision{}, false
 }
 
+// answerHereLater is answerHere for a check of a batch decided under the
+// lock of local decisions, where no network call may wait: it answers
+// from a lease or a cached denial, or says (want > 0) that the check is to
+// ask the owner for a lease once the lock is released (sendLeaseAsks).
+func (n *Node) answerHereLater(p *policyEntry, key string, hits int64, now time.Time) (d Decision, ok bool, want int64) {
+	d, v, want := n.leases.use(p, key, hits, now)
+	if v == leaseDecided {
+		return d, true, 0
+	}
+	if d, ok := n.denyCache.lookup(p, key, hits, now); ok {
+		if v == leaseAsk {
+			n.leases.asked(p, key, leaseRes{}, now, now)
+		}
+		return d, true, 0
+	}
+	if v == leaseAsk {
+		return Decision{}, false, max(want, 1)
+	}
+	return Decision{}, false, 0
+}
+
+// leaseAskItem is a check of a batch that asks its owner for a lease.
+type leaseAskItem struct {
+	i           int // the check's index
+	want        int64
+	owner, addr string
+}
+
+// sendLeaseAsks sends the batch's checks that ask for a lease; those the
+// owner did not decide join remote, to be forwarded as usual.
+func (n *Node) sendLeaseAsks(ctx context.Context, asks []leaseAskItem, checks []Request, entries []*policyEntry, rt *routeTable, now time.Time, out []Result, remote map[string][]int) {
+	for _, a := range asks {
+		c := checks[a.i]
+		if d, ok := n.askLease(ctx, entries[a.i], c.Key, c.Hits, a.want, rt, a.owner, a.addr, now); ok {
+			out[a.i] = Result{Decision: d}
+			continue
+		}
+		remote[a.owner] = append(remote[a.owner], a.i)
+	}
+}
+
 // askLease sends a check of key to its owner with an ask for a lease of
 // want hits, and returns the owner's decision; ok is false when the owner
 // did not decide it (the caller forwards it as usual).

@@ -111,6 +111,30 @@ func TestClusterLeasesHotKey(t *testing.T) {
 		t.Fatal("no lease given back")
 	}
 
+	// Batches lease too: their asks leave once the batch's local checks
+	// are decided.
+	const key3 = "tenant:initech"
+	via := (c.Owner("global", key3) + 1) % 3
+	before3 := gaugeOrCounter(t, regs[via], "ratelimit_lease_checks_total", "", "")
+	checks := make([]cluster.Request, 10)
+	out := make([]cluster.Result, len(checks))
+	for range 100 {
+		for j := range checks {
+			checks[j] = cluster.Request{Policy: "global", Key: key3, Hits: 1}
+		}
+		if err := c.Node(via).AllowBatch(context.Background(), checks, out); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range out {
+			if r.Err != nil || !r.Allowed {
+				t.Fatalf("a batch's check: %+v", r)
+			}
+		}
+	}
+	if got := gaugeOrCounter(t, regs[via], "ratelimit_lease_checks_total", "", "") - before3; got < 500 {
+		t.Fatalf("%v of 1000 checks in batches decided under a lease; want most", got)
+	}
+
 	// A holder that crashes: its slice is lost until its slot leaves the
 	// window, and nothing is admitted twice.
 	const key2 = "tenant:globex"
