@@ -65,6 +65,8 @@ type Result struct {
 	Warmup *Warmup `json:"warmup,omitempty"`
 	// Flood is what the flood scenario saw, if it ran.
 	Flood *FloodReport `json:"flood,omitempty"`
+	// CPU is the nodes' CPU during the run (Config.CPU), if metered.
+	CPU *NodesCPU `json:"cpu,omitempty"`
 }
 
 // Warmup sums up a run's warm-up: the same load on keys of its own, before
@@ -456,6 +458,9 @@ func (r *Result) WriteSummary(w io.Writer) error {
 			fmt.Fprintf(&b, ", %d checks straddled a window edge", a.Ambiguous)
 		}
 		b.WriteString("\n")
+	}
+	if r.CPU != nil {
+		r.CPU.writeSummary(&b)
 	}
 	for _, e := range r.Events {
 		fmt.Fprintf(&b, "event %6.1fs %s %s %s: %d errors after, recovered after %.1fs\n",

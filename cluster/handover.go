@@ -13,6 +13,7 @@ import (
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster/ring"
+	"github.com/vibewell/ratelimit/internal/msgpackfit"
 )
 
 // Hand-over: how a key's ownership moves between live members (a join, a
@@ -88,12 +89,18 @@ type handovers struct {
 	// their answers leave before it closes the connections.
 	inflight atomic.Int64
 
-	mu sync.Mutex
-	ch chan struct{} // closed on each change of finals or of the route
+	// ver counts the changes of finals and of the route table; a check
+	// reads it before the table, so that it misses none while it waits.
+	ver atomic.Uint64
+	mu  sync.Mutex
+	ch  chan struct{} // closed on each change
 }
 
-// changed returns a channel closed at the next change of finals or of the
-// route table.
+// waitChange is where's answer for "wait for the next change of the
+// route table or of finals" (never closed: awaitChange waits on changed).
+var waitChange = make(chan struct{})
+
+// changed returns a channel closed at the next change.
 func (h *handovers) changed() <-chan struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -106,11 +113,25 @@ func (h *handovers) changed() <-chan struct{} {
 // notify wakes the checks that wait for a change.
 func (h *handovers) notify() {
 	h.mu.Lock()
+	h.ver.Add(1)
 	if h.ch != nil {
 		close(h.ch)
 		h.ch = nil
 	}
 	h.mu.Unlock()
+}
+
+// awaitChange waits until deadline for wait, or, when wait is
+// waitChange, for a change after version v. It reports whether the wait
+// ended before the deadline.
+func (h *handovers) awaitChange(ctx context.Context, wait <-chan struct{}, v uint64, deadline time.Time) bool {
+	if wait == waitChange {
+		wait = h.changed()
+		if h.ver.Load() != v {
+			return true
+		}
+	}
+	return awaitHandover(ctx, wait, deadline)
 }
 
 // final returns the ring member last handed over with, or nil.
@@ -134,6 +155,7 @@ func (h *handovers) setFinal(member string, r *ring.Ring) {
 	}
 	h.finals.Store(&next)
 	h.gen.Add(1)
+	h.ver.Add(1)
 	if h.ch != nil {
 		close(h.ch)
 		h.ch = nil
@@ -182,9 +204,7 @@ func (n *Node) prepareRoute(old, rt *routeTable) {
 	} else {
 		rt.prev = ring.New(slices.DeleteFunc(rt.ring.Members(), func(m string) bool { return m == rt.self }), n.cfg.Ring)
 	}
-	if n.gossip.isJoined() && (rt.ring.Len() > 1 || n.gossip.bootstrap.Load()) {
-		n.ho.established.Store(true)
-	}
+	n.establish(rt)
 	prev, now := rt.prev.Owners(), rt.ring.Owners()
 	if len(prev) == len(now) {
 		for i, o := range now {
@@ -199,13 +219,32 @@ func (n *Node) prepareRoute(old, rt *routeTable) {
 	n.ho.keepFinals(rt.ring.Has)
 }
 
+// establish marks the node established once rt is the cluster's ring:
+// joined through its seeds, with peers (or the node started the cluster).
+func (n *Node) establish(rt *routeTable) {
+	if rt.joined && (rt.ring.Len() > 1 || n.gossip.bootstrap.Load()) {
+		n.ho.established.Store(true)
+	}
+}
+
 // where says who decides the key encoded as enc under rt: this node (in
 // its store) when owner is rt.self, else the member to forward to. wait,
 // when not nil, says that a hand-over is in flight: the caller waits on it
 // (up to handoverWait) and asks again.
-func (n *Node) where(rt *routeTable, enc []byte) (owner, addr string, wait <-chan struct{}) {
+//
+// A node not established yet (its ring may be a partial view of its
+// peers) decides nothing: it waits for its ring once joined, and for a
+// peer's check (strict) even before. A node that has not joined at all
+// decides its own callers' checks alone.
+func (n *Node) where(rt *routeTable, enc []byte, strict bool) (owner, addr string, wait <-chan struct{}) {
 	self := rt.self
 	o := rt.ring.Owner(enc)
+	if !n.ho.established.Load() && (strict || n.gossip.isJoined()) {
+		if o == "" {
+			o = self
+		}
+		return o, rt.addrs[o], waitChange
+	}
 	if n.settled(rt) {
 		if o == "" || o == self {
 			return self, "", nil
@@ -215,9 +254,10 @@ func (n *Node) where(rt *routeTable, enc []byte) (owner, addr string, wait <-cha
 	if o == "" || o == self {
 		if len(rt.await) > 0 {
 			if p := rt.prev.Owner(enc); rt.await[p] {
-				ch := n.ho.changed()
-				if f := n.ho.final(p); f == nil || f.Owner(enc) == p {
-					return self, "", ch // p has not given it away yet
+				if f := n.ho.final(p); f == nil || f.Owner(enc) != self {
+					// p has not given it to this node yet (or gave it
+					// to another: one of the two rings is behind).
+					return self, "", waitChange
 				}
 			}
 		}
@@ -324,6 +364,7 @@ func (n *Node) decide(ctx context.Context, p *policyEntry, key string, hits int6
 	var deadline time.Time
 	late := false
 	for {
+		v := n.ho.ver.Load()
 		n.copyMu.RLock()
 		rt := n.route.Load()
 		owner, addr := "", ""
@@ -331,7 +372,7 @@ func (n *Node) decide(ctx context.Context, p *policyEntry, key string, hits int6
 		if rt != nil {
 			var buf [128]byte
 			enc, _ := k.AppendBinary(buf[:0])
-			owner, addr, wait = n.where(rt, enc)
+			owner, addr, wait = n.where(rt, enc, false)
 		}
 		if wait == nil || late {
 			if rt == nil || owner == rt.self {
@@ -346,7 +387,7 @@ func (n *Node) decide(ctx context.Context, p *policyEntry, key string, hits int6
 		if deadline.IsZero() {
 			deadline = time.Now().Add(handoverWait)
 		}
-		if !awaitHandover(ctx, wait, deadline) {
+		if !n.ho.awaitChange(ctx, wait, v, deadline) {
 			if err := ctx.Err(); err != nil {
 				return Decision{}, err
 			}
@@ -375,7 +416,9 @@ func (n *Node) stored(ctx context.Context, p *policyEntry, k bucket.Key, hits in
 		n.metrics.errors.Inc()
 		return n.fallback(ctx, p, k.ID, hits, now, n.liveNodes(), err)
 	}
-	n.copied(ctx, p, d, hits)
+	if !n.copied(ctx, p, d, hits) || (d.Allowed && hits > 0 && n.copyFailing(k)) {
+		return n.fallback(ctx, p, k.ID, hits, now, n.liveNodes(), errNotCopied)
+	}
 	return d, nil
 }
 
@@ -464,7 +507,7 @@ func (n *Node) receiveHandover(ctx context.Context, body []byte) error {
 	err := errLengthBeyondEnd
 	if len(body) > maxHandoverBytes {
 		err = fmt.Errorf("%d bytes, at most %d", len(body), maxHandoverBytes)
-	} else if msgpackFits(body) {
+	} else if msgpackfit.Fits(body) {
 		err = msgpack.Unmarshal(body, &m)
 	}
 	if err == nil && len(m.Members) > maxHandoverMembers {

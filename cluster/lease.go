@@ -545,7 +545,7 @@ func (n *Node) receiveLease(ctx context.Context, method string, body []byte) ([]
 	}
 	var buf [128]byte
 	enc, _ := k.AppendBinary(buf[:0])
-	if owner, _, wait := n.where(rt, enc); owner != rt.self || wait != nil {
+	if owner, _, wait := n.where(rt, enc, true); owner != rt.self || wait != nil {
 		n.copyMu.RUnlock()
 		return msgpack.Marshal(leaseRes{})
 	}
@@ -600,7 +600,7 @@ func (n *Node) leaseLoop() {
 				return
 			case <-t.C:
 			}
-			n.returnLeases(context.Background(), false)
+			n.returnLeases(n.life, false)
 		}
 	}
 }

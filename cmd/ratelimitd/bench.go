@@ -54,6 +54,9 @@ type benchConfig struct {
 	HTTPClient  string
 	CACert      string
 	AdminToken  string
+	Idle        time.Duration
+	Pin         bool
+	OwnerAware  bool
 }
 
 func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
@@ -88,6 +91,9 @@ func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
 	fs.StringVar(&c.CACert, "ca-cert", "", "PEM CA certificates that https --urls' certificates may chain to, beside the system's.")
 	fs.StringVar(&c.AdminToken, "admin-token", getenv("RATELIMIT_ADMIN_TOKEN"), "Admin token of the --urls nodes (their --admin-token), to read their policy table for the accuracy accounting (env RATELIMIT_ADMIN_TOKEN).")
 	fs.StringVar(&c.HTTPClient, "http-client", "raw", "HTTP client of the http target: raw (the bench's own HTTP/1.1 connections, cheapest) or std (net/http).")
+	fs.DurationVar(&c.Idle, "idle", -1, "Measure the nodes' CPU at rest this long before the load (from /proc), report it, and subtract it from their CPU per decision; with --spawn or the embedded target. 0: not measured. Default: 5s with --spawn, else 0.")
+	fs.BoolVar(&c.Pin, "pin", false, "With --spawn: give each node its own CPUs, and the load generator the rest, when the machine has one CPU for each at least (Linux); otherwise the report says nothing was pinned.")
+	fs.BoolVar(&c.OwnerAware, "owner-aware", false, "http target: send each check to its key's owner, from the ring of GET /v1/ring (as httpapi.OwnerAwareClient does), instead of round-robin through every node.")
 	fs.StringVar(&c.Progress, "progress", "auto", "Progress output: auto (a live line on a terminal, plain lines otherwise), plain, or none.")
 	return fs
 }
@@ -127,8 +133,47 @@ func benchUsage(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintln(w, "(over- and under-admission against each key's exact allowance).")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Flags:")
-	fs.SetOutput(w)
-	fs.PrintDefaults()
+	writeFlags(w, fs)
+}
+
+// shellJoin joins args into a command line a POSIX shell reads back as
+// args: an argument with anything but letters, digits and @%+=:,./_- is
+// single-quoted (a quote inside is closed, escaped and reopened), so
+// that a report's command, --policy-spec JSON included, can be pasted
+// back.
+func shellJoin(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		safe := a != ""
+		for _, r := range a {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("@%+=:,./_-", r)) {
+				safe = false
+				break
+			}
+		}
+		if safe {
+			out[i] = a
+		} else {
+			out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// writeFlags writes a flag set's flags in the style of the other
+// commands' --help (writeSettings): two dashes, the doc on its own line,
+// then the default.
+func writeFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		kind, doc := flag.UnquoteUsage(f)
+		if kind != "" {
+			kind = " " + kind
+		}
+		fmt.Fprintf(w, "  --%s%s\n      %s\n", f.Name, kind, doc)
+		if f.DefValue != "" && f.DefValue != "0" && f.DefValue != "0s" && f.DefValue != "false" {
+			fmt.Fprintf(w, "      default %s\n", f.DefValue)
+		}
+	})
 }
 
 // runBench is `ratelimitd bench`.
@@ -144,7 +189,7 @@ func runBench(ctx context.Context, s sys, args []string) int {
 			benchUsage(s.stdout, fs)
 			return exitOK
 		}
-		fmt.Fprintf(s.stderr, "ratelimitd bench: %v (see --help)\n", err)
+		fmt.Fprintf(s.stderr, "ratelimitd bench: %v\n", flagError(err))
 		return exitUsage
 	}
 	if fs.NArg() > 0 {
@@ -162,7 +207,7 @@ func runBench(ctx context.Context, s sys, args []string) int {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	res, err := benchRun(ctx, s, &c, strings.Join(append([]string{"ratelimitd", "bench"}, args...), " "))
+	res, err := benchRun(ctx, s, &c, shellJoin(append([]string{"ratelimitd", "bench"}, args...)))
 	if err != nil {
 		fmt.Fprintf(s.stderr, "ratelimitd bench: %v\n", err)
 		if res == nil {
@@ -241,6 +286,8 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 	var (
 		target   bench.Target
 		scenario bench.Scenario
+		meter    bench.CPUMeter
+		pinning  string
 	)
 	withSpec := func(ps []bucket.Policy) []bucket.Policy {
 		if spec == nil {
@@ -267,6 +314,7 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 			return nil, err
 		}
 		target = e
+		meter = bench.SelfCPU{}
 		if p, ok := e.Nodes()[0].Policy(c.Policy); ok && spec == nil {
 			spec = &p
 		}
@@ -299,8 +347,15 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 			if spec != nil {
 				policies = []bucket.Policy{*spec}
 			}
+			// Churn wants a crash noticed in about a second; otherwise the
+			// nodes run the production gossip timing, so that what they
+			// cost at rest is what a deployment pays.
+			profile := "local"
+			if c.Scenario == bench.ScenarioNone {
+				profile = "lan"
+			}
 			nodes, err := bench.Spawn(ctx, bench.SpawnConfig{
-				Binary: c.Binary, Nodes: c.Spawn, Policies: policies,
+				Binary: c.Binary, Nodes: c.Spawn, Policies: policies, Pin: c.Pin, GossipProfile: profile,
 				Cluster: c.Spawn > 1 || c.Scenario == bench.ScenarioScaleOut,
 				// A generator sharing the machine's cores can hold a
 				// forwarded check past the 250 ms default, and the failure
@@ -311,8 +366,9 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 				return nil, err
 			}
 			defer nodes.Close()
+			meter, pinning = nodes, nodes.Pinning()
 			urls = nodes.URLs()
-			h, err := bench.NewHTTP(bench.HTTPConfig{URLs: urls, Conns: c.Concurrency, Timeout: c.Timeout, StdClient: c.HTTPClient == "std"})
+			h, err := bench.NewHTTP(bench.HTTPConfig{URLs: urls, Conns: c.Concurrency, Timeout: c.Timeout, StdClient: c.HTTPClient == "std", OwnerAware: c.OwnerAware})
 			if err != nil {
 				return nil, err
 			}
@@ -332,7 +388,7 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 			if err != nil {
 				return nil, err
 			}
-			h, err := bench.NewHTTP(bench.HTTPConfig{URLs: urls, Conns: c.Concurrency, Timeout: c.Timeout, StdClient: c.HTTPClient == "std", TLS: tc})
+			h, err := bench.NewHTTP(bench.HTTPConfig{URLs: urls, Conns: c.Concurrency, Timeout: c.Timeout, StdClient: c.HTTPClient == "std", TLS: tc, OwnerAware: c.OwnerAware})
 			if err != nil {
 				return nil, err
 			}
@@ -358,6 +414,27 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 		defer cancel()
 		_ = target.Close(cctx)
 	}()
+	if c.Pin && c.Spawn == 0 {
+		return nil, errors.New("--pin needs --spawn")
+	}
+	if c.Idle < 0 {
+		c.Idle = 0
+		if c.Spawn > 0 {
+			c.Idle = 5 * time.Second
+		}
+	}
+	var idle *bench.IdleCPU
+	if meter != nil && c.Idle > 0 {
+		var err error
+		// The nodes settle first: joins, raft's configuration, the first
+		// collection.
+		if err := sleepCtx(ctx, 2*time.Second); err != nil {
+			return nil, err
+		}
+		if idle, err = bench.MeasureIdle(ctx, meter, c.Idle); err != nil {
+			return nil, fmt.Errorf("idle CPU: %w", err)
+		}
+	}
 	if flood != nil {
 		if err := flood.scrape(c, params.URLs, s.readFile); err != nil {
 			return nil, err
@@ -369,6 +446,7 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 		scenario = sc
 	}
 	cfg := bench.Config{
+		CPU: meter, Idle: idle, Pinning: pinning,
 		Target: target, Policy: c.Policy, PolicySpec: spec, Hits: c.Hits, Keys: c.Keys, Dist: dist, ZipfS: c.ZipfS,
 		KeyPrefix: c.KeyPrefix, Batch: c.Batch, Concurrency: c.Concurrency, Rate: c.Rate,
 		Duration: c.Duration, Warmup: c.Warmup, Requests: c.Requests, Seed: c.Seed, Scenario: scenario, Params: params,
@@ -386,6 +464,17 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 	}
 	flood.report(ctx, res)
 	return res, err
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func splitList(s string) []string {
