@@ -13,6 +13,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/internal/msgpackfit"
 )
 
 // Leases of allowance for hot allowed keys. A key checked often on a node
@@ -495,6 +496,9 @@ func (n *Node) askLease(ctx context.Context, p *policyEntry, key string, hits, w
 		body, err = n.tr.Call(fctx, addr, methodLease, body)
 		done()
 	}
+	if err == nil && !msgpackfit.Fits(body) {
+		err = errLengthBeyondEnd
+	}
 	if err == nil {
 		err = msgpack.Unmarshal(body, &res)
 	}
@@ -515,7 +519,11 @@ var errLeaseRefused = errors.New("cluster: lease request refused")
 // return.
 func (n *Node) receiveLease(ctx context.Context, method string, body []byte) ([]byte, error) {
 	var req leaseReq
-	if err := msgpack.Unmarshal(body, &req); err != nil {
+	err := errLengthBeyondEnd
+	if msgpackfit.Fits(body) {
+		err = msgpack.Unmarshal(body, &req)
+	}
+	if err != nil {
 		n.warnings.Log("refused a malformed lease request", "err", err)
 		return nil, fmt.Errorf("%w: %v", errLeaseRefused, err)
 	}
@@ -558,25 +566,53 @@ func (n *Node) receiveLease(ctx context.Context, method string, body []byte) ([]
 		}
 		return nil, nil
 	}
+	if n.copyFailing(k) {
+		// The counter's copies do not reach its successor: the asker
+		// forwards its check, decided as any check of the key now is.
+		n.copyMu.RUnlock()
+		return msgpack.Marshal(leaseRes{})
+	}
 	res, changed, err := grantLease(ctx, n.store, p, k, req.Hits, req.Want, rt.ring.Len(), now)
 	n.copyMu.RUnlock()
 	if err != nil {
 		return msgpack.Marshal(leaseRes{})
-	}
-	if res.Grant > 0 {
-		n.leases.granted.Add(1)
 	}
 	if changed && n.repl != nil {
 		if res.Grant > 0 || p.Replication == bucket.ReplicateSync {
 			// The successor must count the slice before the holder uses
 			// it: if this node crashed first, the slice would be free
 			// again there while the holder admits from it.
-			n.waitCopied(ctx)
+			if !n.waitCopied(ctx) {
+				res = n.uncopiedLease(ctx, p, k, req.Hits, res, now)
+			}
 		} else {
 			n.repl.changed()
 		}
 	}
+	if res.Grant > 0 {
+		n.leases.granted.Add(1)
+	}
 	return msgpack.Marshal(res)
+}
+
+// uncopiedLease is the answer to an ask whose changes did not reach the
+// key's successor: no lease (the slice is given back to the counter), and
+// the check decided as a check whose copy failed is (see Node.stored).
+func (n *Node) uncopiedLease(ctx context.Context, p *policyEntry, k bucket.Key, hits int64, res leaseRes, now time.Time) leaseRes {
+	if res.Grant > 0 {
+		n.copyMu.RLock()
+		returnLease(ctx, n.store, p, k, res.Grant, res.Until, n.clock.Now())
+		n.copyMu.RUnlock()
+		res.Grant, res.Base, res.TTL, res.Until = 0, 0, 0, 0
+	}
+	if !res.Allowed || hits <= 0 {
+		return res
+	}
+	d, err := n.fallback(ctx, p, k.ID, hits, now, n.liveNodes(), errNotCopied)
+	if err != nil {
+		return leaseRes{} // the asker forwards its check
+	}
+	return leaseRes{OK: true, Allowed: d.Allowed, Limit: d.Limit, Remaining: d.Remaining, ResetAfter: d.ResetAfter, RetryAfter: d.RetryAfter}
 }
 
 // leaseLoop gives back the leases unused for leaseIdle and drops ended
