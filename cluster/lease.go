@@ -649,6 +649,9 @@ func (n *Node) returnLeases(ctx context.Context, all bool) {
 	if len(rs) == 0 || rt == nil {
 		return
 	}
+	// One bound for all: a leave does not wait on each dead owner in turn.
+	cctx, cancel := context.WithTimeout(ctx, leaseCallLimit)
+	defer cancel()
 	for _, r := range rs {
 		owner, addr := rt.owner(r.k)
 		if owner == "" || owner == rt.self {
@@ -658,9 +661,7 @@ func (n *Node) returnLeases(ctx context.Context, all bool) {
 		if err != nil {
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, leaseCallLimit)
 		_, err = n.tr.Call(cctx, addr, methodLeaseReturn, body)
-		cancel()
 		if err != nil {
 			n.warnings.Log("giving back a lease failed; its hits stay counted until their slot ends", "owner", owner, "hits", r.hits, "err", err)
 			continue
