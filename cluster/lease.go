@@ -450,7 +450,9 @@ func (n *Node) receiveLease(ctx context.Context, method string, body []byte) ([]
 	if n.leases == nil || !n.partitioned || n.leaving.Load() || rt == nil {
 		return msgpack.Marshal(leaseRes{})
 	}
-	if owner, _ := rt.owner(k); owner != rt.self {
+	if owner, _ := rt.owner(k); owner != rt.self || (method != methodLeaseReturn && !n.settled(rt)) {
+		// No lease while keys may be changing owner (handover.go): the
+		// check goes the way of any other.
 		return msgpack.Marshal(leaseRes{})
 	}
 	now := n.clock.Now()

@@ -76,6 +76,9 @@ type routeTable struct {
 	prev  *ring.Ring
 	await map[string]bool
 	hand  *handing
+	// seq is the generation of hand-over messages when this table was
+	// prepared: a message with a later seq was sent after it.
+	seq uint64
 	// joined: the node had joined through its seeds when this table's
 	// members were read, so they are the cluster's, not a partial view.
 	joined bool
@@ -141,6 +144,8 @@ type gossip struct {
 	bootstrap atomic.Bool
 	// epoch counts each member's returns to the ring (under mu).
 	epoch map[string]uint64
+	// joinedNano is when joined was closed (Unix nanoseconds).
+	joinedNano atomic.Int64
 	// lost holds the members that failed (not left), by name, with the
 	// gossip address to rejoin them at: see reconnectLoop.
 	lost map[string]lostMember
@@ -231,6 +236,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 	go g.reconnectLoop(max(time.Second, 5*mc.ProbeInterval))
 	if len(cfg.Seeds) == 0 {
 		g.bootstrap.Store(true)
+		g.joinedNano.Store(time.Now().UnixNano())
 		close(g.joined)
 	} else if err := g.join(ctx); err != nil {
 		n.log.Warn("join failed; retrying in the background", "seeds", cfg.Seeds, "err", err)
@@ -247,6 +253,7 @@ func (g *gossip) join(ctx context.Context) error {
 	})
 	if len(seeds) == 0 {
 		g.bootstrap.Store(true)
+		g.joinedNano.Store(time.Now().UnixNano())
 		close(g.joined)
 		return nil
 	}
@@ -255,6 +262,7 @@ func (g *gossip) join(ctx context.Context) error {
 	}
 	n, err := g.ml.Join(seeds)
 	if n > 0 {
+		g.joinedNano.Store(time.Now().UnixNano())
 		close(g.joined)
 		select { // the ring built from here on is the cluster's
 		case g.change <- struct{}{}:
@@ -288,6 +296,14 @@ func (g *gossip) joinLoop() {
 func (g *gossip) localAddr() string {
 	ln := g.ml.LocalNode()
 	return net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
+}
+
+// joinedAt returns when the node joined (zero before).
+func (g *gossip) joinedAt() time.Time {
+	if ns := g.joinedNano.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 func (g *gossip) isJoined() bool {
@@ -481,7 +497,7 @@ func (g *gossip) rebuildLoop() {
 		rt := g.routes()
 		old := g.n.route.Load()
 		if old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) && maps.Equal(old.epochs, rt.epochs) {
-			rt.prev, rt.await, rt.hand = old.prev, old.await, old.hand
+			rt.prev, rt.await, rt.hand, rt.seq = old.prev, old.await, old.hand, old.seq
 			g.n.establish(rt)
 			g.n.route.Store(rt)
 			g.n.ho.notify()
