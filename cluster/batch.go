@@ -73,6 +73,11 @@ func (n *Node) allowBatch(ctx context.Context, table policyTable, rt *routeTable
 			continue
 		}
 		entries[i] = p
+		if rt != nil && rt.minority {
+			d, err := n.fallback(ctx, p, c.Key, c.Hits, now, rt.known, rt.minorityErr())
+			out[i] = Result{Decision: d, Err: err}
+			continue
+		}
 		if route {
 			if owner, addr := rt.owner(bucket.Key{Policy: c.Policy, ID: c.Key}); owner != rt.self && owner != "" {
 				if d, ok := n.answerHere(ctx, p, c.Key, c.Hits, rt, owner, addr, now); ok {
@@ -89,8 +94,14 @@ func (n *Node) allowBatch(ctx context.Context, table policyTable, rt *routeTable
 	if locked {
 		n.copyMu.RUnlock()
 	}
-	if copy != nil {
-		n.copied(ctx, copy, Decision{Allowed: true}, 1)
+	if copy != nil && !n.copied(ctx, copy, Decision{Allowed: true}, 1) {
+		// A sync policy's copy did not reach its successor: its allowed
+		// checks are not answered allowed on this counter alone.
+		for _, i := range local {
+			if c := checks[i]; entries[i] != nil && entries[i].Replication == bucket.ReplicateSync && out[i].Err == nil && out[i].Decision.Allowed && c.Hits > 0 {
+				out[i].Decision, out[i].Err = n.fallback(ctx, entries[i], c.Key, c.Hits, now, n.liveNodes(), errNotCopied)
+			}
+		}
 	}
 	for owner, idx := range remote {
 		n.decideRemote(ctx, checks, idx, entries, rt, owner, now, out)

@@ -20,6 +20,9 @@ import (
 
 // Config configures a Node. The zero value runs a single node with the
 // default policies; every zero field takes the default in its comment.
+// A negative number turns off the fields that can be off (TopDeniedSlots,
+// DenyCacheKeys, LeaseMinLimit, ReplicaInterval) and is refused by
+// Validate in every other field.
 type Config struct {
 	// NodeName identifies the node in a cluster and in logs; it must be unique
 	// among peers. Default: the hostname plus a random suffix.
@@ -115,8 +118,17 @@ type Config struct {
 	HTTPAddr string
 	// Seeds are host:port gossip addresses of nodes to join; DNS names
 	// resolve (a Kubernetes headless service works). The node retries until
-	// it joins one, and is Ready only then. Empty starts a new cluster.
+	// it joins one, and is Ready only then (unless it bootstraps; see
+	// Bootstrap). Empty starts a new cluster.
 	Seeds []string
+	// Bootstrap makes this node the one that starts the cluster when it
+	// has no raft state yet (a first start, or no DataDir): it bootstraps
+	// raft alone and is Ready at once, and looks for its Seeds in the
+	// background; the other nodes join it. With raft state it is ignored,
+	// and the node rejoins through its Seeds. Set it on one node: two that
+	// bootstrap make two clusters. A node without Seeds (or whose only
+	// seed is itself) starts a new cluster anyway.
+	Bootstrap bool
 	// Gossip tunes failure detection. Zero fields take memberlist's LAN
 	// defaults; LocalGossip gives tight timings for tests.
 	Gossip GossipConfig
@@ -128,12 +140,13 @@ type Config struct {
 	// transport and of raft, so that a node without it can neither join,
 	// nor send checks, calls or raft messages, nor read them.
 	//
-	// Default: a node that starts a cluster (GossipAddr, no Seeds) uses
-	// the key kept in DataDir, or generates one and keeps it there (mode
-	// 0600; in memory without DataDir); Node.ClusterKey returns it for
-	// the nodes that join. A node with Seeds and no key fails with
-	// ErrNoClusterKey, unless it has its own credentials (PeerTLS and
-	// SecretKey) or Insecure.
+	// Default: a node that starts a cluster (GossipAddr, and no Seeds or
+	// Bootstrap) uses the key kept in DataDir, or generates one and keeps
+	// it there (mode 0600; in memory without DataDir); Node.ClusterKey
+	// returns it for the nodes that join. A node that joins (Seeds, no
+	// Bootstrap) with no key fails with ErrNoClusterKey, unless DataDir
+	// keeps one, or it has its own credentials (PeerTLS and SecretKey) or
+	// Insecure.
 	ClusterKey []byte
 	// Insecure runs the cluster without authentication or encryption, for
 	// measurements on one machine: every address must be loopback
@@ -335,6 +348,9 @@ func (c Config) Validate() error {
 	if err := c.validateStore(); err != nil {
 		return err
 	}
+	if err := c.validateNumbers(); err != nil {
+		return err
+	}
 	if c.DataDir != "" && c.NodeName == "" {
 		// Raft knows a node by its name: a generated one would make the
 		// node a stranger to its own log after a restart.
@@ -359,6 +375,35 @@ func (c Config) Validate() error {
 		return errors.New("cluster: config: Seeds: set GossipAddr to join a cluster")
 	}
 	return c.validateSecurity()
+}
+
+// validateNumbers refuses a negative value where it would not mean "off"
+// (see Config): in those fields, zero is the way to ask for the default.
+func (c Config) validateNumbers() error {
+	g := c.Gossip
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"DenialLogRate", int64(c.DenialLogRate)}, {"MaxKeyLen", int64(c.MaxKeyLen)},
+		{"MaxHits", c.MaxHits}, {"MaxKeys", int64(c.MaxKeys)}, {"Voters", int64(c.Voters)},
+		{"SweepInterval", int64(c.SweepInterval)}, {"ForwardTimeout", int64(c.ForwardTimeout)},
+		{"FailoverTimeout", int64(c.FailoverTimeout)}, {"VoterGrace", int64(c.VoterGrace)},
+		{"RaftTimeout", int64(c.RaftTimeout)},
+		{"Gossip.ProbeInterval", int64(g.ProbeInterval)}, {"Gossip.ProbeTimeout", int64(g.ProbeTimeout)},
+		{"Gossip.GossipInterval", int64(g.GossipInterval)}, {"Gossip.PushPullInterval", int64(g.PushPullInterval)},
+		{"Gossip.SuspicionMult", int64(g.SuspicionMult)}, {"Gossip.TCPTimeout", int64(g.TCPTimeout)},
+		{"Gossip.DeadNodeReclaimTime", int64(g.DeadNodeReclaimTime)},
+		{"Ring.PartitionCount", int64(c.Ring.PartitionCount)}, {"Ring.ReplicationFactor", int64(c.Ring.ReplicationFactor)},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("cluster: config: %s: negative (%d); zero takes the default", f.name, f.v)
+		}
+	}
+	if c.Ring.Load < 0 {
+		return fmt.Errorf("cluster: config: Ring.Load: negative (%g); zero takes the default", c.Ring.Load)
+	}
+	return nil
 }
 
 // validateStore checks that a cluster node's store is either its own and
@@ -404,11 +449,15 @@ func (c Config) validateSecurity() error {
 		}
 		return nil
 	}
-	if len(c.Seeds) > 0 && len(c.ClusterKey) == 0 && !c.ownCredentials() {
+	if !c.startsCluster() && len(c.ClusterKey) == 0 && !c.ownCredentials() {
 		return fmt.Errorf("cluster: config: %w", ErrNoClusterKey)
 	}
 	return nil
 }
+
+// startsCluster reports whether the node may start a new cluster, and so
+// make its key: it has no seeds, or it is the one that bootstraps.
+func (c Config) startsCluster() bool { return len(c.Seeds) == 0 || c.Bootstrap }
 
 // ownCredentials reports whether the node authenticates its peers without
 // the cluster key: a gossip key and its own PKI.

@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -116,5 +117,59 @@ func TestFailoverTimeoutWithOwnTransport(t *testing.T) {
 	// under the minute of the stall (room for a loaded machine).
 	if took < failover || took > 20*time.Second {
 		t.Fatalf("the check took %v, want FailoverTimeout (%v) and a little", took, failover)
+	}
+}
+
+// TestValidateNegatives: a negative number turns off the fields that can
+// be off, and is refused, with the field named, everywhere else (where it
+// used to mean the default, like zero).
+func TestValidateNegatives(t *testing.T) {
+	for _, off := range []func(*cluster.Config){
+		func(c *cluster.Config) { c.TopDeniedSlots = -1 },
+		func(c *cluster.Config) { c.DenyCacheKeys = -1 },
+		func(c *cluster.Config) { c.LeaseMinLimit = -1 },
+		func(c *cluster.Config) { c.ReplicaInterval = -1 },
+	} {
+		var cfg cluster.Config
+		off(&cfg)
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("a field that can be off, negative: %v", err)
+		}
+	}
+	for name, set := range map[string]func(*cluster.Config){
+		"DenialLogRate":        func(c *cluster.Config) { c.DenialLogRate = -1 },
+		"MaxKeyLen":            func(c *cluster.Config) { c.MaxKeyLen = -1 },
+		"MaxHits":              func(c *cluster.Config) { c.MaxHits = -1 },
+		"MaxKeys":              func(c *cluster.Config) { c.MaxKeys = -1 },
+		"SweepInterval":        func(c *cluster.Config) { c.SweepInterval = -time.Second },
+		"ForwardTimeout":       func(c *cluster.Config) { c.ForwardTimeout = -time.Second },
+		"FailoverTimeout":      func(c *cluster.Config) { c.FailoverTimeout = -time.Second },
+		"Voters":               func(c *cluster.Config) { c.Voters = -1 },
+		"VoterGrace":           func(c *cluster.Config) { c.VoterGrace = -time.Second },
+		"RaftTimeout":          func(c *cluster.Config) { c.RaftTimeout = -time.Second },
+		"Gossip.ProbeInterval": func(c *cluster.Config) { c.Gossip.ProbeInterval = -time.Second },
+		"Gossip.SuspicionMult": func(c *cluster.Config) { c.Gossip.SuspicionMult = -1 },
+		"Ring.PartitionCount":  func(c *cluster.Config) { c.Ring.PartitionCount = -1 },
+		"Ring.Load":            func(c *cluster.Config) { c.Ring.Load = -1 },
+	} {
+		var cfg cluster.Config
+		set(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), name+":") {
+			t.Errorf("%s negative: %v, want an error naming it", name, err)
+		}
+	}
+}
+
+// TestInvalidStartWritesNothing: Start validates before it makes anything:
+// a config it refuses leaves no generated cluster key in DataDir.
+func TestInvalidStartWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	cfg := cluster.Config{GossipAddr: "127.0.0.1:0", DataDir: dir, MaxHits: -1, NodeName: "n1"}
+	if n, err := cluster.Start(context.Background(), cfg); err == nil {
+		n.Close(context.Background())
+		t.Fatal("Start with a negative MaxHits succeeded")
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Fatalf("DataDir after a refused Start: %v %v, want it empty", entries, err)
 	}
 }

@@ -64,11 +64,18 @@ var (
 	// override for. It wraps bucket.ErrUnknownOverride.
 	ErrUnknownOverride = fmt.Errorf("cluster: %w", bucket.ErrUnknownOverride)
 
+	// ErrRingConfig: a peer spreads keys with another ring config
+	// (Config.Ring), so the two would pick different owners for a key;
+	// they refuse each other. Start returns it when the seeds that answer
+	// all refuse so; the refusals are counted in
+	// ratelimit_cluster_refused_total{port="gossip",reason="ring_config"}.
+	ErrRingConfig = errors.New("cluster: another ring config (Config.Ring): every node of a cluster must use the same")
+
 	// The cluster key (Config, ParseClusterKey).
 
-	// ErrNoClusterKey: the node joins a cluster (Seeds) but has no
-	// ClusterKey, and neither own credentials (PeerTLS and SecretKey) nor
-	// Insecure. Without a key it could neither prove itself to its peers
+	// ErrNoClusterKey: the node joins a cluster (Seeds, no Bootstrap) but
+	// has no ClusterKey, and neither own credentials (PeerTLS and
+	// SecretKey) nor Insecure. Without a key it could neither prove itself to its peers
 	// nor tell them from strangers.
 	ErrNoClusterKey = errors.New("cluster: no cluster key: a node that joins a cluster needs the cluster's key (ClusterKey; ratelimitd --cluster-key or RATELIMIT_CLUSTER_KEY)")
 	// ErrBadClusterKey: a cluster key that is not ClusterKeySize bytes, or

@@ -61,3 +61,7 @@ func (n *Node) Sweep() int { return n.sweep() }
 
 // ReplicasSent returns the counter copies n has sent to successors.
 func (n *Node) ReplicasSent() uint64 { return n.counts().ReplicaSent }
+
+// CopiesFailing reports whether the last round of copies to some
+// successor did not arrive.
+func (n *Node) CopiesFailing() bool { return n.repl != nil && n.repl.nfailing.Load() > 0 }

@@ -215,3 +215,48 @@ func TestClusterFailureModeNeedsBothUnreachable(t *testing.T) {
 		t.Fatalf("after healing: %+v %v, want allowed with 9 remaining", d, err)
 	}
 }
+
+// TestClusterCopyNotDeliveredFallsBack: the owner of a key is cut off
+// from its peers (gossip still up, so it stays the owner). Its checks can
+// no longer be copied to the successor, which the other side of a
+// partition would decide the key from, so none is answered allowed on the
+// owner's counter alone: the failure mode decides them (here `local`, a
+// third of the limit on this node). A sync policy's checks fall back at
+// once; an async one's once a round of copies has failed.
+func TestClusterCopyNotDeliveredFallsBack(t *testing.T) {
+	const limit = 30
+	policies := []bucket.Policy{
+		{Name: "s", Limit: limit, Window: time.Hour, Replication: bucket.ReplicateSync},
+		{Name: "a", Limit: limit, Window: time.Hour},
+	}
+	c := testcluster.Start(t, 3, testcluster.Options{Policies: policies, InMemory: true, Configure: noProbes})
+	ctx := context.Background()
+	c.Partition([]int{0}, []int{1, 2})
+	defer c.Heal()
+	for _, p := range []string{"a", "s"} {
+		key := keyOwnedBy(c, p, 0)
+		allowed := 0
+		for i := range limit {
+			if p == "a" && i == 1 {
+				// The first hit's round of copies fails.
+				waitFor(t, "a failed round of copies", func() bool { return c.Node(0).CopiesFailing() })
+			}
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			d, err := c.Node(0).Allow(cctx, p, key, 1)
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Allowed {
+				allowed++
+			}
+		}
+		want := limit / 3
+		if p == "a" {
+			want++ // the first, allowed before any round failed
+		}
+		if allowed != want {
+			t.Errorf("%s: owner cut off from its successor: %d of %d checks allowed, want %d", p, allowed, limit, want)
+		}
+	}
+}

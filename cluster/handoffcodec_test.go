@@ -8,6 +8,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/internal/msgpackfit"
 )
 
 // reflectMsg and reflectItem are handoffMsg and handoffItem without the
@@ -80,7 +81,7 @@ func TestHandoffCodec(t *testing.T) {
 func TestHandoffCodecRefuses(t *testing.T) {
 	tooMany, _ := msgpack.Marshal(map[string]any{"v": 1, "i": make([]int, handoffChunk+1)})
 	shortCount, _ := msgpack.Marshal(map[string]any{"v": 1, "i": []map[string]any{{"p": "a", "c": []uint32{1, 2}}}})
-	if msgpackFits([]byte("\x82\xa1v\x01\xa1i\x91\x81\xa1p\xdb\x7f\xff\xff\xff")) {
+	if msgpackfit.Fits([]byte("\x82\xa1v\x01\xa1i\x91\x81\xa1p\xdb\x7f\xff\xff\xff")) {
 		t.Error("a string header announcing 2 GB in 16 bytes fits")
 	}
 	for name, b := range map[string][]byte{

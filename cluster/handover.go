@@ -13,6 +13,7 @@ import (
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster/ring"
+	"github.com/vibewell/ratelimit/internal/msgpackfit"
 )
 
 // Hand-over: how a key's ownership moves between live members (a join, a
@@ -452,7 +453,9 @@ func (n *Node) stored(ctx context.Context, p *policyEntry, k bucket.Key, hits in
 		n.metrics.errors.Inc()
 		return n.fallback(ctx, p, k.ID, hits, now, n.liveNodes(), err)
 	}
-	n.copied(ctx, p, d, hits)
+	if !n.copied(ctx, p, d, hits) || (d.Allowed && hits > 0 && n.copyFailing(k)) {
+		return n.fallback(ctx, p, k.ID, hits, now, n.liveNodes(), errNotCopied)
+	}
 	return d, nil
 }
 
@@ -541,7 +544,7 @@ func (n *Node) receiveHandover(ctx context.Context, body []byte) error {
 	err := errLengthBeyondEnd
 	if len(body) > maxHandoverBytes {
 		err = fmt.Errorf("%d bytes, at most %d", len(body), maxHandoverBytes)
-	} else if msgpackFits(body) {
+	} else if msgpackfit.Fits(body) {
 		err = msgpack.Unmarshal(body, &m)
 	}
 	if err == nil && len(m.Members) > maxHandoverMembers {

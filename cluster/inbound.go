@@ -13,6 +13,7 @@ import (
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster/ring"
+	"github.com/vibewell/ratelimit/internal/msgpackfit"
 	"github.com/vibewell/ratelimit/transport"
 )
 
@@ -124,7 +125,7 @@ const MaxClockSkew = time.Second
 func (n *Node) receiveStates(ctx context.Context, method string, body []byte, merge func(bucket.Key, bucket.Policy, bucket.State, time.Time)) (int, error) {
 	var msg handoffMsg
 	err := errLengthBeyondEnd
-	if msgpackFits(body) {
+	if msgpackfit.Fits(body) {
 		err = msgpack.Unmarshal(body, &msg)
 	}
 	if err != nil {
@@ -174,7 +175,7 @@ func (n *Node) receiveStates(ctx context.Context, method string, body []byte, me
 		}
 		q := p.Policy
 		q.Limit = p.LimitFor(it.Key)
-		st, err := bucket.Sanitize(q, bucket.State{T: it.T, Count: it.Count, Idle: it.Idle, Span: it.Span}, now, MaxClockSkew)
+		st, err := bucket.Sanitize(q, it.state(), now, MaxClockSkew)
 		if err != nil {
 			dropped[2]++
 			lastErr = err

@@ -39,10 +39,11 @@ import (
 // and on Leave. What is never given back (a lease that ends with hits
 // left, a holder that crashes) stays counted until its slot leaves the
 // window: at most window × 9/8. A grant is at most what remains divided by
-// twice the ring's members, and about leaseTarget of the holder's checks,
-// scaled down near the slot's end, so a key under-admits by at most the
-// unused slices of its holders, and near the limit grants shrink to
-// nothing and checks go to the owner again.
+// twice the ring's members, and about leaseTarget of the holder's checks
+// (near the slot's end, what it needs until then beyond what it has
+// left), so a key under-admits by at most the unused slices of its
+// holders, and near the limit grants shrink to nothing and checks go to
+// the owner again.
 
 // DefaultLeaseMinLimit is the default Config.LeaseMinLimit.
 const DefaultLeaseMinLimit = 1000
@@ -53,7 +54,7 @@ const (
 	leaseHotSlots  = 64                     // per shard: checks counted for 4,096 keys in all
 	leaseHotChecks = 64                     // a key checked this often in leaseHotPeriod asks for a lease
 	leaseHotPeriod = time.Second            //
-	leaseTarget    = 100 * time.Millisecond // a grant is sized for this long of the holder's checks
+	leaseTarget    = 50 * time.Millisecond  // a grant is sized for this long of the holder's checks
 	leaseMinWant   = 16                     // the smallest grant asked for
 	leaseIdle      = 250 * time.Millisecond // a lease unused this long is given back
 	leaseMaxHeld   = 4096                   // leases a node holds at most
@@ -85,10 +86,11 @@ type leases struct {
 	held     atomic.Int64
 	kick     chan struct{} // wakes the loop that gives back idle leases
 
-	granted  atomic.Int64 // leases this node granted, as owner
-	returned atomic.Int64 // leases this node held whose unused hits it gave back
-	expired  atomic.Int64 // leases this node held that ended with hits unused
-	hits     atomic.Int64 // checks this node decided under a lease
+	granted     atomic.Int64 // leases this node granted, as owner
+	returned    atomic.Int64 // leases this node held whose unused hits it gave back
+	expired     atomic.Int64 // leases this node held that ended with hits unused
+	expiredHits atomic.Int64 // their unused hits
+	hits        atomic.Int64 // checks this node decided under a lease
 }
 
 type leaseShard struct {
@@ -165,13 +167,16 @@ func (l *leases) use(p *policyEntry, key string, hits int64, now time.Time) (d D
 	}
 	if e != nil {
 		if e.left > 0 && !now.Before(e.until) {
-			l.expired.Add(1)
+			l.expire(e.left)
 			e.left = 0
 		}
 		// Half the last grant used, the next check asks for more while
-		// the others go on under what is left.
-		renew := e.left < e.grant/2 && !e.asking && !now.Before(e.retryAt)
-		if e.p == p && e.left >= max(hits, 1) && !renew {
+		// the others go on under what is left; unless, near the slot's
+		// end, what is left lasts until then at the rate seen.
+		if e.p == p && e.left < e.grant/2 && !e.asking && !now.Before(e.retryAt) {
+			want = l.renewal(e, key, now)
+		}
+		if e.p == p && e.left >= max(hits, 1) && want <= 0 {
 			e.left -= hits
 			e.used += hits
 			e.lastUse = now
@@ -181,8 +186,11 @@ func (l *leases) use(p *policyEntry, key string, hits int64, now time.Time) (d D
 		if e.asking || now.Before(e.retryAt) {
 			return Decision{}, leaseNone, 0
 		}
+		if want <= 0 {
+			want = l.renewal(e, key, now)
+		}
 		e.asking = true
-		return Decision{}, leaseAsk, min(p.LimitFor(key), rateWant(e.used, now.Sub(e.since)))
+		return Decision{}, leaseAsk, max(1, want)
 	}
 	c := &sh.hot[(h/leaseShards)%leaseHotSlots]
 	if c.h != h || now.Sub(c.since) > leaseHotPeriod || now.Before(c.since) {
@@ -205,6 +213,26 @@ func (l *leases) use(p *policyEntry, key string, hits int64, now time.Time) (d D
 	return Decision{}, leaseAsk, want
 }
 
+// renewal is the grant to ask for to renew lease e of key at now: about
+// leaseTarget of checks at the rate seen since the last grant, or, when
+// the lease ends sooner, what that rate needs until then beyond what is
+// left (possibly nothing), so that little is left unused when it ends.
+func (l *leases) renewal(e *lease, key string, now time.Time) int64 {
+	w := rateWant(e.used, now.Sub(e.since))
+	if ttl := e.until.Sub(now); ttl > 0 {
+		// Still in the lease's slot: ask for no more than it needs until
+		// the slot ends.
+		w = min(w, int64(float64(w)*float64(ttl)/float64(leaseTarget))-e.left)
+	}
+	return min(e.p.LimitFor(key), w)
+}
+
+// expire counts a lease that ended with hits unused.
+func (l *leases) expire(hits int64) {
+	l.expired.Add(1)
+	l.expiredHits.Add(hits)
+}
+
 // rateWant sizes a grant for leaseTarget of checks at the rate of n in
 // elapsed.
 func rateWant(n int64, elapsed time.Duration) int64 {
@@ -217,7 +245,7 @@ func rateWant(n int64, elapsed time.Duration) int64 {
 // drop removes the lease e of k from sh, whose lock is held.
 func (l *leases) drop(sh *leaseShard, k bucket.Key, e *lease) {
 	if e.left > 0 {
-		l.expired.Add(1)
+		l.expire(e.left)
 	}
 	delete(sh.m, k)
 	l.held.Add(-1)
@@ -255,7 +283,7 @@ func (l *leases) asked(p *policyEntry, key string, res leaseRes, start, now time
 	e := sh.m[k]
 	if e == nil || e.p != p {
 		if res.Grant > 0 {
-			l.expired.Add(1) // granted under a policy since changed: left to expire at the owner
+			l.expire(res.Grant) // granted under a policy since changed: left to expire at the owner
 		}
 		return
 	}
@@ -265,7 +293,7 @@ func (l *leases) asked(p *policyEntry, key string, res leaseRes, start, now time
 		return
 	}
 	if e.left > 0 && (e.ownerUntil != res.Until || !now.Before(e.until)) {
-		l.expired.Add(1)
+		l.expire(e.left)
 		e.left = 0
 	}
 	e.left += res.Grant
@@ -445,29 +473,39 @@ func (n *Node) receiveLease(ctx context.Context, method string, body []byte) ([]
 		n.warnings.Log("refused a lease request", "policy", req.Policy, "err", err)
 		return nil, fmt.Errorf("%w: %w", errLeaseRefused, err)
 	}
+	if method == methodLeaseReturn && req.Hits > p.Capacity() {
+		return nil, fmt.Errorf("%w: returns %d hits, more than the capacity %d", errLeaseRefused, req.Hits, p.Capacity())
+	}
 	k := bucket.Key{Policy: req.Policy, ID: req.Key}
-	rt := n.route.Load()
-	if n.leases == nil || !n.partitioned || n.leaving.Load() || rt == nil {
+	if n.leases == nil || !n.partitioned || n.gossip == nil || n.leaving.Load() {
 		return msgpack.Marshal(leaseRes{})
 	}
-	if owner, _ := rt.owner(k); owner != rt.self || (method != methodLeaseReturn && !n.settled(rt)) {
-		// No lease while keys may be changing owner (handover.go): the
-		// check goes the way of any other.
+	// As a forwarded check is: under the lock of local decisions, and only
+	// if this node decides the key now (no hand-over of it in flight);
+	// else the asker forwards its check as usual.
+	n.copyMu.RLock()
+	rt := n.route.Load()
+	if rt == nil || (!n.ho.established.Load() && rt.ring.Len() <= 1) {
+		n.copyMu.RUnlock()
+		return msgpack.Marshal(leaseRes{})
+	}
+	var buf [128]byte
+	enc, _ := k.AppendBinary(buf[:0])
+	if owner, _, wait := n.where(rt, enc, true); owner != rt.self || wait != nil {
+		n.copyMu.RUnlock()
 		return msgpack.Marshal(leaseRes{})
 	}
 	now := n.clock.Now()
 	if method == methodLeaseReturn {
-		if req.Hits > p.Capacity() {
-			return nil, fmt.Errorf("%w: returns %d hits, more than the capacity %d", errLeaseRefused, req.Hits, p.Capacity())
-		}
-		if returnLease(ctx, n.store, p, k, req.Hits, req.Until, now) {
-			if n.repl != nil {
-				n.repl.changed()
-			}
+		given := returnLease(ctx, n.store, p, k, req.Hits, req.Until, now)
+		n.copyMu.RUnlock()
+		if given && n.repl != nil {
+			n.repl.changed()
 		}
 		return nil, nil
 	}
 	res, changed, err := grantLease(ctx, n.store, p, k, req.Hits, req.Want, rt.ring.Len(), now)
+	n.copyMu.RUnlock()
 	if err != nil {
 		return msgpack.Marshal(leaseRes{})
 	}
@@ -508,7 +546,7 @@ func (n *Node) leaseLoop() {
 				return
 			case <-t.C:
 			}
-			n.returnLeases(context.Background(), false)
+			n.returnLeases(n.life, false)
 		}
 	}
 }
@@ -563,6 +601,10 @@ func (l *leases) register(m *metrics) {
 			Namespace: "ratelimit", Name: "leases_expired_total",
 			Help: "Leases this node held that ended with hits unused and not given back (they stay counted until their slot leaves the window).",
 		}, func() float64 { return float64(l.expired.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "ratelimit", Name: "lease_hits_expired_total",
+			Help: "Unused hits of the leases counted in leases_expired_total: admitted by nobody, they are what leases cost in under-admission.",
+		}, func() float64 { return float64(l.expiredHits.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "ratelimit", Name: "lease_checks_total",
 			Help: "Checks this node decided under a lease, without forwarding them to the key's owner.",

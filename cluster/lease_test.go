@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 
@@ -240,5 +241,33 @@ func TestLeaseEnd(t *testing.T) {
 	}
 	if got := leaseEnd(bucket.Policy{Algorithm: bucket.FixedWindow, Window: 8 * time.Second}, now); got != 8_000_000*11 {
 		t.Fatalf("fixed: %d", got)
+	}
+}
+
+// BenchmarkLeaseUseCold is what the lease table adds to a forwarded
+// check of a key that is not leased: for a policy that cannot be leased
+// (a limit below the minimum), and for one that can, on keys too cold to
+// be leased (each checked once in turn, so only the hot-check count is
+// kept).
+func BenchmarkLeaseUseCold(b *testing.B) {
+	keys := make([]string, 1<<16)
+	for i := range keys {
+		keys[i] = "user:" + strconv.Itoa(i)
+	}
+	for _, tc := range []struct {
+		name  string
+		limit int64
+	}{{"ineligible", 100}, {"eligible", 1_000_000}} {
+		b.Run(tc.name, func(b *testing.B) {
+			l := newLeases(DefaultLeaseMinLimit)
+			p := &policyEntry{Policy: bucket.Policy{Name: "api", Limit: tc.limit, Window: time.Minute}}
+			now := time.UnixMicro(1_700_000_000_000_000)
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if _, v, _ := l.use(p, keys[i&(len(keys)-1)], 1, now); v != leaseNone {
+					b.Fatal("a cold key was leased")
+				}
+			}
+		})
 	}
 }

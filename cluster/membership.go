@@ -43,6 +43,10 @@ type nodeMeta struct {
 	// Leaving is set by a node about to leave gracefully, so that peers
 	// drop it from their rings (and raft) at once, as departed.
 	Leaving bool `msgpack:"l,omitempty"`
+	// Ring is the fingerprint of the node's ring config (Config.Ring):
+	// nodes whose configs differ would pick different owners, so they
+	// refuse each other (checkRing). Zero: a node from before it was sent.
+	Ring uint64 `msgpack:"g,omitempty"`
 }
 
 // memberUp is a member's context in the route tables, ended when the
@@ -88,6 +92,15 @@ type routeTable struct {
 	// settledAt is 1 + the generation of the hand-over messages at which
 	// this table was found to say alone who decides each key; 0: not yet.
 	settledAt atomic.Uint64
+	// known counts the members in the ring and those that failed (not
+	// left) and are still tried (see reconnectLoop). minority is set when
+	// the ring holds fewer than half of them: this node is on the small
+	// side of a partition (or nearly alone after crashes), where the
+	// other side has taken over its keys, so it decides no check from a
+	// counter: the policy's failure mode decides every one, with the
+	// `local` share of known members.
+	known    int
+	minority bool
 }
 
 // owner returns the member that owns k, and its peer address.
@@ -130,17 +143,23 @@ var droppedCtx = func() context.Context {
 // gossip is the membership side of a node: memberlist and the member view
 // it maintains from memberlist's events.
 type gossip struct {
-	n      *Node
-	ml     *memberlist.Memberlist
-	meta   []byte
-	mu     sync.Mutex
-	alive  map[string]nodeMeta  // members in the ring
-	left   map[string]bool      // members that left gracefully
-	view   map[string]viewEntry // every member heard of, for Members
-	change chan struct{}        // a rebuild is due (capacity 1)
-	up     map[string]memberUp  // a context per member in the last ring built
-	joined chan struct{}        // closed once a join succeeded
-	// bootstrap: the node started its cluster (no seed but itself).
+	n        *Node
+	ml       *memberlist.Memberlist
+	meta     []byte
+	mu       sync.Mutex
+	alive    map[string]nodeMeta  // members in the ring
+	left     map[string]bool      // members that left gracefully
+	view     map[string]viewEntry // every member heard of, for Members
+	change   chan struct{}        // a rebuild is due (capacity 1)
+	up       map[string]memberUp  // a context per member in the last ring built
+	joined   chan struct{}        // closed once a join succeeded (markJoined)
+	joinOnce sync.Once
+	ring     uint64 // this node's ring config fingerprint
+	// ringRefused: a merge was refused for another ring config since the
+	// last join began.
+	ringRefused atomic.Bool
+	// bootstrap: the node started its cluster (no seed but itself, or
+	// Config.Bootstrap without raft state).
 	bootstrap atomic.Bool
 	// epoch counts each member's returns to the ring (under mu).
 	epoch map[string]uint64
@@ -180,7 +199,8 @@ func (n *Node) startGossip(ctx context.Context) error {
 		joined: make(chan struct{}),
 	}
 	n.gossip = g
-	meta := nodeMeta{Version: 1, PeerAddr: n.tr.Addr(), HTTPAddr: cfg.HTTPAddr}
+	g.ring = cfg.Ring.Fingerprint()
+	meta := nodeMeta{Version: 1, PeerAddr: n.tr.Addr(), HTTPAddr: cfg.HTTPAddr, Ring: g.ring}
 	if n.raft != nil {
 		meta.RaftAddr = n.raft.addr
 	}
@@ -225,6 +245,8 @@ func (n *Node) startGossip(ctx context.Context) error {
 	mc.Logger = n.gossipLogger() // counts and logs refused gossip (guard.go)
 	mc.Delegate = g
 	mc.Events = g
+	mc.Alive = g // refuses members of another ring config
+	mc.Merge = g
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -236,9 +258,18 @@ func (n *Node) startGossip(ctx context.Context) error {
 	go g.reconnectLoop(max(time.Second, 5*mc.ProbeInterval))
 	if len(cfg.Seeds) == 0 {
 		g.bootstrap.Store(true)
-		g.joinedNano.Store(time.Now().UnixNano())
-		close(g.joined)
+		g.markJoined()
+	} else if n.bootstrapped {
+		// The cluster starts here; the seeds are the nodes that will join
+		// it, which this one looks for in the background.
+		g.bootstrap.Store(true)
+		g.markJoined()
+		n.wg.Add(1)
+		go g.joinLoop()
 	} else if err := g.join(ctx); err != nil {
+		if errors.Is(err, ErrRingConfig) {
+			return err // a config error: retrying cannot mend it
+		}
 		n.log.Warn("join failed; retrying in the background", "seeds", cfg.Seeds, "err", err)
 		n.wg.Add(1)
 		go g.joinLoop()
@@ -253,17 +284,19 @@ func (g *gossip) join(ctx context.Context) error {
 	})
 	if len(seeds) == 0 {
 		g.bootstrap.Store(true)
-		g.joinedNano.Store(time.Now().UnixNano())
-		close(g.joined)
+		g.markJoined()
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	g.ringRefused.Store(false)
 	n, err := g.ml.Join(seeds)
+	if n == 0 && g.ringRefused.Load() {
+		return fmt.Errorf("cluster: join %v: %w", seeds, ErrRingConfig)
+	}
 	if n > 0 {
-		g.joinedNano.Store(time.Now().UnixNano())
-		close(g.joined)
+		g.markJoined()
 		select { // the ring built from here on is the cluster's
 		case g.change <- struct{}{}:
 		default:
@@ -286,7 +319,7 @@ func (g *gossip) joinLoop() {
 			return
 		case <-time.After(wait):
 		}
-		if err := g.join(context.Background()); err == nil {
+		if err := g.join(g.n.life); err == nil {
 			return
 		}
 		wait = min(2*wait, 5*time.Second)
@@ -304,6 +337,14 @@ func (g *gossip) joinedAt() time.Time {
 		return time.Unix(0, ns)
 	}
 	return time.Time{}
+}
+
+// markJoined makes the node Ready as far as membership goes.
+func (g *gossip) markJoined() {
+	g.joinOnce.Do(func() {
+		g.joinedNano.Store(time.Now().UnixNano())
+		close(g.joined)
+	})
 }
 
 func (g *gossip) isJoined() bool {
@@ -340,6 +381,34 @@ func (g *gossip) announceLeave(timeout time.Duration) error {
 		return err
 	}
 	return g.ml.UpdateNode(timeout)
+}
+
+// NotifyAlive implements memberlist.AliveDelegate: a member whose ring
+// config differs is refused, so that it never enters the ring.
+func (g *gossip) NotifyAlive(m *memberlist.Node) error { return g.checkRing(m) }
+
+// NotifyMerge implements memberlist.MergeDelegate: a join with a cluster
+// (or of a node) whose ring config differs is refused, on both sides.
+func (g *gossip) NotifyMerge(peers []*memberlist.Node) error {
+	for _, m := range peers {
+		if err := g.checkRing(m); err != nil {
+			g.ringRefused.Store(true)
+			return err
+		}
+	}
+	return nil
+}
+
+// checkRing refuses, counts and logs (capped) a member whose metadata
+// carries another ring config's fingerprint.
+func (g *gossip) checkRing(m *memberlist.Node) error {
+	var meta nodeMeta
+	if msgpack.Unmarshal(m.Meta, &meta) != nil || meta.Ring == 0 || meta.Ring == g.ring {
+		return nil // unreadable metadata is update's to refuse
+	}
+	err := fmt.Errorf("%w: member %s", ErrRingConfig, m.Name)
+	g.n.guard.refuse("gossip", "ring_config", net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))), err)
+	return err
 }
 
 // NotifyMsg implements memberlist.Delegate; the node sends no user messages.
@@ -450,10 +519,16 @@ func (g *gossip) routes() *routeTable {
 		names = append(names, name)
 		addrs[name] = m.PeerAddr
 	}
-	rt := &routeTable{ring: ring.New(names, g.n.cfg.Ring), self: self, addrs: addrs, epochs: make(map[string]uint64, len(names)), joined: joined}
+	rt := &routeTable{ring: ring.New(names, g.n.cfg.Ring), self: self, addrs: addrs, known: len(names), epochs: make(map[string]uint64, len(names)), joined: joined}
 	for _, name := range names {
 		rt.epochs[name] = g.epoch[name]
 	}
+	for name := range g.lost {
+		if _, ok := g.alive[name]; !ok {
+			rt.known++
+		}
+	}
+	rt.minority = 2*len(names) < rt.known
 	if g.n.replicas != nil {
 		others := slices.DeleteFunc(slices.Clone(names), func(name string) bool { return name == self })
 		rt.succ = ring.New(others, g.n.cfg.Ring)
@@ -463,7 +538,7 @@ func (g *gossip) routes() *routeTable {
 	for _, name := range names {
 		u, ok := g.up[name]
 		if !ok {
-			u.ctx, u.cancel = context.WithCancel(context.Background())
+			u.ctx, u.cancel = context.WithCancel(g.n.life)
 			g.up[name] = u
 		}
 		rt.up[name] = u.ctx
@@ -496,6 +571,13 @@ func (g *gossip) rebuildLoop() {
 		}
 		rt := g.routes()
 		old := g.n.route.Load()
+		if old != nil && old.minority != rt.minority {
+			if rt.minority {
+				g.n.log.Warn("this node reaches fewer than half of the members it knows; the failure mode decides every check until it reaches more", "members", rt.ring.Len(), "known", rt.known)
+			} else {
+				g.n.log.Info("this node reaches a majority of the members again; checks go to their owners", "members", rt.ring.Len(), "known", rt.known)
+			}
+		}
 		if old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) && maps.Equal(old.epochs, rt.epochs) {
 			rt.prev, rt.await, rt.hand, rt.seq = old.prev, old.await, old.hand, old.seq
 			g.n.establish(rt)
@@ -511,7 +593,7 @@ func (g *gossip) rebuildLoop() {
 		g.n.ho.notify()
 		g.n.log.Info("ring rebuilt", "members", rt.ring.Len())
 		g.n.metrics.members.Set(float64(rt.ring.Len()))
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(g.n.life, 10*time.Second)
 		g.n.handOver(ctx, rt)
 		cancel()
 		g.n.replicateAll()

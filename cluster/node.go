@@ -60,15 +60,23 @@ type Node struct {
 	ringPub     ringPublished                // the published view of route (ringview.go)
 	without     atomic.Pointer[ringsWithout] // rings without one member, for checking what peers send
 	leaving     atomic.Bool
+	// bootstrapped: this start made a new raft cluster (raft.go); the node
+	// is joined to it at once, whatever its seeds.
+	bootstrapped bool
 	// partitioned is true when each node keeps its own counters (the
 	// memory store) and checks go to the key's owner; a store shared by all
 	// nodes (Redis) is asked directly.
 	partitioned bool
 
 	closed atomic.Bool
-	stop   chan struct{}
-	halted chan struct{} // closed once background work has ended after Close (or halt)
-	wg     sync.WaitGroup
+	// life is the node's lifetime: background work (hand-off, copies,
+	// joins, forwards waiting on a member) runs under it, and Close ends
+	// it. stop is its Done channel.
+	life    context.Context
+	endLife context.CancelFunc
+	stop    <-chan struct{}
+	halted  chan struct{} // closed once background work has ended after Close (or halt)
+	wg      sync.WaitGroup
 }
 
 // Start validates cfg, starts a node and returns it ready for checks. With
@@ -78,11 +86,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	generated, err := cfg.resolveClusterKey()
-	if err != nil {
+	// A key kept in DataDir counts for Validate; a new one is made (and
+	// written there) only for a valid config.
+	if _, err := cfg.resolveClusterKey(false); err != nil {
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	generated, err := cfg.resolveClusterKey(true)
+	if err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
@@ -105,15 +118,17 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		local:   bucket.NewMemoryStore(bucket.MemoryConfig{Shards: 16}),
 		clock:   cfg.Clock,
 		metrics: m,
-		stop:    make(chan struct{}),
 		halted:  make(chan struct{}),
 		taken:   newTakenHits(),
 		sec:     cfg.secrets(time.Now),
 		guard:   newGuard(cfg.Logger.With("node", cfg.NodeName)),
 	}
+	n.life, n.endLife = context.WithCancel(context.Background())
+	n.stop = n.life.Done()
 	n.peerErrs = newPeerErrors()
 	if cfg.Metrics != nil && cfg.GossipAddr != "" {
 		if err := cfg.Metrics.Register(n.guard); err != nil {
+			n.endLife()
 			m.unregister()
 			return nil, fmt.Errorf("cluster: metrics: %w", err)
 		}
@@ -274,6 +289,10 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 		}
 	}
 	now := n.clock.Now()
+	if rt := n.route.Load(); rt != nil && rt.minority {
+		d, err := n.fallback(ctx, p, key, hits, now, rt.known, rt.minorityErr())
+		return n.finish(p, key, hits, d, now, err)
+	}
 	d, err := n.decide(ctx, p, key, hits, now)
 	return n.finish(p, key, hits, d, now, err)
 }
@@ -300,17 +319,20 @@ func (n *Node) finish(p *policyEntry, key string, hits int64, d Decision, now ti
 	}
 	d = d.ApplyShadow(&p.Policy)
 	p.counters.record(d)
-	n.recordDenied(p.Name, key, d, now)
+	n.recordDenied(p, key, d, now)
 	if n.cfg.LogDenials && (!d.Allowed || d.Shadowed) {
 		n.logDenied(p.Name, key, hits, d)
 	}
 	return d, nil
 }
 
-// liveNodes returns the number of members in the ring (1 standalone).
+// liveNodes returns the number of nodes the `local` share divides a
+// limit by: the members in the ring and those that failed and are still
+// tried (1 standalone), so that a node that lost sight of the others does
+// not take a larger share for it.
 func (n *Node) liveNodes() int {
 	if rt := n.route.Load(); rt != nil {
-		return max(1, rt.ring.Len())
+		return max(1, rt.ring.Len(), rt.known)
 	}
 	return 1
 }
@@ -521,11 +543,7 @@ func (n *Node) halt(ctx context.Context) error {
 
 // shutdown stops background work and closes listeners.
 func (n *Node) shutdown() {
-	select {
-	case <-n.stop:
-	default:
-		close(n.stop)
-	}
+	n.endLife()
 	if n.gossip != nil && n.gossip.ml != nil {
 		n.gossip.ml.Shutdown()
 	}

@@ -110,9 +110,29 @@ func (n *Node) Overview(ctx context.Context) Overview {
 	if rt == nil || n.tr == nil {
 		return ov
 	}
+	valid := func(c *Counts) error {
+		if len(c.Policies) > maxCountsPolicies {
+			return fmt.Errorf("cluster: counts of %d policies, more than %d", len(c.Policies), maxCountsPolicies)
+		}
+		return nil
+	}
+	ov.Missing = askPeers(ctx, n, rt, methodCounts, nil, valid, func(name string, c Counts) {
+		ov.Nodes = append(ov.Nodes, name)
+		ov.Counts.add(c)
+	})
+	sort.Strings(ov.Nodes)
+	return ov
+}
+
+// askPeers calls method with body on every other member of rt at once,
+// each call within peerAskTimeout, and hands each answer that decodes as
+// a T (and that valid, when set, accepts) to each, one at a time, in the
+// caller's goroutine. It returns why the members that did not answer in
+// time did not, or nil when all did.
+func askPeers[T any](ctx context.Context, n *Node, rt *routeTable, method string, body []byte, valid func(*T) error, each func(name string, v T)) (missing map[string]string) {
 	type answer struct {
 		name string
-		c    Counts
+		v    T
 		err  error
 	}
 	answers := make(chan answer, len(rt.addrs))
@@ -123,15 +143,15 @@ func (n *Node) Overview(ctx context.Context) Overview {
 		}
 		asked++
 		go func() {
-			cctx, cancel := context.WithTimeout(ctx, topDeniedTimeout)
+			cctx, cancel := context.WithTimeout(ctx, peerAskTimeout)
 			defer cancel()
 			a := answer{name: name}
 			var b []byte
-			if b, a.err = n.tr.Call(cctx, addr, methodCounts, nil); a.err == nil {
-				a.err = msgpack.Unmarshal(b, &a.c)
+			if b, a.err = n.tr.Call(cctx, addr, method, body); a.err == nil {
+				a.err = msgpack.Unmarshal(b, &a.v)
 			}
-			if a.err == nil && len(a.c.Policies) > maxCountsPolicies {
-				a.err = fmt.Errorf("cluster: counts of %d policies, more than %d", len(a.c.Policies), maxCountsPolicies)
+			if a.err == nil && valid != nil {
+				a.err = valid(&a.v)
 			}
 			answers <- a
 		}()
@@ -139,17 +159,15 @@ func (n *Node) Overview(ctx context.Context) Overview {
 	for range asked {
 		a := <-answers
 		if a.err != nil {
-			if ov.Missing == nil {
-				ov.Missing = map[string]string{}
+			if missing == nil {
+				missing = map[string]string{}
 			}
-			ov.Missing[a.name] = a.err.Error()
+			missing[a.name] = a.err.Error()
 			continue
 		}
-		ov.Nodes = append(ov.Nodes, a.name)
-		ov.Counts.add(a.c)
+		each(a.name, a.v)
 	}
-	sort.Strings(ov.Nodes)
-	return ov
+	return missing
 }
 
 func (c *Counts) add(o Counts) {

@@ -46,6 +46,12 @@ type raftNode struct {
 	appliedMu sync.Mutex
 	appliedCh chan struct{} // closed and replaced on each apply
 	goneMu    sync.Mutex
+
+	// The writes waiting for raft's answer (applyLocal): close lets them
+	// have it before raft stops, and takes no new ones.
+	applyMu  sync.Mutex
+	closing  bool // under applyMu
+	awaiting atomic.Int64
 }
 
 // startRaft opens the raft transport and stores and starts raft. It runs
@@ -137,11 +143,12 @@ func (n *Node) startRaft() error {
 	others := slices.DeleteFunc(slices.Clone(cfg.Seeds), func(s string) bool {
 		return s == cfg.GossipAddr || s == cfg.GossipAdvertise
 	})
-	if !hasState && len(others) == 0 {
-		// The first node of a new cluster (no seeds but itself) bootstraps
-		// it alone; every other node starts with seeds and is added by the
-		// leader. So two clusters can only form if two nodes are started
-		// without seeds.
+	if !hasState && (cfg.Bootstrap || len(others) == 0) {
+		// The first node of a new cluster (Bootstrap, or no seeds but
+		// itself) bootstraps it alone; every other node joins and is
+		// added by the leader. So two clusters can only form if two nodes
+		// are started that way.
+		n.bootstrapped = true
 		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}})
 		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			return fmt.Errorf("cluster: raft bootstrap: %w", err)
@@ -377,12 +384,23 @@ func (rn *raftNode) applyLocal(ctx context.Context, data []byte) (uint64, error)
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = max(time.Until(dl), time.Millisecond)
 	}
+	rn.applyMu.Lock()
+	if rn.closing {
+		rn.applyMu.Unlock()
+		return 0, ErrClosed
+	}
 	f := rn.r.Apply(data, timeout)
-	// raft answers every future, except one whose entry was committed while
-	// raft shut down (its state machine stops without it): so wait for the
-	// answer only as long as the caller and the node do.
+	rn.awaiting.Add(1)
+	rn.applyMu.Unlock()
+	// raft answers every future, except one whose entry it committed
+	// while shutting down (its state machine stops without it); close
+	// waits for these answers before it stops raft, so this goroutine
+	// ends. The caller waits only as long as its ctx and the node last.
 	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
+	go func() {
+		defer rn.awaiting.Add(-1)
+		done <- f.Error()
+	}()
 	var err error
 	select {
 	case err = <-done:
@@ -540,7 +558,21 @@ func (rn *raftNode) otherVoters() bool {
 }
 
 func (rn *raftNode) close() {
+	rn.applyMu.Lock()
+	rn.closing = true
+	rn.applyMu.Unlock()
 	if rn.r != nil {
+		// Raft answers the writes it has taken while it runs: each is
+		// applied, or fails as leadership is lost (within a raft timeout
+		// when the quorum is gone). The bound is for a raft that does
+		// neither.
+		deadline := time.Now().Add(3 * rn.n.cfg.RaftTimeout)
+		for rn.awaiting.Load() > 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if k := rn.awaiting.Load(); k > 0 {
+			rn.n.log.Warn("raft stopped with policy changes unanswered", "changes", k)
+		}
 		if err := rn.r.Shutdown().Error(); err != nil {
 			rn.n.log.Warn("raft shutdown", "err", err)
 		}

@@ -38,6 +38,13 @@ type raftStream struct {
 	config    *tls.Config // nil: plain TCP (Insecure)
 	slots     chan struct{}
 	refused   func(reason, remote string, err error)
+
+	// The open incoming connections, closed with the stream: raft's
+	// handler of each would otherwise wait in a read until the peer
+	// closes it.
+	mu     sync.Mutex
+	conns  map[*streamConn]struct{}
+	closed bool
 }
 
 // newRaftStream listens on bind. advertise, when not nil, is the address
@@ -48,7 +55,7 @@ func newRaftStream(bind string, advertise net.Addr, config *tls.Config, refused 
 	if err != nil {
 		return nil, err
 	}
-	s := &raftStream{ln: ln, advertise: advertise, config: config, slots: make(chan struct{}, RaftMaxConns), refused: refused}
+	s := &raftStream{ln: ln, advertise: advertise, config: config, slots: make(chan struct{}, RaftMaxConns), refused: refused, conns: map[*streamConn]struct{}{}}
 	if tcp, ok := s.Addr().(*net.TCPAddr); !ok || tcp.IP == nil || tcp.IP.IsUnspecified() {
 		ln.Close()
 		return nil, fmt.Errorf("raft address %v is not one peers can dial: set RaftAdvertise", s.Addr())
@@ -76,12 +83,31 @@ func (s *raftStream) Accept() (net.Conn, error) {
 			sc.tls = tls.Server(c, s.config)
 			sc.Conn = sc.tls
 		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			sc.Close()
+			return nil, net.ErrClosed
+		}
+		s.conns[sc] = struct{}{}
+		s.mu.Unlock()
 		return sc, nil
 	}
 }
 
-// Close stops listening.
-func (s *raftStream) Close() error { return s.ln.Close() }
+// Close stops listening and closes the incoming connections.
+func (s *raftStream) Close() error {
+	err := s.ln.Close()
+	s.mu.Lock()
+	s.closed = true
+	conns := s.conns
+	s.conns = nil
+	s.mu.Unlock()
+	for c := range conns {
+		c.Close()
+	}
+	return err
+}
 
 // Addr is the address peers dial.
 func (s *raftStream) Addr() net.Addr {
@@ -151,6 +177,11 @@ func (c *streamConn) Read(p []byte) (int, error) {
 
 func (c *streamConn) Close() error {
 	err := c.Conn.Close()
-	c.closeOnce.Do(func() { <-c.s.slots })
+	c.closeOnce.Do(func() {
+		<-c.s.slots
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+	})
 	return err
 }

@@ -232,7 +232,7 @@ func (n *Node) refundCopies(items []refundItem) {
 		}
 	}
 	for to, its := range groups {
-		ctx, cancel := context.WithTimeout(context.Background(), replicaTimeout)
+		ctx, cancel := context.WithTimeout(n.life, replicaTimeout)
 		_, err := n.callRefund(ctx, rt.addrs[to], refundMsg{From: n.cfg.NodeName, Version: 1, Copy: true, Items: its})
 		cancel()
 		if err != nil {

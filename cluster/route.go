@@ -75,6 +75,21 @@ const (
 	methodFoldBack = "foldback"
 )
 
+// errNotCopied is the cause logged when a check was allowed on its
+// owner's counter but the copy of the change did not reach the successor
+// (a sync policy's), or the last round of copies to it did not (an async
+// one's): the failure mode decides the check instead. The hit stays
+// counted, so this only ever makes the limit stricter on this node; it
+// bounds what a node cut off from the others admits while they decide
+// its keys from their copies.
+var errNotCopied = fmt.Errorf("%w: the copies of its changes do not reach its successor", ErrOwnerUnavailable)
+
+// minorityErr is the cause logged when a node on the small side of a
+// partition decides a check by the failure mode.
+func (rt *routeTable) minorityErr() error {
+	return fmt.Errorf("%w: this node reaches %d of the %d members it knows", ErrOwnerUnavailable, rt.ring.Len(), rt.known)
+}
+
 // failover decides a check whose owner cannot answer: the key's
 // successor, which holds the copy of its counter, decides against the copy
 // and counts in it (this node, if it is the successor). Only when the
@@ -109,7 +124,7 @@ func (n *Node) failover(ctx context.Context, p *policyEntry, key string, hits in
 		}
 		cause = fmt.Errorf("%w; its successor %s: %v", cause, succ, err)
 	}
-	return n.fallback(ctx, p, key, hits, now, rt.ring.Len(), cause)
+	return n.fallback(ctx, p, key, hits, now, max(rt.known, rt.ring.Len()), cause)
 }
 
 // fallback decides a check whose counter cannot be reached (its owner, or
@@ -166,6 +181,7 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 	table := *n.policies.Load()
 	var moved map[string][]int // checks to pass on, by node
 	changed, sync := false, false
+	var synced []int // allowed checks of sync policies
 	var (
 		idx      []int // the checks still to decide; nil: all
 		deadline time.Time
@@ -198,6 +214,11 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 				continue
 			}
 			k := bucket.Key{Policy: it.Policy, ID: it.Key}
+			if rt != nil && rt.minority {
+				d, _ := n.fallback(ctx, p, it.Key, it.Hits, now, rt.known, rt.minorityErr())
+				results[i] = toWire(d)
+				continue
+			}
 			if n.partitioned && n.gossip != nil {
 				if rt == nil {
 					// A peer routes here before this node has the ring.
@@ -255,9 +276,15 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 				results[i] = transport.CheckResult{Status: transport.StatusUnavailable}
 				continue
 			}
+			if d.Allowed && it.Hits > 0 && p.Replication != bucket.ReplicateSync && n.copyFailing(k) {
+				d, _ = n.fallback(ctx, p, it.Key, it.Hits, now, n.liveNodes(), errNotCopied)
+			}
 			if d.Allowed && it.Hits > 0 {
 				changed = true
-				sync = sync || p.Replication == bucket.ReplicateSync
+				if p.Replication == bucket.ReplicateSync {
+					sync = true
+					synced = append(synced, i)
+				}
 			}
 			results[i] = toWire(d)
 		}
@@ -284,7 +311,15 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 	if n.repl != nil && changed {
 		// One wait for the whole batch: its changes leave in one round.
 		if sync {
-			n.waitCopied(ctx)
+			if !n.waitCopied(ctx) {
+				// The copies did not reach the successor: the sync
+				// policies' checks are decided by the failure mode.
+				now := n.clock.Now()
+				for _, i := range synced {
+					d, _ := n.fallback(ctx, table[items[i].Policy], items[i].Key, items[i].Hits, now, n.liveNodes(), errNotCopied)
+					results[i] = toWire(d)
+				}
+			}
 		} else {
 			n.repl.changed()
 		}

@@ -278,9 +278,10 @@ type secrets struct {
 }
 
 // resolveClusterKey gives a node that needs a cluster key and has none the
-// key kept in its DataDir or, when it starts a cluster (no Seeds), a new
-// one. It reports whether it generated the key.
-func (c *Config) resolveClusterKey() (generated bool, err error) {
+// key kept in its DataDir or, when it starts a cluster (no Seeds, or
+// Bootstrap) and create is set, a new one. It reports whether it
+// generated the key.
+func (c *Config) resolveClusterKey(create bool) (generated bool, err error) {
 	if c.GossipAddr == "" || c.Insecure || len(c.ClusterKey) > 0 || c.ownCredentials() {
 		return false, nil
 	}
@@ -294,8 +295,8 @@ func (c *Config) resolveClusterKey() (generated bool, err error) {
 			return false, fmt.Errorf("cluster: cluster key: %w", err)
 		}
 	}
-	if len(c.Seeds) > 0 {
-		return false, nil // Validate says ErrNoClusterKey
+	if !create || !c.startsCluster() {
+		return false, nil // a joiner without a key: Validate says ErrNoClusterKey
 	}
 	c.ClusterKey, generated, err = loadOrCreateKey(c.DataDir)
 	return generated, err

@@ -25,6 +25,8 @@
 package ring
 
 import (
+	"encoding/binary"
+	"math"
 	"slices"
 
 	"github.com/buraksezer/consistent"
@@ -43,6 +45,18 @@ type Config struct {
 	// Load bounds a member's partitions to Load times the average.
 	// Default: 1.05.
 	Load float64
+}
+
+// Fingerprint returns a hash of c with its defaults applied: two configs
+// that spread keys the same have the same fingerprint, so that nodes can
+// tell, by gossiping it, that a peer would pick other owners.
+func (c Config) Fingerprint() uint64 {
+	c = c.withDefaults()
+	var b [24]byte
+	binary.LittleEndian.PutUint64(b[0:], uint64(c.PartitionCount))
+	binary.LittleEndian.PutUint64(b[8:], uint64(c.ReplicationFactor))
+	binary.LittleEndian.PutUint64(b[16:], math.Float64bits(c.Load))
+	return xxhash.Sum64(b[:])
 }
 
 func (c Config) withDefaults() Config {

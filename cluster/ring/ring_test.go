@@ -127,3 +127,17 @@ func BenchmarkNew(b *testing.B) {
 		ring.New(names(5), ring.Config{})
 	}
 }
+
+// TestFingerprint: configs that spread keys the same (a zero field and its
+// default) share a fingerprint; any other value changes it.
+func TestFingerprint(t *testing.T) {
+	zero := ring.Config{}.Fingerprint()
+	if got := (ring.Config{PartitionCount: 4099, ReplicationFactor: 200, Load: 1.05}).Fingerprint(); got != zero {
+		t.Errorf("the defaults spelt out: %x, the zero config %x", got, zero)
+	}
+	for _, c := range []ring.Config{{PartitionCount: 271}, {ReplicationFactor: 40}, {Load: 1.25}} {
+		if c.Fingerprint() == zero {
+			t.Errorf("%+v has the default config's fingerprint", c)
+		}
+	}
+}

@@ -296,6 +296,9 @@ func TestClusterProcesses(t *testing.T) {
 		}
 		if allowed.Load() != clusterLimit || denied.Load() != 2*clusterLimit {
 			t.Errorf("allowed %d, denied %d; want exactly %d allowed of %d", allowed.Load(), denied.Load(), clusterLimit, 3*clusterLimit)
+			for _, n := range nodes {
+				t.Logf("log of %s:\n%s", n.Name, n.log)
+			}
 		}
 	})
 
@@ -550,33 +553,27 @@ func TestProcessClusterNoDataDir(t *testing.T) {
 }
 
 // TestSeeds: the first --join address names the node that starts the
-// cluster; it starts one only without raft state, and rejoins the others
-// once it has some.
+// cluster (cluster.Config.Bootstrap, which the library applies only
+// without raft state); every node is given the --join addresses but its
+// own.
 func TestSeeds(t *testing.T) {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
-		t.Skip("no hostname")
+		t.Fatal("no hostname")
 	}
-	dir := t.TempDir()
 	log := slog.New(slog.DiscardHandler)
-	cfg := serveConfig{GossipAddr: "0.0.0.0:7946", DataDir: dir,
+	cfg := serveConfig{GossipAddr: "0.0.0.0:7946", DataDir: t.TempDir(),
 		Join: []string{host + ".peers.default.svc:7946", "peers.default.svc:7946"}}
-	if got := seeds(cfg, log); !slices.Equal(got, []string{"0.0.0.0:7946"}) {
-		t.Errorf("first seed, no raft state: %q, want itself alone (a new cluster)", got)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "raft.db"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if got := seeds(cfg, log); !slices.Equal(got, []string{"peers.default.svc:7946"}) {
-		t.Errorf("first seed with raft state: %q, want the others (rejoin)", got)
+	if got, boot := seeds(cfg, log); !slices.Equal(got, []string{"peers.default.svc:7946"}) || !boot {
+		t.Errorf("first seed: %q, bootstrap %v; want the others, and bootstrap", got, boot)
 	}
 	cfg.Join = []string{"other-0.peers:7946", host + ":7946", "127.0.0.1:7000"}
-	if got := seeds(cfg, log); !slices.Equal(got, []string{"other-0.peers:7946", "127.0.0.1:7000"}) {
-		t.Errorf("not the first seed: %q, want the seeds without itself", got)
+	if got, boot := seeds(cfg, log); !slices.Equal(got, []string{"other-0.peers:7946", "127.0.0.1:7000"}) || boot {
+		t.Errorf("not the first seed: %q, bootstrap %v; want the seeds without itself, no bootstrap", got, boot)
 	}
 	cfg.Join = []string{host + ":7000"} // another port: another node on this host
-	if got := seeds(cfg, log); !slices.Equal(got, cfg.Join) {
-		t.Errorf("same host, other port: %q, want it kept", got)
+	if got, boot := seeds(cfg, log); !slices.Equal(got, cfg.Join) || boot {
+		t.Errorf("same host, other port: %q, bootstrap %v; want it kept, no bootstrap", got, boot)
 	}
 }
 

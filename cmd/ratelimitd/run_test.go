@@ -77,6 +77,8 @@ func TestRunCommands(t *testing.T) {
 		{args: []string{"version", "extra"}, code: 2, err: `takes no arguments, got "extra"`},
 		{args: []string{"serve", "--nope"}, code: 2, err: "ratelimitd serve: unknown flag --nope (--help lists the flags)"},
 		{args: []string{"policy", "override", "--help"}, code: 0, out: "override set POLICY KEY LIMIT"},
+		{args: []string{"bench", "--help"}, code: 0, out: "  --concurrency int\n      Concurrent callers"},
+		{args: []string{"bench", "--nope"}, code: 2, err: "ratelimitd bench: unknown flag --nope (--help lists the flags)"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

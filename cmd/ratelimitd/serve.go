@@ -127,8 +127,17 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return &configError{err}
 	}
+	// undo holds what start-up has made so far (the store, the listener,
+	// the node); abort undoes it, newest first, and returns err.
+	var undo []func()
+	abort := func(err error) error {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		return err
+	}
 	var store bucket.Store // nil: the node's memory store
-	var closeStore func()
+	closeStore := func() {}
 	if cfg.Store == "redis" {
 		// go-redis logs some failures itself, through one logger per
 		// process: into this node's log, in its format.
@@ -153,17 +162,16 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 				log.Warn("closing the redis store", "err", err)
 			}
 		}
+		undo = append(undo, closeStore)
 		log.Info("counters kept in redis", "url", redactURL(cfg.RedisURL))
 	}
 
 	// The HTTP listener first, so that the node can advertise its address.
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
-		if closeStore != nil {
-			closeStore()
-		}
-		return &configError{fmt.Errorf("--http-addr: listen on %s: %w", cfg.HTTPAddr, err)}
+		return abort(&configError{fmt.Errorf("--http-addr: listen on %s: %w", cfg.HTTPAddr, err)})
 	}
+	undo = append(undo, func() { ln.Close() })
 
 	ccfg := cluster.Config{
 		NodeName: cfg.NodeName,
@@ -196,11 +204,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		if ccfg.GossipAdvertise == "" {
 			adv, err := advertiseAddr(cfg.GossipAddr, "", "gossip")
 			if err != nil {
-				ln.Close()
-				if closeStore != nil {
-					closeStore()
-				}
-				return &configError{err}
+				return abort(&configError{err})
 			}
 			ccfg.GossipAdvertise = adv
 		}
@@ -213,15 +217,11 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 			}
 			adv, err := advertiseAddr(a.bind, ccfg.GossipAdvertise, a.flag)
 			if err != nil {
-				ln.Close()
-				if closeStore != nil {
-					closeStore()
-				}
-				return &configError{err}
+				return abort(&configError{err})
 			}
 			*a.adv = adv
 		}
-		ccfg.Seeds = seeds(cfg, log)
+		ccfg.Seeds, ccfg.Bootstrap = seeds(cfg, log)
 		ccfg.ClusterKey = cfg.ClusterKey
 		ccfg.Insecure = cfg.InsecureCluster
 		ccfg.SecretKey = cfg.GossipKey
@@ -243,24 +243,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	}
 	node, err := cluster.Start(ctx, ccfg)
 	if err != nil {
-		ln.Close()
-		if closeStore != nil {
-			closeStore()
-		}
-		if errors.Is(err, cluster.ErrNoClusterKey) {
-			return &configError{errors.New("--join: a node that joins a cluster needs its key: set --cluster-key (RATELIMIT_CLUSTER_KEY) to the key the first node logged, or one made by `ratelimitd keygen` and given to every node")}
-		}
-		if errors.Is(err, cluster.ErrBadClusterKey) || errors.Is(err, cluster.ErrInsecureAddr) {
-			return &configError{err}
-		}
-		if ctx.Err() != nil {
-			return err
-		}
-		if !cfg.Standalone {
-			return &configError{fmt.Errorf("%w (cluster addresses: --gossip-addr %s, --peer-addr %s, --raft-addr %s; --standalone runs without them)",
-				err, cfg.GossipAddr, cfg.PeerAddr, cfg.RaftAddr)}
-		}
-		return &configError{err}
+		return abort(startError(ctx, cfg, err))
 	}
 	if !cfg.Standalone {
 		logClusterKey(log, node, cfg)
@@ -269,10 +252,8 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		if err := node.Close(cctx); err != nil {
 			log.Warn("closing the node", "err", err)
 		}
-		if closeStore != nil {
-			closeStore()
-		}
 	}
+	undo = append(undo, func() { closeNode(context.WithoutCancel(ctx)) })
 
 	reg.MustRegister(newStatusCollector(node))
 	handler, err := httpapi.NewHandler(httpapi.Options{
@@ -291,15 +272,11 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		Operator:     nodeOperator{node},
 	})
 	if err != nil {
-		ln.Close()
-		closeNode(context.WithoutCancel(ctx))
-		return &configError{err}
+		return abort(&configError{err})
 	}
 	counted, err := countReadTimeouts(ln, reg)
 	if err != nil {
-		ln.Close()
-		closeNode(context.WithoutCancel(ctx))
-		return err
+		return abort(err)
 	}
 	ln = counted
 	srv := &http.Server{
@@ -352,6 +329,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		serveErr = nil
 	}
 	closeNode(sctx)
+	closeStore()
 	if serveErr != nil {
 		return fmt.Errorf("http server: %w", serveErr)
 	}
@@ -359,36 +337,45 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	return nil
 }
 
-// seeds returns the gossip seeds to give the node. The first --join
-// address names the node that starts the cluster: when it is this node
-// (its gossip address, or its hostname, bare or qualified, at the gossip
-// port) and --data-dir holds no raft state yet, the node is given itself
-// alone, which makes it bootstrap a new cluster; otherwise it is given the
-// other addresses, so that a restart rejoins the cluster. Every other node
-// joins through all of them.
-func seeds(cfg serveConfig, log *slog.Logger) []string {
+// startError words a failure of cluster.Start: a start-up failure, so an
+// exit-2 configError with the settings it concerns, unless the process
+// is being stopped.
+func startError(ctx context.Context, cfg serveConfig, err error) error {
+	switch {
+	case errors.Is(err, cluster.ErrNoClusterKey):
+		return &configError{errors.New("--join: a node that joins a cluster needs its key: set --cluster-key (RATELIMIT_CLUSTER_KEY) to the key the first node logged, or one made by `ratelimitd keygen` and given to every node")}
+	case errors.Is(err, cluster.ErrBadClusterKey) || errors.Is(err, cluster.ErrInsecureAddr):
+		return &configError{err}
+	case ctx.Err() != nil:
+		return err
+	case !cfg.Standalone:
+		return &configError{fmt.Errorf("%w (cluster addresses: --gossip-addr %s, --peer-addr %s, --raft-addr %s; --standalone runs without them)",
+			err, cfg.GossipAddr, cfg.PeerAddr, cfg.RaftAddr)}
+	}
+	return &configError{err}
+}
+
+// seeds returns the gossip seeds to give the node (the --join addresses
+// but its own) and whether it is the one that starts the cluster
+// (cluster.Config.Bootstrap): the first --join address names that node,
+// by its gossip address or its hostname (bare or qualified) at the gossip
+// port. The library bootstraps it only while it has no raft state, so a
+// restart rejoins the others.
+func seeds(cfg serveConfig, log *slog.Logger) (others []string, bootstrap bool) {
 	if len(cfg.Join) == 0 {
-		return nil
+		return nil, false
 	}
 	host, _ := os.Hostname()
-	var others []string
 	for _, s := range cfg.Join {
 		if !isSelf(s, cfg.GossipAddr, cfg.GossipAdv, host) {
 			others = append(others, s)
 		}
 	}
-	if !isSelf(cfg.Join[0], cfg.GossipAddr, cfg.GossipAdv, host) {
-		return others
-	}
-	if cfg.DataDir == "" {
+	bootstrap = isSelf(cfg.Join[0], cfg.GossipAddr, cfg.GossipAdv, host)
+	if bootstrap && cfg.DataDir == "" {
 		log.Warn("first of the --join addresses without --data-dir: starting a new cluster, as this node will after every restart, apart from the other nodes; give it --data-dir", "seed", cfg.Join[0])
-		return []string{cfg.GossipAddr}
 	}
-	if _, err := os.Stat(filepath.Join(cfg.DataDir, "raft.db")); err != nil {
-		log.Info("first of the --join addresses and no raft state: starting a new cluster", "seed", cfg.Join[0])
-		return []string{cfg.GossipAddr}
-	}
-	return others
+	return others, bootstrap
 }
 
 // isSelf reports whether the seed addr names this node: its gossip or

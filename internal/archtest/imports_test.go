@@ -17,8 +17,9 @@ var rules = map[string][]string{
 	"cluster/ring":    {"github.com/buraksezer/consistent", "github.com/cespare/xxhash"},
 	"transport":       {module + "/internal/logcap"},
 	"internal/logcap": {},
+	"internal/msgpackfit": {},
 	"httpapi": {
-		module + "/bucket", module + "/internal/logcap",
+		module + "/bucket", module + "/internal/logcap", module + "/internal/msgpackfit",
 		"github.com/prometheus/", "github.com/beorn7/perks", "github.com/cespare/xxhash",
 		"github.com/munnerz/goautoneg", "google.golang.org/protobuf", "go.yaml.in/yaml",
 		"github.com/vmihailenco/", "golang.org/x/",

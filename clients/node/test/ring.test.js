@@ -31,6 +31,14 @@ test('the hash, partition and owner of every fixture key are the nodes\'', () =>
   }
 });
 
+test('partitionOf agrees with the BigInt modulo for long and multi-byte keys', () => {
+  for (const [policy, key] of [['auth', 'k'.repeat(1000)], ['p'.repeat(200), '用户🙂'.repeat(50)], ['a', 'b']]) {
+    for (const m of [4099, 271, 1 << 20, 7]) {
+      assert.equal(partitionOf(policy, key, m), Number(xxhash64(keyBytes(policy, key)) % BigInt(m)), `${policy.length}/${key.length} mod ${m}`);
+    }
+  }
+});
+
 test('the key encoding is unambiguous', () => {
   assert.deepEqual([...keyBytes('a_b', 'c')], [3, 97, 95, 98, 99]);
   assert.deepEqual([...keyBytes('a', 'b_c')], [1, 97, 98, 95, 99]);
