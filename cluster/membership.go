@@ -80,6 +80,9 @@ type routeTable struct {
 	prev  *ring.Ring
 	await map[string]bool
 	hand  *handing
+	// seq is the generation of hand-over messages when this table was
+	// prepared: a message with a later seq was sent after it.
+	seq uint64
 	// joined: the node had joined through its seeds when this table's
 	// members were read, so they are the cluster's, not a partial view.
 	joined bool
@@ -161,6 +164,8 @@ type gossip struct {
 	bootstrap atomic.Bool
 	// epoch counts each member's returns to the ring (under mu).
 	epoch map[string]uint64
+	// joinedNano is when joined was closed (Unix nanoseconds).
+	joinedNano atomic.Int64
 	// lost holds the members that failed (not left), by name, with the
 	// gossip address to rejoin them at: see reconnectLoop.
 	lost map[string]lostMember
@@ -329,8 +334,21 @@ func (g *gossip) joinLoop() {
 // localAddr is the address peers gossip with, as memberlist advertises it.
 func (g *gossip) localAddr() string { return g.self }
 
+// joinedAt returns when the node joined (zero before).
+func (g *gossip) joinedAt() time.Time {
+	if ns := g.joinedNano.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
 // markJoined makes the node Ready as far as membership goes.
-func (g *gossip) markJoined() { g.joinOnce.Do(func() { close(g.joined) }) }
+func (g *gossip) markJoined() {
+	g.joinOnce.Do(func() {
+		g.joinedNano.Store(time.Now().UnixNano())
+		close(g.joined)
+	})
+}
 
 func (g *gossip) isJoined() bool {
 	select {
@@ -564,7 +582,7 @@ func (g *gossip) rebuildLoop() {
 			}
 		}
 		if old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) && maps.Equal(old.epochs, rt.epochs) {
-			rt.prev, rt.await, rt.hand = old.prev, old.await, old.hand
+			rt.prev, rt.await, rt.hand, rt.seq = old.prev, old.await, old.hand, old.seq
 			g.n.establish(rt)
 			g.n.route.Store(rt)
 			g.n.ho.notify()
