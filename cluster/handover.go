@@ -79,15 +79,17 @@ func (h *handing) finish() {
 type handovers struct {
 	// finals holds, per member, the ring of the last hand-over message it
 	// sent this node: copy on write, read on the check path.
-	finals atomic.Pointer[map[string]*ring.Ring]
+	finals atomic.Pointer[map[string]*finalRing]
 	// established is set once this node's ring is the cluster's: it has
 	// joined through its seeds (or has none) and its ring has peers.
 	established atomic.Bool
 	// gen counts the changes of finals (settled).
 	gen atomic.Uint64
-	// inflight counts the peer requests being served, so that Close lets
-	// their answers leave before it closes the connections.
+	// inflight counts the peer requests being served and the checks of
+	// this node's callers, so that Close lets them finish before it
+	// closes the connections; draining refuses new checks meanwhile.
 	inflight atomic.Int64
+	draining atomic.Bool
 
 	// ver counts the changes of finals and of the route table; a check
 	// reads it before the table, so that it misses none while it waits.
@@ -134,8 +136,15 @@ func (h *handovers) awaitChange(ctx context.Context, wait <-chan struct{}, v uin
 	return awaitHandover(ctx, wait, deadline)
 }
 
+// finalRing is the ring of a member's last hand-over message, and seq
+// the value of gen that recording it made.
+type finalRing struct {
+	*ring.Ring
+	seq uint64
+}
+
 // final returns the ring member last handed over with, or nil.
-func (h *handovers) final(member string) *ring.Ring {
+func (h *handovers) final(member string) *finalRing {
 	if m := h.finals.Load(); m != nil {
 		return (*m)[member]
 	}
@@ -145,7 +154,7 @@ func (h *handovers) final(member string) *ring.Ring {
 // setFinal records member's hand-over message.
 func (h *handovers) setFinal(member string, r *ring.Ring) {
 	h.mu.Lock()
-	next := map[string]*ring.Ring{member: r}
+	next := map[string]*finalRing{member: {Ring: r, seq: h.gen.Add(1)}}
 	if m := h.finals.Load(); m != nil {
 		for k, v := range *m {
 			if k != member {
@@ -154,7 +163,6 @@ func (h *handovers) setFinal(member string, r *ring.Ring) {
 		}
 	}
 	h.finals.Store(&next)
-	h.gen.Add(1)
 	h.ver.Add(1)
 	if h.ch != nil {
 		close(h.ch)
@@ -171,7 +179,7 @@ func (h *handovers) keepFinals(keep func(member string) bool) {
 	if m == nil {
 		return
 	}
-	next := map[string]*ring.Ring{}
+	next := map[string]*finalRing{}
 	for k, v := range *m {
 		if keep(k) {
 			next[k] = v
@@ -199,6 +207,7 @@ func (h *handovers) forget(member string) {
 // from, and its hand-over, not yet run.
 func (n *Node) prepareRoute(old, rt *routeTable) {
 	rt.hand = newHanding()
+	rt.seq = n.ho.gen.Load()
 	if old != nil && n.ho.established.Load() {
 		rt.prev = old.ring
 	} else {
@@ -220,10 +229,30 @@ func (n *Node) prepareRoute(old, rt *routeTable) {
 }
 
 // establish marks the node established once rt is the cluster's ring:
-// joined through its seeds, with peers (or the node started the cluster).
+// the node started the cluster, or it has joined through its seeds and
+// every peer in rt has sent a hand-over message naming rt's members (its
+// ring may otherwise be a partial view: memberlist's join need not bring
+// every member at once). Until then its tables take the ring without it
+// as the one before, so that it awaits each key from the peer that held
+// it. A node whose peers do not all answer is established handoverWait
+// after its join.
 func (n *Node) establish(rt *routeTable) {
-	if rt.joined && (rt.ring.Len() > 1 || n.gossip.bootstrap.Load()) {
+	if rt == nil || n.ho.established.Load() || !rt.joined {
+		return
+	}
+	ok := n.gossip.bootstrap.Load() || time.Since(n.gossip.joinedAt()) > handoverWait
+	if !ok && rt.ring.Len() > 1 {
+		ok = true
+		for _, m := range rt.ring.Members() {
+			if f := n.ho.final(m); m != rt.self && (f == nil || !sameMembers(f.Ring, rt.ring)) {
+				ok = false
+				break
+			}
+		}
+	}
+	if ok {
 		n.ho.established.Store(true)
+		n.ho.notify()
 	}
 }
 
@@ -239,6 +268,9 @@ func (n *Node) establish(rt *routeTable) {
 func (n *Node) where(rt *routeTable, enc []byte, strict bool) (owner, addr string, wait <-chan struct{}) {
 	self := rt.self
 	o := rt.ring.Owner(enc)
+	if !n.ho.established.Load() && (strict || n.gossip.isJoined()) {
+		n.establish(rt) // once the wait for the peers has run out
+	}
 	if !n.ho.established.Load() && (strict || n.gossip.isJoined()) {
 		if o == "" {
 			o = self
@@ -270,11 +302,14 @@ func (n *Node) where(rt *routeTable, enc []byte, strict bool) (owner, addr strin
 	}
 	if rt.prev != nil && rt.prev.Owner(enc) == self {
 		// This node gave the key away in its last change: to its new
-		// owner, once the counters are there.
+		// owner, once the counters are there; a hand-over message the
+		// owner sent before it holds nothing about the key's move.
 		if handing {
 			return o, rt.addrs[o], rt.hand.done
 		}
-		return o, rt.addrs[o], nil
+		if f == nil || f.seq <= rt.seq {
+			return o, rt.addrs[o], nil
+		}
 	}
 	if f != nil {
 		// The owner this ring names has handed its keys over to a ring
@@ -307,13 +342,13 @@ func (n *Node) settled(rt *routeTable) bool {
 		return false
 	}
 	for p := range rt.await {
-		if f := n.ho.final(p); f == nil || !sameMembers(f, rt.ring) {
+		if f := n.ho.final(p); f == nil || !sameMembers(f.Ring, rt.ring) {
 			return false
 		}
 	}
 	if m := n.ho.finals.Load(); m != nil {
 		for _, f := range *m {
-			if !sameMembers(f, rt.ring) {
+			if !sameMembers(f.Ring, rt.ring) {
 				return false
 			}
 		}
@@ -373,6 +408,8 @@ func (n *Node) decide(ctx context.Context, p *policyEntry, key string, hits int6
 			var buf [128]byte
 			enc, _ := k.AppendBinary(buf[:0])
 			owner, addr, wait = n.where(rt, enc, false)
+		} else if n.gossip.isJoined() {
+			wait = waitChange // joined, its first ring not built yet
 		}
 		if wait == nil || late {
 			if rt == nil || owner == rt.self {
@@ -529,11 +566,12 @@ func (n *Node) receiveHandover(ctx context.Context, body []byte) error {
 		return fmt.Errorf("cluster: %s from %q: %w", methodHandover, capText(from), errNotMember)
 	}
 	n.ho.setFinal(from, ring.New(m.Members, n.cfg.Ring))
+	n.establish(n.route.Load())
 	return nil
 }
 
-// drainPeers waits, up to d, until no peer request is being served, so
-// that answers are not cut by the closing connections.
+// drainPeers waits, up to d, until no peer request or check is in
+// flight, so that answers are not cut by the closing connections.
 func (n *Node) drainPeers(d time.Duration) {
 	deadline := time.Now().Add(d)
 	for n.ho.inflight.Load() > 0 && time.Now().Before(deadline) {

@@ -80,6 +80,9 @@ type routeTable struct {
 	prev  *ring.Ring
 	await map[string]bool
 	hand  *handing
+	// seq is the generation of hand-over messages when this table was
+	// prepared: a message with a later seq was sent after it.
+	seq uint64
 	// joined: the node had joined through its seeds when this table's
 	// members were read, so they are the cluster's, not a partial view.
 	joined bool
@@ -152,6 +155,7 @@ type gossip struct {
 	joined   chan struct{}        // closed once a join succeeded (markJoined)
 	joinOnce sync.Once
 	ring     uint64 // this node's ring config fingerprint
+	self     string // the gossip address memberlist advertises
 	// ringRefused: a merge was refused for another ring config since the
 	// last join began.
 	ringRefused atomic.Bool
@@ -160,6 +164,8 @@ type gossip struct {
 	bootstrap atomic.Bool
 	// epoch counts each member's returns to the ring (under mu).
 	epoch map[string]uint64
+	// joinedNano is when joined was closed (Unix nanoseconds).
+	joinedNano atomic.Int64
 	// lost holds the members that failed (not left), by name, with the
 	// gossip address to rejoin them at: see reconnectLoop.
 	lost map[string]lostMember
@@ -248,6 +254,10 @@ func (n *Node) startGossip(ctx context.Context) error {
 		return fmt.Errorf("cluster: gossip on %s: %w", cfg.GossipAddr, err)
 	}
 	g.ml = ml
+	// Read once: memberlist's local node is rewritten, without a lock
+	// the reader could take, on every update of its metadata.
+	ln := ml.LocalNode()
+	g.self = net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
 	n.wg.Add(2)
 	go g.rebuildLoop()
 	go g.reconnectLoop(max(time.Second, 5*mc.ProbeInterval))
@@ -321,13 +331,24 @@ func (g *gossip) joinLoop() {
 	}
 }
 
-func (g *gossip) localAddr() string {
-	ln := g.ml.LocalNode()
-	return net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
+// localAddr is the address peers gossip with, as memberlist advertises it.
+func (g *gossip) localAddr() string { return g.self }
+
+// joinedAt returns when the node joined (zero before).
+func (g *gossip) joinedAt() time.Time {
+	if ns := g.joinedNano.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
 }
 
 // markJoined makes the node Ready as far as membership goes.
-func (g *gossip) markJoined() { g.joinOnce.Do(func() { close(g.joined) }) }
+func (g *gossip) markJoined() {
+	g.joinOnce.Do(func() {
+		g.joinedNano.Store(time.Now().UnixNano())
+		close(g.joined)
+	})
+}
 
 func (g *gossip) isJoined() bool {
 	select {
@@ -561,7 +582,7 @@ func (g *gossip) rebuildLoop() {
 			}
 		}
 		if old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) && maps.Equal(old.epochs, rt.epochs) {
-			rt.prev, rt.await, rt.hand = old.prev, old.await, old.hand
+			rt.prev, rt.await, rt.hand, rt.seq = old.prev, old.await, old.hand, old.seq
 			g.n.establish(rt)
 			g.n.route.Store(rt)
 			g.n.ho.notify()

@@ -279,6 +279,15 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 	if err != nil {
 		return Decision{}, err
 	}
+	if n.gossip != nil {
+		// Counted, so that Close lets it finish before the transport
+		// closes (an answer cut there is a check decided twice).
+		n.ho.inflight.Add(1)
+		defer n.ho.inflight.Add(-1)
+		if n.ho.draining.Load() {
+			return Decision{}, ErrClosed
+		}
+	}
 	now := n.clock.Now()
 	if rt := n.route.Load(); rt != nil && rt.minority {
 		d, err := n.fallback(ctx, p, key, hits, now, rt.known, rt.minorityErr())
@@ -499,8 +508,10 @@ func (n *Node) Close(ctx context.Context) error {
 			n.log.Warn("leave failed", "err", err)
 		}
 		// Peers send nothing here after the hand-over; let the answers
-		// to what they sent before leave before the connections close.
-		n.drainPeers(time.Second)
+		// to what they sent before, and this node's own checks, finish
+		// before the connections close.
+		n.ho.draining.Store(true)
+		n.drainPeers(handoverWait + time.Second)
 	}
 	return n.halt(ctx)
 }

@@ -183,14 +183,16 @@ type peerHandler struct{ n *Node }
 // to it wait for the hand-over (see handover.go).
 func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckItem, results []transport.CheckResult) {
 	n := h.n
-	if n.closed.Load() {
+	n.ho.inflight.Add(1)
+	defer n.ho.inflight.Add(-1)
+	if n.closed.Load() || n.ho.draining.Load() {
+		// A closing node decides nothing more (it owns nothing since
+		// its hand-over): the sender's failover finds the new owner.
 		for i := range results {
 			results[i] = transport.CheckResult{Status: transport.StatusUnavailable}
 		}
 		return
 	}
-	n.ho.inflight.Add(1)
-	defer n.ho.inflight.Add(-1)
 	table := *n.policies.Load()
 	var moved map[string][]int // checks to pass on, by node
 	changed, sync := false, false
