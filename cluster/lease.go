@@ -60,6 +60,7 @@ const (
 	leaseIdle      = 250 * time.Millisecond // a lease unused this long is given back
 	leaseMaxHeld   = 4096                   // leases a node holds at most
 	leaseCallLimit = 5 * time.Second        // bounds a return
+	leaseWaits     = 4                      // asks in flight a check waits for before it is forwarded
 )
 
 // Methods of HandleCall for leases.
@@ -75,6 +76,7 @@ const (
 	leaseNone    leaseVerdict = iota // forward it as usual
 	leaseDecided                     // decided under a lease
 	leaseAsk                         // ask the owner for a lease with it
+	leaseWait                        // wait for the ask in flight (asked), then use again
 )
 
 // leases are the leases a node holds, with the counts of checks that make
@@ -122,8 +124,9 @@ type lease struct {
 	used       int64        // hits admitted since the last grant
 	since      time.Time    // the last grant, or the entry's start
 	lastUse    time.Time
-	asking     bool      // a check is asking the owner for a lease
-	retryAt    time.Time // no asking before then (the last ask got nothing)
+	asking     bool          // a check is asking the owner for a lease
+	answered   chan struct{} // closed when the ask in flight is answered (asked)
+	retryAt    time.Time     // no asking before then (the last ask got nothing)
 }
 
 // newLeases returns a table for keys whose limit is at least minLimit, or
@@ -191,13 +194,20 @@ func (l *leases) use(p *policyEntry, key string, hits int64, now time.Time) (d D
 			l.hits.Add(1)
 			return Decision{Allowed: true, Limit: e.limit, Remaining: e.base + e.left, ResetAfter: max(0, e.reset.Sub(now))}, leaseDecided, 0
 		}
-		if e.asking || now.Before(e.retryAt) {
+		if e.asking {
+			// The grant in flight is counted at its owner already: a
+			// check forwarded now would be denied against hits this
+			// node is about to hold, which the end of a stream of
+			// checks can leave unused.
+			return Decision{}, leaseWait, 0
+		}
+		if now.Before(e.retryAt) {
 			return Decision{}, leaseNone, 0
 		}
 		if want <= 0 {
 			want = l.renewal(e, key, now)
 		}
-		e.asking = true
+		e.asking, e.answered = true, make(chan struct{})
 		return Decision{}, leaseAsk, max(1, want)
 	}
 	c := &sh.hot[(h/leaseShards)%leaseHotSlots]
@@ -211,7 +221,7 @@ func (l *leases) use(p *policyEntry, key string, hits int64, now time.Time) (d D
 	}
 	want = min(p.LimitFor(key), rateWant(int64(c.n), now.Sub(c.since)))
 	*c = hotCount{}
-	sh.m[k] = &lease{p: p, since: now, lastUse: now, asking: true}
+	sh.m[k] = &lease{p: p, since: now, lastUse: now, asking: true, answered: make(chan struct{})}
 	if l.held.Add(1) == 1 {
 		select {
 		case l.kick <- struct{}{}:
@@ -233,6 +243,34 @@ func (l *leases) renewal(e *lease, key string, now time.Time) int64 {
 		w = min(w, int64(float64(w)*float64(ttl)/float64(leaseTarget))-e.left)
 	}
 	return min(e.p.LimitFor(key), w)
+}
+
+// awaitAsk waits until the ask in flight for the lease of key under p
+// is answered, ctx ends or stop closes; it reports whether the answer
+// came (or no ask is in flight any more). An ask ends within its
+// forward's bound; limit bounds the wait all the same.
+func (l *leases) awaitAsk(ctx context.Context, p *policyEntry, key string, limit time.Duration, stop <-chan struct{}) bool {
+	k := bucket.Key{Policy: p.Name, ID: key}
+	sh := &l.shards[maphash.Comparable(l.seed, k)%leaseShards]
+	sh.mu.Lock()
+	var ch chan struct{}
+	if e := sh.m[k]; e != nil && e.asking {
+		ch = e.answered
+	}
+	sh.mu.Unlock()
+	if ch == nil {
+		return true
+	}
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-ctx.Done():
+	case <-t.C:
+	case <-stop:
+	}
+	return false
 }
 
 // expire counts a lease that ended with hits unused.
@@ -302,6 +340,10 @@ func (l *leases) asked(p *policyEntry, key string, res leaseRes, start, now time
 		return
 	}
 	e.asking = false
+	if e.answered != nil {
+		close(e.answered)
+		e.answered = nil
+	}
 	if res.Grant <= 0 {
 		e.retryAt = now.Add(leaseTarget)
 		return
@@ -429,6 +471,13 @@ type leaseReq struct {
 // be forwarded as usual.
 func (n *Node) answerHere(ctx context.Context, p *policyEntry, key string, hits int64, rt *routeTable, owner, addr string, now time.Time) (Decision, bool) {
 	d, v, want := n.leases.use(p, key, hits, now)
+	for tries := 0; v == leaseWait && tries < leaseWaits; tries++ {
+		if !n.leases.awaitAsk(ctx, p, key, n.cfg.FailoverTimeout, n.stop) {
+			break
+		}
+		now = n.clock.Now()
+		d, v, want = n.leases.use(p, key, hits, now)
+	}
 	if v == leaseDecided {
 		return d, true
 	}
@@ -449,6 +498,7 @@ func (n *Node) answerHere(ctx context.Context, p *policyEntry, key string, hits 
 // from a lease or a cached denial, or says (want > 0) that the check is to
 // ask the owner for a lease once the lock is released (sendLeaseAsks).
 func (n *Node) answerHereLater(p *policyEntry, key string, hits int64, now time.Time) (d Decision, ok bool, want int64) {
+	// leaseWait: no wait under the lock; the check is forwarded.
 	d, v, want := n.leases.use(p, key, hits, now)
 	if v == leaseDecided {
 		return d, true, 0
