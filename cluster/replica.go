@@ -95,8 +95,29 @@ func (n *Node) copyFailing(k bucket.Key) bool {
 	if !r.failing[to] {
 		return false
 	}
+	return n.cutOffLocked(rt)
+}
+
+// cutOff reports whether the last rounds of copies to more than half of
+// the other members failed: this node looks cut off from them.
+func (n *Node) cutOff() bool {
+	r := n.repl
+	if r == nil || r.nfailing.Load() == 0 {
+		return false
+	}
+	rt := n.route.Load()
+	if rt == nil || rt.succ == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return n.cutOffLocked(rt)
+}
+
+// cutOffLocked is cutOff with repl.mu held.
+func (n *Node) cutOffLocked(rt *routeTable) bool {
 	failing := 0
-	for name := range r.failing {
+	for name := range n.repl.failing {
 		if _, ok := rt.addrs[name]; ok && name != rt.self {
 			failing++
 		}
@@ -105,10 +126,10 @@ func (n *Node) copyFailing(k bucket.Key) bool {
 }
 
 // copyRound is closed once its copies have been sent (or have failed);
-// failed is set first if some did not arrive.
+// failedTo is set first to the successors some did not reach.
 type copyRound struct {
-	done   chan struct{}
-	failed atomic.Bool
+	done     chan struct{}
+	failedTo map[string]bool
 }
 
 func newReplicator() *replicator { return &replicator{kick: make(chan struct{}, 1)} }
@@ -129,12 +150,13 @@ func (r *replicator) changed() {
 func (n *Node) replicaLoop(tr changeTracker) {
 	defer n.wg.Done()
 	r := n.repl
+	var carry []handoffItem
 	for {
 		select {
 		case <-n.stop:
 			r.mu.Lock()
 			if r.next != nil {
-				r.next.failed.Store(true)
+				r.next.failedTo = map[string]bool{"": true}
 				close(r.next.done)
 				r.next = nil
 			}
@@ -147,11 +169,20 @@ func (n *Node) replicaLoop(tr changeTracker) {
 		round := r.next
 		r.next = nil
 		r.mu.Unlock()
-		ok := n.sendReplicas(n.successorGroups(func(add func(bucket.Key, bucket.State) bool) {
+		// The copies a round before did not deliver go again with this
+		// one (the successor merges, so an older state is harmless).
+		retry := carry
+		failed, failedTo := n.sendReplicas(n.successorGroups(func(add func(bucket.Key, bucket.State) bool) {
+			for i := range retry {
+				if !add(retry[i].key(), retry[i].state()) {
+					return
+				}
+			}
 			tr.Changed(func(k bucket.Key, st bucket.State) { add(k, st) })
 		}))
+		carry = failed[:min(len(failed), maxCarry)]
 		if round != nil {
-			round.failed.Store(!ok)
+			round.failedTo = failedTo
 			close(round.done)
 		}
 	}
@@ -159,25 +190,55 @@ func (n *Node) replicaLoop(tr changeTracker) {
 
 // waitCopied returns once a round of copies that started after the call
 // has ended: the changes made before the call are then on the successor,
-// and it returns true; false when some could not be sent (see
-// replica_send_errors_total), ctx ended or the node stopped.
+// and it returns true. A round that did not reach a successor (a slow
+// one on a loaded machine, or a crashed one that the ring has not
+// dropped yet) is not a failure: what it did not deliver goes again with
+// the next round, to the successor of the ring then, and the wait goes on
+// up to FailoverTimeout from the call. Answering before would give an
+// allowed answer the successor may never hold. It returns false past
+// that deadline (see replica_send_errors_total), at once when the rounds
+// to most other members fail too (cutOff), when ctx ends or the node
+// stops.
 func (n *Node) waitCopied(ctx context.Context) bool {
 	r := n.repl
-	r.mu.Lock()
-	round := r.next
-	if round == nil {
-		round = &copyRound{done: make(chan struct{})}
-		r.next = round
+	deadline := time.Now().Add(n.cfg.FailoverTimeout)
+	for pause := 5 * time.Millisecond; ; pause = min(2*pause, 200*time.Millisecond) {
+		r.mu.Lock()
+		round := r.next
+		if round == nil {
+			round = &copyRound{done: make(chan struct{})}
+			r.next = round
+		}
+		r.mu.Unlock()
+		r.changed()
+		select {
+		case <-round.done:
+		case <-ctx.Done():
+			return false
+		case <-n.stop:
+			return false
+		}
+		if len(round.failedTo) == 0 {
+			return true
+		}
+		// The next round carries what failed, to the successor of the
+		// ring then (a crashed one is dropped from it meanwhile). A
+		// node cut off from most others stops at once: the others may
+		// be deciding its keys on their copies already.
+		if round.failedTo[""] || n.cutOff() || time.Now().Add(pause).After(deadline) {
+			return false
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-n.stop:
+			t.Stop()
+			return false
+		}
 	}
-	r.mu.Unlock()
-	r.changed()
-	select {
-	case <-round.done:
-		return !round.failed.Load()
-	case <-ctx.Done():
-	case <-n.stop:
-	}
-	return false
 }
 
 // copied is called after a check decided d in this node's store: it
@@ -209,6 +270,9 @@ func (n *Node) replicateAll() {
 	n.sendReplicas(groups)
 }
 
+// maxCarry bounds the copies a failed round leaves to the next one.
+const maxCarry = 1 << 16
+
 // successorGroups groups the counters that each yields by the successor of
 // their key, keeping only keys this node owns in the current ring.
 func (n *Node) successorGroups(each func(add func(bucket.Key, bucket.State) bool)) map[string][]handoffItem {
@@ -231,14 +295,16 @@ func (n *Node) successorGroups(each func(add func(bucket.Key, bucket.State) bool
 	return groups
 }
 
-// sendReplicas sends each group to its successor, and reports whether
-// every one arrived.
-func (n *Node) sendReplicas(groups map[string][]handoffItem) bool {
+// sendReplicas sends each group to its successor, and returns the copies
+// that did not arrive and the successors they were for.
+func (n *Node) sendReplicas(groups map[string][]handoffItem) (failed []handoffItem, failedTo map[string]bool) {
 	rt := n.route.Load()
 	if rt == nil {
-		return len(groups) == 0
+		if len(groups) > 0 {
+			failedTo = map[string]bool{"": true}
+		}
+		return nil, failedTo
 	}
-	ok := true
 	for to, items := range groups {
 		sent, err := n.sendCounters(n.life, rt.addrs[to], methodReplica, items, replicaTimeout, nil)
 		if n.repl != nil {
@@ -246,12 +312,16 @@ func (n *Node) sendReplicas(groups map[string][]handoffItem) bool {
 		}
 		n.metrics.replicaSent.Add(float64(sent))
 		if err != nil {
-			ok = false
+			if failedTo == nil {
+				failedTo = map[string]bool{}
+			}
+			failedTo[to] = true
+			failed = append(failed, items[min(max(sent, 0), len(items)):]...)
 			n.metrics.replicaErrors.Add(float64(len(items) - sent))
 			n.warnings.Log("copying counters to their successor failed; a crash of this node would lose their last hits", "to", to, "counters", len(items)-sent, "err", err)
 		}
 	}
-	return ok
+	return failed, failedTo
 }
 
 // receiveReplica keeps the copies a peer sent, merged with those it sent
