@@ -10,8 +10,8 @@ import (
 )
 
 // TestImports holds the layering: httpapi depends on bucket and its own
-// Checker interface (and the project's capped log), never on the cluster
-// or the transport.
+// Checker interface (and the project's capped log and msgpack length
+// check), never on the cluster or the transport.
 func TestImports(t *testing.T) {
 	files, err := filepath.Glob("*.go")
 	if err != nil {
@@ -29,8 +29,8 @@ func TestImports(t *testing.T) {
 		for _, imp := range f.Imports {
 			path, _ := strconv.Unquote(imp.Path.Value)
 			if strings.HasPrefix(path, "github.com/vibewell/ratelimit/") && path != "github.com/vibewell/ratelimit/bucket" &&
-				path != "github.com/vibewell/ratelimit/internal/logcap" {
-				t.Errorf("%s imports %s; httpapi may import only bucket and internal/logcap from this module", name, path)
+				path != "github.com/vibewell/ratelimit/internal/logcap" && path != "github.com/vibewell/ratelimit/internal/msgpackfit" {
+				t.Errorf("%s imports %s; httpapi may import only bucket, internal/logcap and internal/msgpackfit from this module", name, path)
 			}
 		}
 	}
