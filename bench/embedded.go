@@ -20,6 +20,9 @@ type EmbeddedConfig struct {
 	// Node is the config of every node; each gets a unique NodeName when it
 	// has none. Default: the zero cluster.Config (the default policies).
 	Node cluster.Config
+	// Configure, when set, adjusts node i's copy of Node before it starts
+	// (e.g. a metrics registry of its own).
+	Configure func(i int, cfg *cluster.Config)
 }
 
 // Embedded is a Target of in-process cluster nodes: checks go through
@@ -37,7 +40,7 @@ func NewEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 	if cfg.Nodes <= 0 {
 		cfg.Nodes = 1
 	}
-	nodes, err := startNodes(ctx, cfg.Nodes, cfg.Node)
+	nodes, err := startNodes(ctx, cfg.Nodes, cfg.Node, cfg.Configure)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +50,7 @@ func NewEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Embedded, error) {
 // startNodes starts n nodes of base config joined into one cluster on
 // loopback (gossip on 127.0.0.1:0, local gossip timings), and waits until
 // every node has joined and has all n nodes in its ownership ring.
-func startNodes(ctx context.Context, n int, base cluster.Config) ([]*cluster.Node, error) {
+func startNodes(ctx context.Context, n int, base cluster.Config, configure func(int, *cluster.Config)) ([]*cluster.Node, error) {
 	nodes := make([]*cluster.Node, 0, n)
 	fail := func(err error) ([]*cluster.Node, error) {
 		for _, nd := range nodes {
@@ -78,6 +81,9 @@ func startNodes(ctx context.Context, n int, base cluster.Config) ([]*cluster.Nod
 					cfg.ClusterKey, _ = nodes[0].ClusterKey() // the key the first node made
 				}
 			}
+		}
+		if configure != nil {
+			configure(i, &cfg)
 		}
 		node, err := cluster.Start(ctx, cfg)
 		if err != nil {

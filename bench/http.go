@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/httpapi"
 )
 
 // HTTPConfig configures an HTTP target.
@@ -37,6 +38,11 @@ type HTTPConfig struct {
 	// TLS is the client configuration of https URLs, e.g. the RootCAs of a
 	// private CA. Default: the system's roots.
 	TLS *tls.Config
+	// OwnerAware sends each single check to its key's owner, from the ring
+	// a node serves (GET /v1/ring), as httpapi.OwnerAwareClient does; the
+	// ring is read at the start and when SetURLs changes the nodes.
+	// Batches, and keys whose owner is not among URLs, go round-robin.
+	OwnerAware bool
 	// Transport replaces the tuned transport of StdClient (tests). Default:
 	// an http.Transport with Conns idle connections per host, no
 	// compression, HTTP/1.1.
@@ -54,6 +60,8 @@ type HTTP struct {
 	raw    bool
 	tmo    time.Duration
 	nodes  atomic.Pointer[[]httpNode]
+	route  atomic.Pointer[ownerRoute] // OwnerAware: the ring, nil until read
+	owner  bool
 	next   atomic.Uint64
 	bufs   sync.Pool
 	header http.Header
@@ -90,6 +98,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 		}
 	}
 	h := &HTTP{
+		owner:  cfg.OwnerAware,
 		conns:  cfg.Conns,
 		raw:    !cfg.StdClient && cfg.Transport == nil,
 		tmo:    cfg.Timeout,
@@ -132,7 +141,73 @@ func (h *HTTP) SetURLs(urls []string) error {
 		}
 	}
 	h.nodes.Store(&nodes)
+	if h.owner {
+		return h.readRing(nodes)
+	}
 	return nil
+}
+
+// ownerRoute is a ring read from a node: per partition, the index in nodes
+// of its owner, or -1.
+type ownerRoute struct {
+	nodes  []httpNode
+	owners []int
+}
+
+// readRing reads the ring from the first node that serves it.
+func (h *HTTP) readRing(nodes []httpNode) error {
+	var last error
+	for _, n := range nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), h.tmo)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.base+"/v1/ring", nil)
+		resp, err := h.client.Do(req)
+		if err != nil {
+			cancel()
+			last = err
+			continue
+		}
+		var rv httpapi.RingView
+		err = json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&rv)
+		resp.Body.Close()
+		cancel()
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("GET %s/v1/ring: status %d", n.base, resp.StatusCode)
+		}
+		if err != nil {
+			last = err
+			continue
+		}
+		byMember := make([]int, len(rv.Members))
+		for i, m := range rv.Members {
+			byMember[i] = -1
+			for j, nd := range nodes {
+				if m.HTTPAddr != "" && nd.check.Host == m.HTTPAddr {
+					byMember[i] = j
+				}
+			}
+		}
+		owners := make([]int, len(rv.Owners))
+		for p, o := range rv.Owners {
+			owners[p] = -1
+			if o >= 0 && o < len(byMember) {
+				owners[p] = byMember[o]
+			}
+		}
+		h.route.Store(&ownerRoute{nodes: nodes, owners: owners})
+		return nil
+	}
+	return fmt.Errorf("bench: owner-aware: no node served its ring: %w", last)
+}
+
+// pickOwner returns the node that owns policy's key, or the next node.
+func (h *HTTP) pickOwner(policy, key string) *httpNode {
+	if rt := h.route.Load(); rt != nil {
+		v := httpapi.RingView{Owners: rt.owners}
+		if i := v.Owner(policy, key); i >= 0 {
+			return &rt.nodes[i]
+		}
+	}
+	return h.pick()
 }
 
 // URLs returns the nodes' base URLs.
@@ -213,6 +288,9 @@ func (h *HTTP) Check(ctx context.Context, policy, key string, hits int64) (bucke
 	defer h.bufs.Put(buf)
 	buf.body = appendCheck(buf.body[:0], policy, key, hits)
 	n := h.pick()
+	if h.owner {
+		n = h.pickOwner(policy, key)
+	}
 	status, err := h.do(ctx, n, n.check, buf)
 	if err != nil {
 		return bucket.Decision{}, err

@@ -63,6 +63,10 @@ type Result struct {
 	ErrorTicks []int64 `json:"error_ticks,omitempty"`
 	// Warmup is what the unmeasured warm-up before the run did, if any.
 	Warmup *Warmup `json:"warmup,omitempty"`
+	// Flood is what the flood scenario saw, if it ran.
+	Flood *FloodReport `json:"flood,omitempty"`
+	// CPU is the nodes' CPU during the run (Config.CPU), if metered.
+	CPU *NodesCPU `json:"cpu,omitempty"`
 }
 
 // Warmup sums up a run's warm-up: the same load on keys of its own, before
@@ -438,6 +442,9 @@ func (r *Result) WriteSummary(w io.Writer) error {
 	if g := r.Generator; g.Mode == "open" {
 		fmt.Fprintf(&b, "generator    %d calls scheduled, %d late (all callers busy), max lag %.1f ms\n", g.Scheduled, g.Late, g.MaxLagMS)
 	}
+	if r.Flood != nil {
+		r.Flood.writeSummary(&b)
+	}
 	a := r.Accuracy
 	if a.Mode == AccuracyNone {
 		fmt.Fprintf(&b, "accuracy     not accounted: %s\n", a.Note)
@@ -451,6 +458,9 @@ func (r *Result) WriteSummary(w io.Writer) error {
 			fmt.Fprintf(&b, ", %d checks straddled a window edge", a.Ambiguous)
 		}
 		b.WriteString("\n")
+	}
+	if r.CPU != nil {
+		r.CPU.writeSummary(&b)
 	}
 	for _, e := range r.Events {
 		fmt.Fprintf(&b, "event %6.1fs %s %s %s: %d errors after, recovered after %.1fs\n",

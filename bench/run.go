@@ -92,6 +92,14 @@ type Config struct {
 	// Params is copied into the result as the run's description; Run fills
 	// in the workload fields it knows.
 	Params Params
+	// CPU, if set, is read at the start and the end of the measured run,
+	// and the result reports each node's CPU per decision (Result.CPU).
+	CPU CPUMeter
+	// Idle is what the nodes used at rest (MeasureIdle), reported with the
+	// run's CPU and subtracted from it.
+	Idle *IdleCPU
+	// Pinning describes the CPUs the nodes were given, for the report.
+	Pinning string
 
 	clock clock // tests inject one; default the system clock
 }
@@ -299,6 +307,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}()
 	}
 	runtime.GC()
+	var cpuBefore []CPUSample
+	if cfg.CPU != nil {
+		if cpuBefore, err = cfg.CPU.CPUSamples(); err != nil {
+			return nil, fmt.Errorf("bench: node CPU: %w", err)
+		}
+	}
 	r.start = cfg.clock.Now()
 	r.end = r.start.Add(cfg.Duration)
 	close(begin)
@@ -354,6 +368,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		<-workersDone
 	}
 	finished := cfg.clock.Now()
+	var cpuAfter []CPUSample
+	if cfg.CPU != nil {
+		cpuAfter, _ = cfg.CPU.CPUSamples() // a node gone by now is left out
+	}
 	r.stop.Store(true)
 	cancelTimer()
 	close(timerDone)
@@ -364,6 +382,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	res := r.result(finished, ctx.Err() != nil)
 	res.Warmup = warm
+	if cfg.CPU != nil {
+		res.CPU = nodesCPU(cpuBefore, cpuAfter, finished.Sub(r.start), res.Allowed+res.Denied, cfg.Idle)
+		res.CPU.Pinning = cfg.Pinning
+	}
 	if scenarioErr != nil && !errors.Is(scenarioErr, context.Canceled) {
 		return res, fmt.Errorf("bench: scenario: %w", scenarioErr)
 	}
@@ -375,7 +397,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 func warmup(ctx context.Context, cfg Config) (*Warmup, error) {
 	w := cfg
 	w.Warmup, w.Duration, w.Requests = 0, cfg.Warmup, 0
-	w.Scenario, w.Progress, w.PolicySpec = nil, nil, nil
+	w.Scenario, w.Progress, w.PolicySpec, w.CPU = nil, nil, nil, nil
 	w.KeyPrefix = cfg.KeyPrefix + "warmup:"
 	w.Params = Params{}
 	res, err := Run(ctx, w)

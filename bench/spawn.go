@@ -49,6 +49,15 @@ type SpawnConfig struct {
 	// StopTimeout bounds the wait for a node to exit after SIGTERM, before
 	// SIGKILL. Default: 10 s.
 	StopTimeout time.Duration
+	// GossipProfile is the --gossip-profile of a cluster's nodes. Default:
+	// local (a crash noticed in about a second, for churn scenarios); lan
+	// is the production timing, for measuring what idle nodes cost.
+	GossipProfile string
+	// Pin gives each of the Nodes its own CPUs, and the calling process
+	// (the load generator) the rest, when the machine has at least one CPU
+	// for each of them; otherwise nothing is pinned (Pinning says so).
+	// Linux only.
+	Pin bool
 }
 
 // Spawned is a set of `ratelimitd serve` processes on loopback ports. Every
@@ -59,8 +68,10 @@ type Spawned struct {
 	ownDir  bool
 	polFile string
 
-	mu    sync.Mutex
-	nodes []*proc
+	mu      sync.Mutex
+	nodes   []*proc
+	cpus    [][]int // by node index, when pinned
+	pinning string
 }
 
 // proc is one node process and the addresses it keeps across restarts.
@@ -68,6 +79,7 @@ type proc struct {
 	name                     string
 	http, gossip, peer, raft string
 	dir                      string
+	cpus                     []int // its CPUs, if pinned
 	cmd                      *exec.Cmd
 	exited                   chan struct{}
 }
@@ -90,6 +102,9 @@ func Spawn(ctx context.Context, cfg SpawnConfig) (*Spawned, error) {
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 10 * time.Second
 	}
+	if cfg.GossipProfile == "" {
+		cfg.GossipProfile = "local"
+	}
 	if cfg.Binary == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -111,6 +126,12 @@ func Spawn(ctx context.Context, cfg SpawnConfig) (*Spawned, error) {
 			return nil, fmt.Errorf("%w: %w", ErrSpawn, err)
 		}
 		s.cfg.Dir, s.ownDir = dir, true
+	}
+	if cfg.Pin {
+		if err := s.plan(); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	if len(cfg.Policies) > 0 {
 		b, err := json.Marshal(map[string]any{"policies": cfg.Policies})
@@ -209,6 +230,9 @@ func (s *Spawned) Add(ctx context.Context) (int, error) {
 		raft:   "127.0.0.1:" + strconv.Itoa(ports[3]),
 		dir:    filepath.Join(s.cfg.Dir, "node-"+strconv.Itoa(i)),
 	}
+	if i < len(s.cpus) {
+		p.cpus = s.cpus[i]
+	}
 	s.nodes = append(s.nodes, p)
 	s.mu.Unlock()
 	if err := s.start(ctx, i); err != nil {
@@ -229,7 +253,7 @@ func (s *Spawned) args(i int) []string {
 	if !s.cfg.Cluster {
 		args = append(args, "--standalone")
 	} else {
-		args = append(args, "--gossip-addr", p.gossip, "--peer-addr", p.peer, "--raft-addr", p.raft, "--gossip-profile", "local")
+		args = append(args, "--gossip-addr", p.gossip, "--peer-addr", p.peer, "--raft-addr", p.raft, "--gossip-profile", s.cfg.GossipProfile)
 		var seeds []string
 		for j, q := range s.nodes {
 			if j != i {
@@ -263,7 +287,7 @@ func (s *Spawned) start(ctx context.Context, i int) error {
 	// Its own process group, so a stop reaches anything it starts, and
 	// killed if the bench dies without stopping it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := startPinned(cmd, p.cpus); err != nil {
 		return fmt.Errorf("%w: start %s: %w", ErrSpawn, s.cfg.Binary, err)
 	}
 	exited := make(chan struct{})
@@ -362,6 +386,38 @@ func (s *Spawned) PIDs() []int {
 		}
 	}
 	return out
+}
+
+// CPUSamples returns the CPU time of every running node, from /proc: a
+// Spawned is the CPUMeter of its nodes.
+func (s *Spawned) CPUSamples() ([]CPUSample, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []CPUSample
+	for _, p := range s.nodes {
+		if p.cmd == nil || p.cmd.Process == nil {
+			continue
+		}
+		select {
+		case <-p.exited:
+			continue
+		default:
+		}
+		d, err := ProcessCPU(p.cmd.Process.Pid)
+		if err != nil {
+			return nil, fmt.Errorf("node %s: %w", p.name, err)
+		}
+		out = append(out, CPUSample{Name: p.name, PID: p.cmd.Process.Pid, CPU: d})
+	}
+	return out, nil
+}
+
+// Pinning describes the CPUs each node was given (SpawnConfig.Pin), or
+// why they were not pinned; "" without Pin.
+func (s *Spawned) Pinning() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pinning
 }
 
 // Dir returns the directory of the nodes' logs and data.

@@ -66,6 +66,7 @@ func (n *Node) allowBatch(ctx context.Context, table policyTable, rt *routeTable
 	entries := make([]*policyEntry, len(checks))
 	var local []int
 	remote := map[string][]int{} // owner → check indexes
+	var asks []leaseAskItem      // checks that ask for a lease (lease.go)
 	for i, c := range checks {
 		p, err := n.checkInput(table, c.Policy, c.Key, c.Hits)
 		if err != nil {
@@ -73,13 +74,22 @@ func (n *Node) allowBatch(ctx context.Context, table policyTable, rt *routeTable
 			continue
 		}
 		entries[i] = p
+		if rt != nil && rt.minority {
+			d, err := n.fallback(ctx, p, c.Key, c.Hits, now, rt.known, rt.minorityErr())
+			out[i] = Result{Decision: d, Err: err}
+			continue
+		}
 		if route {
 			if owner, addr := rt.owner(bucket.Key{Policy: c.Policy, ID: c.Key}); owner != rt.self && owner != "" {
-				if d, ok := n.answerHere(ctx, p, c.Key, c.Hits, rt, owner, addr, now); ok {
+				d, ok, want := n.answerHereLater(p, c.Key, c.Hits, now)
+				switch {
+				case ok:
 					out[i] = Result{Decision: d}
-					continue
+				case want > 0:
+					asks = append(asks, leaseAskItem{i, want, owner, addr})
+				default:
+					remote[owner] = append(remote[owner], i)
 				}
-				remote[owner] = append(remote[owner], i)
 				continue
 			}
 		}
@@ -89,9 +99,16 @@ func (n *Node) allowBatch(ctx context.Context, table policyTable, rt *routeTable
 	if locked {
 		n.copyMu.RUnlock()
 	}
-	if copy != nil {
-		n.copied(ctx, copy, Decision{Allowed: true}, 1)
+	if copy != nil && !n.copied(ctx, copy, Decision{Allowed: true}, 1) {
+		// A sync policy's copy did not reach its successor: its allowed
+		// checks are not answered allowed on this counter alone.
+		for _, i := range local {
+			if c := checks[i]; entries[i] != nil && entries[i].Replication == bucket.ReplicateSync && out[i].Err == nil && out[i].Decision.Allowed && c.Hits > 0 {
+				out[i].Decision, out[i].Err = n.fallback(ctx, entries[i], c.Key, c.Hits, now, n.liveNodes(), errNotCopied)
+			}
+		}
 	}
+	n.sendLeaseAsks(ctx, asks, checks, entries, rt, now, out, remote)
 	for owner, idx := range remote {
 		n.decideRemote(ctx, checks, idx, entries, rt, owner, now, out)
 	}
@@ -175,6 +192,11 @@ func (n *Node) decideRemote(ctx context.Context, checks []Request, idx []int, en
 			n.denyCache.store(entries[i], c.Key, c.Hits, out[i].Decision, now)
 		case res[j].Status == transport.StatusBadRequest:
 			out[i] = Result{Err: fmt.Errorf("%w: refused by its owner", ErrInvalidKey)}
+		case res[j].Status == transport.StatusUnavailable:
+			// Alive but unable to decide now: asked again as forward
+			// does, not failed over.
+			d, ferr := n.forward(ctx, entries[i], c.Key, c.Hits, rt, owner, addr, now)
+			out[i] = Result{Decision: d, Err: ferr}
 		default:
 			d, ferr := n.failover(ctx, entries[i], c.Key, c.Hits, rt, owner, now, fmt.Errorf("%w: %s answered %s", ErrOwnerUnavailable, addr, res[j].Status))
 			out[i] = Result{Decision: d, Err: ferr}

@@ -29,12 +29,14 @@ import (
 // 64 bytes are cut. Recording a denial takes a hash, a mutex, an index
 // probe and a heap step, and allocates nothing.
 //
-// Under a flood, past deniedExact denials of a policy in a minute, a node
+// Under a flood, past deniedExact denials of a policy in a second, a node
 // counts one denial in `every` at random, with weight every, doubling
-// every as the minute's count grows (so about deniedExact counted a
-// minute, whatever the flood): the check path stays cheap, and the counts
-// of the keys that matter then, the flood's, are estimates within a few
-// percent rather than bounds. Each minute starts exact again.
+// every as the second's count grows (so that about deniedExact more are
+// counted each time the second's denials double): the check path stays
+// cheap, and the counts of the keys that matter then, the flood's, are
+// estimates within a few percent rather than bounds (over a minute of
+// flood, the seconds' sampling errors average out). Each second starts
+// exact again.
 const (
 	deniedEpoch  = time.Minute
 	deniedEpochs = 16 // 15 whole minutes back, plus the current one
@@ -48,8 +50,8 @@ const (
 	// deniedStripes splits a policy's keys over this many sketches.
 	deniedStripes = 4
 	// deniedExact is the number of a policy's denials a node counts
-	// exactly each minute; past it, it samples.
-	deniedExact = 1 << 16
+	// exactly each second; past it, it samples.
+	deniedExact = 1 << 12
 )
 
 // deniedKeys are a node's denial sketches, by policy. The map is copied
@@ -63,10 +65,12 @@ type deniedKeys struct {
 type deniedPolicy struct {
 	seed    maphash.Seed
 	stripes [deniedStripes]*topk.Recent
-	// minute is the epoch that every applies to; every is the sampling
-	// rate: 1 counts every denial.
-	minute atomic.Int64
-	every  atomic.Uint64
+	// second is the Unix second that every and counted apply to; every
+	// is the sampling rate, a power of 2 (1 counts every denial), and
+	// counted the weighted denials counted in that second.
+	second  atomic.Int64
+	every   atomic.Uint64
+	counted atomic.Uint64
 }
 
 func newDeniedPolicy(slots int) *deniedPolicy {
@@ -80,17 +84,25 @@ func newDeniedPolicy(slots int) *deniedPolicy {
 	return d
 }
 
+// add counts a denial of key at now. Past deniedExact in a second it
+// counts a random one in every: then a denial costs two atomic loads and
+// a random number, and a counted one a hash, a stripe's lock and a sketch
+// step.
 func (d *deniedPolicy) add(key string, now time.Time) {
-	every := uint64(1)
-	if e := now.UnixNano() / int64(deniedEpoch); d.minute.Load() != e {
-		d.minute.Store(e) // a new minute counts exactly again
+	sec := now.Unix()
+	if d.second.Load() != sec {
+		// A new second counts exactly again. Concurrent adds may race
+		// here: each resets to the same state.
+		d.second.Store(sec)
 		d.every.Store(1)
-	} else if every = max(1, d.every.Load()); every > 1 && rand.Uint64N(every) != 0 {
+		d.counted.Store(0)
+	}
+	every := max(1, d.every.Load())
+	if every > 1 && rand.Uint64()&(every-1) != 0 {
 		return
 	}
-	total := d.stripes[maphash.String(d.seed, key)%deniedStripes].Add(key, every, now)
-	// A stripe holds about a quarter of the policy's denials.
-	if total*deniedStripes >= deniedExact*every {
+	d.stripes[maphash.String(d.seed, key)%deniedStripes].Add(key, every, now)
+	if d.counted.Add(every) >= deniedExact*every {
 		d.every.CompareAndSwap(every, 2*every)
 	}
 }
@@ -104,11 +116,16 @@ func (d *deniedPolicy) summary(now time.Time, epochs int) topk.Summary {
 }
 
 // recordDenied counts a denied (or shadow-denied) check of key.
-func (n *Node) recordDenied(policy, key string, d Decision, now time.Time) {
+func (n *Node) recordDenied(p *policyEntry, key string, d Decision, now time.Time) {
 	if (d.Allowed && !d.Shadowed) || n.cfg.TopDeniedSlots < 0 {
 		return
 	}
-	n.deniedSketch(policy).add(key, now)
+	dp := p.denied.Load()
+	if dp == nil {
+		dp = n.deniedSketch(p.Name)
+		p.denied.Store(dp)
+	}
+	dp.add(key, now)
 }
 
 // deniedSketch returns the sketch of policy, making it on the policy's

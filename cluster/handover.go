@@ -79,22 +79,30 @@ func (h *handing) finish() {
 type handovers struct {
 	// finals holds, per member, the ring of the last hand-over message it
 	// sent this node: copy on write, read on the check path.
-	finals atomic.Pointer[map[string]*ring.Ring]
+	finals atomic.Pointer[map[string]*finalRing]
 	// established is set once this node's ring is the cluster's: it has
 	// joined through its seeds (or has none) and its ring has peers.
 	established atomic.Bool
 	// gen counts the changes of finals (settled).
 	gen atomic.Uint64
-	// inflight counts the peer requests being served, so that Close lets
-	// their answers leave before it closes the connections.
+	// inflight counts the peer requests being served and the checks of
+	// this node's callers, so that Close lets them finish before it
+	// closes the connections; draining refuses new checks meanwhile.
 	inflight atomic.Int64
+	draining atomic.Bool
 
-	mu sync.Mutex
-	ch chan struct{} // closed on each change of finals or of the route
+	// ver counts the changes of finals and of the route table; a check
+	// reads it before the table, so that it misses none while it waits.
+	ver atomic.Uint64
+	mu  sync.Mutex
+	ch  chan struct{} // closed on each change
 }
 
-// changed returns a channel closed at the next change of finals or of the
-// route table.
+// waitChange is where's answer for "wait for the next change of the
+// route table or of finals" (never closed: awaitChange waits on changed).
+var waitChange = make(chan struct{})
+
+// changed returns a channel closed at the next change.
 func (h *handovers) changed() <-chan struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -107,6 +115,7 @@ func (h *handovers) changed() <-chan struct{} {
 // notify wakes the checks that wait for a change.
 func (h *handovers) notify() {
 	h.mu.Lock()
+	h.ver.Add(1)
 	if h.ch != nil {
 		close(h.ch)
 		h.ch = nil
@@ -114,8 +123,28 @@ func (h *handovers) notify() {
 	h.mu.Unlock()
 }
 
+// awaitChange waits until deadline for wait, or, when wait is
+// waitChange, for a change after version v. It reports whether the wait
+// ended before the deadline.
+func (h *handovers) awaitChange(ctx context.Context, wait <-chan struct{}, v uint64, deadline time.Time) bool {
+	if wait == waitChange {
+		wait = h.changed()
+		if h.ver.Load() != v {
+			return true
+		}
+	}
+	return awaitHandover(ctx, wait, deadline)
+}
+
+// finalRing is the ring of a member's last hand-over message, and seq
+// the value of gen that recording it made.
+type finalRing struct {
+	*ring.Ring
+	seq uint64
+}
+
 // final returns the ring member last handed over with, or nil.
-func (h *handovers) final(member string) *ring.Ring {
+func (h *handovers) final(member string) *finalRing {
 	if m := h.finals.Load(); m != nil {
 		return (*m)[member]
 	}
@@ -125,7 +154,7 @@ func (h *handovers) final(member string) *ring.Ring {
 // setFinal records member's hand-over message.
 func (h *handovers) setFinal(member string, r *ring.Ring) {
 	h.mu.Lock()
-	next := map[string]*ring.Ring{member: r}
+	next := map[string]*finalRing{member: {Ring: r, seq: h.gen.Add(1)}}
 	if m := h.finals.Load(); m != nil {
 		for k, v := range *m {
 			if k != member {
@@ -134,7 +163,7 @@ func (h *handovers) setFinal(member string, r *ring.Ring) {
 		}
 	}
 	h.finals.Store(&next)
-	h.gen.Add(1)
+	h.ver.Add(1)
 	if h.ch != nil {
 		close(h.ch)
 		h.ch = nil
@@ -150,7 +179,7 @@ func (h *handovers) keepFinals(keep func(member string) bool) {
 	if m == nil {
 		return
 	}
-	next := map[string]*ring.Ring{}
+	next := map[string]*finalRing{}
 	for k, v := range *m {
 		if keep(k) {
 			next[k] = v
@@ -178,14 +207,13 @@ func (h *handovers) forget(member string) {
 // from, and its hand-over, not yet run.
 func (n *Node) prepareRoute(old, rt *routeTable) {
 	rt.hand = newHanding()
+	rt.seq = n.ho.gen.Load()
 	if old != nil && n.ho.established.Load() {
 		rt.prev = old.ring
 	} else {
 		rt.prev = ring.New(slices.DeleteFunc(rt.ring.Members(), func(m string) bool { return m == rt.self }), n.cfg.Ring)
 	}
-	if n.gossip.isJoined() && (rt.ring.Len() > 1 || n.gossip.bootstrap.Load()) {
-		n.ho.established.Store(true)
-	}
+	n.establish(rt)
 	prev, now := rt.prev.Owners(), rt.ring.Owners()
 	if len(prev) == len(now) {
 		for i, o := range now {
@@ -200,13 +228,55 @@ func (n *Node) prepareRoute(old, rt *routeTable) {
 	n.ho.keepFinals(rt.ring.Has)
 }
 
+// establish marks the node established once rt is the cluster's ring:
+// the node started the cluster, or it has joined through its seeds and
+// every peer in rt has sent a hand-over message naming rt's members (its
+// ring may otherwise be a partial view: memberlist's join need not bring
+// every member at once). Until then its tables take the ring without it
+// as the one before, so that it awaits each key from the peer that held
+// it. A node whose peers do not all answer is established handoverWait
+// after its join.
+func (n *Node) establish(rt *routeTable) {
+	if rt == nil || n.ho.established.Load() || !rt.joined {
+		return
+	}
+	ok := n.gossip.bootstrap.Load() || time.Since(n.gossip.joinedAt()) > handoverWait
+	if !ok && rt.ring.Len() > 1 {
+		ok = true
+		for _, m := range rt.ring.Members() {
+			if f := n.ho.final(m); m != rt.self && (f == nil || !sameMembers(f.Ring, rt.ring)) {
+				ok = false
+				break
+			}
+		}
+	}
+	if ok {
+		n.ho.established.Store(true)
+		n.ho.notify()
+	}
+}
+
 // where says who decides the key encoded as enc under rt: this node (in
 // its store) when owner is rt.self, else the member to forward to. wait,
 // when not nil, says that a hand-over is in flight: the caller waits on it
 // (up to handoverWait) and asks again.
-func (n *Node) where(rt *routeTable, enc []byte) (owner, addr string, wait <-chan struct{}) {
+//
+// A node not established yet (its ring may be a partial view of its
+// peers) decides nothing: it waits for its ring once joined, and for a
+// peer's check (strict) even before. A node that has not joined at all
+// decides its own callers' checks alone.
+func (n *Node) where(rt *routeTable, enc []byte, strict bool) (owner, addr string, wait <-chan struct{}) {
 	self := rt.self
 	o := rt.ring.Owner(enc)
+	if !n.ho.established.Load() && (strict || n.gossip.isJoined()) {
+		n.establish(rt) // once the wait for the peers has run out
+	}
+	if !n.ho.established.Load() && (strict || n.gossip.isJoined()) {
+		if o == "" {
+			o = self
+		}
+		return o, rt.addrs[o], waitChange
+	}
 	if n.settled(rt) {
 		if o == "" || o == self {
 			return self, "", nil
@@ -216,9 +286,10 @@ func (n *Node) where(rt *routeTable, enc []byte) (owner, addr string, wait <-cha
 	if o == "" || o == self {
 		if len(rt.await) > 0 {
 			if p := rt.prev.Owner(enc); rt.await[p] {
-				ch := n.ho.changed()
-				if f := n.ho.final(p); f == nil || f.Owner(enc) == p {
-					return self, "", ch // p has not given it away yet
+				if f := n.ho.final(p); f == nil || f.Owner(enc) != self {
+					// p has not given it to this node yet (or gave it
+					// to another: one of the two rings is behind).
+					return self, "", waitChange
 				}
 			}
 		}
@@ -231,11 +302,14 @@ func (n *Node) where(rt *routeTable, enc []byte) (owner, addr string, wait <-cha
 	}
 	if rt.prev != nil && rt.prev.Owner(enc) == self {
 		// This node gave the key away in its last change: to its new
-		// owner, once the counters are there.
+		// owner, once the counters are there; a hand-over message the
+		// owner sent before it holds nothing about the key's move.
 		if handing {
 			return o, rt.addrs[o], rt.hand.done
 		}
-		return o, rt.addrs[o], nil
+		if f == nil || f.seq <= rt.seq {
+			return o, rt.addrs[o], nil
+		}
 	}
 	if f != nil {
 		// The owner this ring names has handed its keys over to a ring
@@ -268,13 +342,13 @@ func (n *Node) settled(rt *routeTable) bool {
 		return false
 	}
 	for p := range rt.await {
-		if f := n.ho.final(p); f == nil || !sameMembers(f, rt.ring) {
+		if f := n.ho.final(p); f == nil || !sameMembers(f.Ring, rt.ring) {
 			return false
 		}
 	}
 	if m := n.ho.finals.Load(); m != nil {
 		for _, f := range *m {
-			if !sameMembers(f, rt.ring) {
+			if !sameMembers(f.Ring, rt.ring) {
 				return false
 			}
 		}
@@ -325,6 +399,7 @@ func (n *Node) decide(ctx context.Context, p *policyEntry, key string, hits int6
 	var deadline time.Time
 	late := false
 	for {
+		v := n.ho.ver.Load()
 		n.copyMu.RLock()
 		rt := n.route.Load()
 		owner, addr := "", ""
@@ -332,7 +407,9 @@ func (n *Node) decide(ctx context.Context, p *policyEntry, key string, hits int6
 		if rt != nil {
 			var buf [128]byte
 			enc, _ := k.AppendBinary(buf[:0])
-			owner, addr, wait = n.where(rt, enc)
+			owner, addr, wait = n.where(rt, enc, false)
+		} else if n.gossip.isJoined() {
+			wait = waitChange // joined, its first ring not built yet
 		}
 		if wait == nil || late {
 			if rt == nil || owner == rt.self {
@@ -347,7 +424,7 @@ func (n *Node) decide(ctx context.Context, p *policyEntry, key string, hits int6
 		if deadline.IsZero() {
 			deadline = time.Now().Add(handoverWait)
 		}
-		if !awaitHandover(ctx, wait, deadline) {
+		if !n.ho.awaitChange(ctx, wait, v, deadline) {
 			if err := ctx.Err(); err != nil {
 				return Decision{}, err
 			}
@@ -376,7 +453,9 @@ func (n *Node) stored(ctx context.Context, p *policyEntry, k bucket.Key, hits in
 		n.metrics.errors.Inc()
 		return n.fallback(ctx, p, k.ID, hits, now, n.liveNodes(), err)
 	}
-	n.copied(ctx, p, d, hits)
+	if !n.copied(ctx, p, d, hits) || (d.Allowed && hits > 0 && n.copyFailing(k)) {
+		return n.fallback(ctx, p, k.ID, hits, now, n.liveNodes(), errNotCopied)
+	}
 	return d, nil
 }
 
@@ -487,11 +566,12 @@ func (n *Node) receiveHandover(ctx context.Context, body []byte) error {
 		return fmt.Errorf("cluster: %s from %q: %w", methodHandover, capText(from), errNotMember)
 	}
 	n.ho.setFinal(from, ring.New(m.Members, n.cfg.Ring))
+	n.establish(n.route.Load())
 	return nil
 }
 
-// drainPeers waits, up to d, until no peer request is being served, so
-// that answers are not cut by the closing connections.
+// drainPeers waits, up to d, until no peer request or check is in
+// flight, so that answers are not cut by the closing connections.
 func (n *Node) drainPeers(d time.Duration) {
 	deadline := time.Now().Add(d)
 	for n.ho.inflight.Load() > 0 && time.Now().Before(deadline) {

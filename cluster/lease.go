@@ -13,6 +13,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/internal/msgpackfit"
 )
 
 // Leases of allowance for hot allowed keys. A key checked often on a node
@@ -39,10 +40,11 @@ import (
 // and on Leave. What is never given back (a lease that ends with hits
 // left, a holder that crashes) stays counted until its slot leaves the
 // window: at most window × 9/8. A grant is at most what remains divided by
-// twice the ring's members, and about leaseTarget of the holder's checks,
-// scaled down near the slot's end, so a key under-admits by at most the
-// unused slices of its holders, and near the limit grants shrink to
-// nothing and checks go to the owner again.
+// twice the ring's members, and about leaseTarget of the holder's checks
+// (near the slot's end, what it needs until then beyond what it has
+// left), so a key under-admits by at most the unused slices of its
+// holders, and near the limit grants shrink to nothing and checks go to
+// the owner again.
 
 // DefaultLeaseMinLimit is the default Config.LeaseMinLimit.
 const DefaultLeaseMinLimit = 1000
@@ -53,7 +55,7 @@ const (
 	leaseHotSlots  = 64                     // per shard: checks counted for 4,096 keys in all
 	leaseHotChecks = 64                     // a key checked this often in leaseHotPeriod asks for a lease
 	leaseHotPeriod = time.Second            //
-	leaseTarget    = 100 * time.Millisecond // a grant is sized for this long of the holder's checks
+	leaseTarget    = 50 * time.Millisecond  // a grant is sized for this long of the holder's checks
 	leaseMinWant   = 16                     // the smallest grant asked for
 	leaseIdle      = 250 * time.Millisecond // a lease unused this long is given back
 	leaseMaxHeld   = 4096                   // leases a node holds at most
@@ -85,10 +87,11 @@ type leases struct {
 	held     atomic.Int64
 	kick     chan struct{} // wakes the loop that gives back idle leases
 
-	granted  atomic.Int64 // leases this node granted, as owner
-	returned atomic.Int64 // leases this node held whose unused hits it gave back
-	expired  atomic.Int64 // leases this node held that ended with hits unused
-	hits     atomic.Int64 // checks this node decided under a lease
+	granted     atomic.Int64 // leases this node granted, as owner
+	returned    atomic.Int64 // leases this node held whose unused hits it gave back
+	expired     atomic.Int64 // leases this node held that ended with hits unused
+	expiredHits atomic.Int64 // their unused hits
+	hits        atomic.Int64 // checks this node decided under a lease
 }
 
 type leaseShard struct {
@@ -159,19 +162,29 @@ func (l *leases) use(p *policyEntry, key string, hits int64, now time.Time) (d D
 	defer sh.mu.Unlock()
 	e := sh.m[k]
 	if e != nil && e.p != p && !e.asking {
-		// A policy change: the lease was granted under the old policy.
-		l.drop(sh, k, e)
-		e = nil
+		if sameTerms(e.p, p, key) {
+			// A new table (any change, or the first seeded one) that
+			// counts this key alike: the lease holds.
+			e.p = p
+		} else {
+			// The key's policy changed: its lease was granted under the
+			// old one.
+			l.drop(sh, k, e)
+			e = nil
+		}
 	}
 	if e != nil {
 		if e.left > 0 && !now.Before(e.until) {
-			l.expired.Add(1)
+			l.expire(e.left)
 			e.left = 0
 		}
 		// Half the last grant used, the next check asks for more while
-		// the others go on under what is left.
-		renew := e.left < e.grant/2 && !e.asking && !now.Before(e.retryAt)
-		if e.p == p && e.left >= max(hits, 1) && !renew {
+		// the others go on under what is left; unless, near the slot's
+		// end, what is left lasts until then at the rate seen.
+		if e.p == p && e.left < e.grant/2 && !e.asking && !now.Before(e.retryAt) {
+			want = l.renewal(e, key, now)
+		}
+		if e.p == p && e.left >= max(hits, 1) && want <= 0 {
 			e.left -= hits
 			e.used += hits
 			e.lastUse = now
@@ -181,8 +194,11 @@ func (l *leases) use(p *policyEntry, key string, hits int64, now time.Time) (d D
 		if e.asking || now.Before(e.retryAt) {
 			return Decision{}, leaseNone, 0
 		}
+		if want <= 0 {
+			want = l.renewal(e, key, now)
+		}
 		e.asking = true
-		return Decision{}, leaseAsk, min(p.LimitFor(key), rateWant(e.used, now.Sub(e.since)))
+		return Decision{}, leaseAsk, max(1, want)
 	}
 	c := &sh.hot[(h/leaseShards)%leaseHotSlots]
 	if c.h != h || now.Sub(c.since) > leaseHotPeriod || now.Before(c.since) {
@@ -205,6 +221,32 @@ func (l *leases) use(p *policyEntry, key string, hits int64, now time.Time) (d D
 	return Decision{}, leaseAsk, want
 }
 
+// renewal is the grant to ask for to renew lease e of key at now: about
+// leaseTarget of checks at the rate seen since the last grant, or, when
+// the lease ends sooner, what that rate needs until then beyond what is
+// left (possibly nothing), so that little is left unused when it ends.
+func (l *leases) renewal(e *lease, key string, now time.Time) int64 {
+	w := rateWant(e.used, now.Sub(e.since))
+	if ttl := e.until.Sub(now); ttl > 0 {
+		// Still in the lease's slot: ask for no more than it needs until
+		// the slot ends.
+		w = min(w, int64(float64(w)*float64(ttl)/float64(leaseTarget))-e.left)
+	}
+	return min(e.p.LimitFor(key), w)
+}
+
+// expire counts a lease that ended with hits unused.
+func (l *leases) expire(hits int64) {
+	l.expired.Add(1)
+	l.expiredHits.Add(hits)
+}
+
+// sameTerms reports whether key is counted alike under a and b: the
+// same algorithm, window and limit.
+func sameTerms(a, b *policyEntry, key string) bool {
+	return a.Algorithm == b.Algorithm && a.Window == b.Window && a.LimitFor(key) == b.LimitFor(key)
+}
+
 // rateWant sizes a grant for leaseTarget of checks at the rate of n in
 // elapsed.
 func rateWant(n int64, elapsed time.Duration) int64 {
@@ -217,7 +259,7 @@ func rateWant(n int64, elapsed time.Duration) int64 {
 // drop removes the lease e of k from sh, whose lock is held.
 func (l *leases) drop(sh *leaseShard, k bucket.Key, e *lease) {
 	if e.left > 0 {
-		l.expired.Add(1)
+		l.expire(e.left)
 	}
 	delete(sh.m, k)
 	l.held.Add(-1)
@@ -255,7 +297,7 @@ func (l *leases) asked(p *policyEntry, key string, res leaseRes, start, now time
 	e := sh.m[k]
 	if e == nil || e.p != p {
 		if res.Grant > 0 {
-			l.expired.Add(1) // granted under a policy since changed: left to expire at the owner
+			l.expire(res.Grant) // granted under a policy since changed: left to expire at the owner
 		}
 		return
 	}
@@ -265,7 +307,7 @@ func (l *leases) asked(p *policyEntry, key string, res leaseRes, start, now time
 		return
 	}
 	if e.left > 0 && (e.ownerUntil != res.Until || !now.Before(e.until)) {
-		l.expired.Add(1)
+		l.expire(e.left)
 		e.left = 0
 	}
 	e.left += res.Grant
@@ -402,6 +444,47 @@ func (n *Node) answerHere(ctx context.Context, p *policyEntry, key string, hits 
 	return Decision{}, false
 }
 
+// answerHereLater is answerHere for a check of a batch decided under the
+// lock of local decisions, where no network call may wait: it answers
+// from a lease or a cached denial, or says (want > 0) that the check is to
+// ask the owner for a lease once the lock is released (sendLeaseAsks).
+func (n *Node) answerHereLater(p *policyEntry, key string, hits int64, now time.Time) (d Decision, ok bool, want int64) {
+	d, v, want := n.leases.use(p, key, hits, now)
+	if v == leaseDecided {
+		return d, true, 0
+	}
+	if d, ok := n.denyCache.lookup(p, key, hits, now); ok {
+		if v == leaseAsk {
+			n.leases.asked(p, key, leaseRes{}, now, now)
+		}
+		return d, true, 0
+	}
+	if v == leaseAsk {
+		return Decision{}, false, max(want, 1)
+	}
+	return Decision{}, false, 0
+}
+
+// leaseAskItem is a check of a batch that asks its owner for a lease.
+type leaseAskItem struct {
+	i           int // the check's index
+	want        int64
+	owner, addr string
+}
+
+// sendLeaseAsks sends the batch's checks that ask for a lease; those the
+// owner did not decide join remote, to be forwarded as usual.
+func (n *Node) sendLeaseAsks(ctx context.Context, asks []leaseAskItem, checks []Request, entries []*policyEntry, rt *routeTable, now time.Time, out []Result, remote map[string][]int) {
+	for _, a := range asks {
+		c := checks[a.i]
+		if d, ok := n.askLease(ctx, entries[a.i], c.Key, c.Hits, a.want, rt, a.owner, a.addr, now); ok {
+			out[a.i] = Result{Decision: d}
+			continue
+		}
+		remote[a.owner] = append(remote[a.owner], a.i)
+	}
+}
+
 // askLease sends a check of key to its owner with an ask for a lease of
 // want hits, and returns the owner's decision; ok is false when the owner
 // did not decide it (the caller forwards it as usual).
@@ -412,6 +495,9 @@ func (n *Node) askLease(ctx context.Context, p *policyEntry, key string, hits, w
 		fctx, done := n.forwardCtx(ctx, rt, owner)
 		body, err = n.tr.Call(fctx, addr, methodLease, body)
 		done()
+	}
+	if err == nil && !msgpackfit.Fits(body) {
+		err = errLengthBeyondEnd
 	}
 	if err == nil {
 		err = msgpack.Unmarshal(body, &res)
@@ -433,7 +519,11 @@ var errLeaseRefused = errors.New("cluster: lease request refused")
 // return.
 func (n *Node) receiveLease(ctx context.Context, method string, body []byte) ([]byte, error) {
 	var req leaseReq
-	if err := msgpack.Unmarshal(body, &req); err != nil {
+	err := errLengthBeyondEnd
+	if msgpackfit.Fits(body) {
+		err = msgpack.Unmarshal(body, &req)
+	}
+	if err != nil {
 		n.warnings.Log("refused a malformed lease request", "err", err)
 		return nil, fmt.Errorf("%w: %v", errLeaseRefused, err)
 	}
@@ -445,44 +535,84 @@ func (n *Node) receiveLease(ctx context.Context, method string, body []byte) ([]
 		n.warnings.Log("refused a lease request", "policy", req.Policy, "err", err)
 		return nil, fmt.Errorf("%w: %w", errLeaseRefused, err)
 	}
+	if method == methodLeaseReturn && req.Hits > p.Capacity() {
+		return nil, fmt.Errorf("%w: returns %d hits, more than the capacity %d", errLeaseRefused, req.Hits, p.Capacity())
+	}
 	k := bucket.Key{Policy: req.Policy, ID: req.Key}
-	rt := n.route.Load()
-	if n.leases == nil || !n.partitioned || n.leaving.Load() || rt == nil {
+	if n.leases == nil || !n.partitioned || n.gossip == nil || n.leaving.Load() {
 		return msgpack.Marshal(leaseRes{})
 	}
-	if owner, _ := rt.owner(k); owner != rt.self {
+	// As a forwarded check is: under the lock of local decisions, and only
+	// if this node decides the key now (no hand-over of it in flight);
+	// else the asker forwards its check as usual.
+	n.copyMu.RLock()
+	rt := n.route.Load()
+	if rt == nil || (!n.ho.established.Load() && rt.ring.Len() <= 1) {
+		n.copyMu.RUnlock()
+		return msgpack.Marshal(leaseRes{})
+	}
+	var buf [128]byte
+	enc, _ := k.AppendBinary(buf[:0])
+	if owner, _, wait := n.where(rt, enc, true); owner != rt.self || wait != nil {
+		n.copyMu.RUnlock()
 		return msgpack.Marshal(leaseRes{})
 	}
 	now := n.clock.Now()
 	if method == methodLeaseReturn {
-		if req.Hits > p.Capacity() {
-			return nil, fmt.Errorf("%w: returns %d hits, more than the capacity %d", errLeaseRefused, req.Hits, p.Capacity())
-		}
-		if returnLease(ctx, n.store, p, k, req.Hits, req.Until, now) {
-			if n.repl != nil {
-				n.repl.changed()
-			}
+		given := returnLease(ctx, n.store, p, k, req.Hits, req.Until, now)
+		n.copyMu.RUnlock()
+		if given && n.repl != nil {
+			n.repl.changed()
 		}
 		return nil, nil
 	}
-	res, changed, err := grantLease(ctx, n.store, p, k, req.Hits, req.Want, rt.ring.Len(), now)
-	if err != nil {
+	if n.copyFailing(k) {
+		// The counter's copies do not reach its successor: the asker
+		// forwards its check, decided as any check of the key now is.
+		n.copyMu.RUnlock()
 		return msgpack.Marshal(leaseRes{})
 	}
-	if res.Grant > 0 {
-		n.leases.granted.Add(1)
+	res, changed, err := grantLease(ctx, n.store, p, k, req.Hits, req.Want, rt.ring.Len(), now)
+	n.copyMu.RUnlock()
+	if err != nil {
+		return msgpack.Marshal(leaseRes{})
 	}
 	if changed && n.repl != nil {
 		if res.Grant > 0 || p.Replication == bucket.ReplicateSync {
 			// The successor must count the slice before the holder uses
 			// it: if this node crashed first, the slice would be free
 			// again there while the holder admits from it.
-			n.waitCopied(ctx)
+			if !n.waitCopied(ctx) {
+				res = n.uncopiedLease(ctx, p, k, req.Hits, res, now)
+			}
 		} else {
 			n.repl.changed()
 		}
 	}
+	if res.Grant > 0 {
+		n.leases.granted.Add(1)
+	}
 	return msgpack.Marshal(res)
+}
+
+// uncopiedLease is the answer to an ask whose changes did not reach the
+// key's successor: no lease (the slice is given back to the counter), and
+// the check decided as a check whose copy failed is (see Node.stored).
+func (n *Node) uncopiedLease(ctx context.Context, p *policyEntry, k bucket.Key, hits int64, res leaseRes, now time.Time) leaseRes {
+	if res.Grant > 0 {
+		n.copyMu.RLock()
+		returnLease(ctx, n.store, p, k, res.Grant, res.Until, n.clock.Now())
+		n.copyMu.RUnlock()
+		res.Grant, res.Base, res.TTL, res.Until = 0, 0, 0, 0
+	}
+	if !res.Allowed || hits <= 0 {
+		return res
+	}
+	d, err := n.fallback(ctx, p, k.ID, hits, now, n.liveNodes(), errNotCopied)
+	if err != nil {
+		return leaseRes{} // the asker forwards its check
+	}
+	return leaseRes{OK: true, Allowed: d.Allowed, Limit: d.Limit, Remaining: d.Remaining, ResetAfter: d.ResetAfter, RetryAfter: d.RetryAfter}
 }
 
 // leaseLoop gives back the leases unused for leaseIdle and drops ended
@@ -519,6 +649,9 @@ func (n *Node) returnLeases(ctx context.Context, all bool) {
 	if len(rs) == 0 || rt == nil {
 		return
 	}
+	// One bound for all: a leave does not wait on each dead owner in turn.
+	cctx, cancel := context.WithTimeout(ctx, leaseCallLimit)
+	defer cancel()
 	for _, r := range rs {
 		owner, addr := rt.owner(r.k)
 		if owner == "" || owner == rt.self {
@@ -528,9 +661,7 @@ func (n *Node) returnLeases(ctx context.Context, all bool) {
 		if err != nil {
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, leaseCallLimit)
 		_, err = n.tr.Call(cctx, addr, methodLeaseReturn, body)
-		cancel()
 		if err != nil {
 			n.warnings.Log("giving back a lease failed; its hits stay counted until their slot ends", "owner", owner, "hits", r.hits, "err", err)
 			continue
@@ -561,6 +692,10 @@ func (l *leases) register(m *metrics) {
 			Namespace: "ratelimit", Name: "leases_expired_total",
 			Help: "Leases this node held that ended with hits unused and not given back (they stay counted until their slot leaves the window).",
 		}, func() float64 { return float64(l.expired.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "ratelimit", Name: "lease_hits_expired_total",
+			Help: "Unused hits of the leases counted in leases_expired_total: admitted by nobody, they are what leases cost in under-admission.",
+		}, func() float64 { return float64(l.expiredHits.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "ratelimit", Name: "lease_checks_total",
 			Help: "Checks this node decided under a lease, without forwarding them to the key's owner.",

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 
@@ -218,10 +219,17 @@ func TestLeaseHotKeyIsLeased(t *testing.T) {
 	if local < 9_000 || asks > 200 {
 		t.Fatalf("%d of 10000 checks decided under a lease, %d asks; want most checks local", local, asks)
 	}
-	// A policy change ends the lease at once.
+	// A new table that counts the key alike keeps the lease; a change of
+	// the key's limit ends it at once.
+	same := &policyEntry{Policy: p.Policy}
+	same.Shadow = true
+	if _, v, _ := l.use(same, k.ID, 1, now); v != leaseDecided {
+		t.Fatal("a new table with the same limit and window ended the lease")
+	}
 	q := &policyEntry{Policy: p.Policy}
+	q.Limit++
 	if _, v, _ := l.use(q, k.ID, 1, now); v == leaseDecided {
-		t.Fatal("a lease granted under the old policy decided a check")
+		t.Fatal("a lease granted under the old limit decided a check")
 	}
 	// Not eligible: a rate, or a limit below the table's minimum.
 	for _, q := range []bucket.Policy{{Name: "g", Algorithm: bucket.GCRA, Limit: 1_000_000, Window: time.Minute}, {Name: "s", Limit: 999, Window: time.Minute}} {
@@ -240,5 +248,33 @@ func TestLeaseEnd(t *testing.T) {
 	}
 	if got := leaseEnd(bucket.Policy{Algorithm: bucket.FixedWindow, Window: 8 * time.Second}, now); got != 8_000_000*11 {
 		t.Fatalf("fixed: %d", got)
+	}
+}
+
+// BenchmarkLeaseUseCold is what the lease table adds to a forwarded
+// check of a key that is not leased: for a policy that cannot be leased
+// (a limit below the minimum), and for one that can, on keys too cold to
+// be leased (each checked once in turn, so only the hot-check count is
+// kept).
+func BenchmarkLeaseUseCold(b *testing.B) {
+	keys := make([]string, 1<<16)
+	for i := range keys {
+		keys[i] = "user:" + strconv.Itoa(i)
+	}
+	for _, tc := range []struct {
+		name  string
+		limit int64
+	}{{"ineligible", 100}, {"eligible", 1_000_000}} {
+		b.Run(tc.name, func(b *testing.B) {
+			l := newLeases(DefaultLeaseMinLimit)
+			p := &policyEntry{Policy: bucket.Policy{Name: "api", Limit: tc.limit, Window: time.Minute}}
+			now := time.UnixMicro(1_700_000_000_000_000)
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if _, v, _ := l.use(p, keys[i&(len(keys)-1)], 1, now); v != leaseNone {
+					b.Fatal("a cold key was leased")
+				}
+			}
+		})
 	}
 }

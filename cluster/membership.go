@@ -80,9 +80,27 @@ type routeTable struct {
 	prev  *ring.Ring
 	await map[string]bool
 	hand  *handing
+	// seq is the generation of hand-over messages when this table was
+	// prepared: a message with a later seq was sent after it.
+	seq uint64
+	// joined: the node had joined through its seeds when this table's
+	// members were read, so they are the cluster's, not a partial view.
+	joined bool
+	// epochs holds each member's count of returns to the ring: a member
+	// that left and came back between two tables is a change.
+	epochs map[string]uint64
 	// settledAt is 1 + the generation of the hand-over messages at which
 	// this table was found to say alone who decides each key; 0: not yet.
 	settledAt atomic.Uint64
+	// known counts the members in the ring and those that failed (not
+	// left) and are still tried (see reconnectLoop). minority is set when
+	// the ring holds fewer than half of them: this node is on the small
+	// side of a partition (or nearly alone after crashes), where the
+	// other side has taken over its keys, so it decides no check from a
+	// counter: the policy's failure mode decides every one, with the
+	// `local` share of known members.
+	known    int
+	minority bool
 }
 
 // owner returns the member that owns k, and its peer address.
@@ -144,6 +162,10 @@ type gossip struct {
 	// bootstrap: the node started its cluster (no seed but itself, or
 	// Config.Bootstrap without raft state).
 	bootstrap atomic.Bool
+	// epoch counts each member's returns to the ring (under mu).
+	epoch map[string]uint64
+	// joinedNano is when joined was closed (Unix nanoseconds).
+	joinedNano atomic.Int64
 	// lost holds the members that failed (not left), by name, with the
 	// gossip address to rejoin them at: see reconnectLoop.
 	lost map[string]lostMember
@@ -172,6 +194,7 @@ func (n *Node) startGossip(ctx context.Context) error {
 		left:   make(map[string]bool),
 		view:   make(map[string]viewEntry),
 		up:     make(map[string]memberUp),
+		epoch:  make(map[string]uint64),
 		lost:   make(map[string]lostMember),
 		change: make(chan struct{}, 1),
 		joined: make(chan struct{}),
@@ -311,8 +334,21 @@ func (g *gossip) joinLoop() {
 // localAddr is the address peers gossip with, as memberlist advertises it.
 func (g *gossip) localAddr() string { return g.self }
 
+// joinedAt returns when the node joined (zero before).
+func (g *gossip) joinedAt() time.Time {
+	if ns := g.joinedNano.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
 // markJoined makes the node Ready as far as membership goes.
-func (g *gossip) markJoined() { g.joinOnce.Do(func() { close(g.joined) }) }
+func (g *gossip) markJoined() {
+	g.joinOnce.Do(func() {
+		g.joinedNano.Store(time.Now().UnixNano())
+		close(g.joined)
+	})
+}
 
 func (g *gossip) isJoined() bool {
 	select {
@@ -442,8 +478,10 @@ func (g *gossip) update(m *memberlist.Node, alive bool) {
 	if alive {
 		if _, was := g.alive[m.Name]; !was {
 			// A member back in the ring is a new process: what its
-			// last hand-over said no longer holds.
+			// last hand-over said no longer holds, and its keys must
+			// be handed to it even if this node never saw it gone.
 			g.n.ho.forget(m.Name)
+			g.epoch[m.Name]++
 		}
 		g.alive[m.Name] = meta
 		delete(g.left, m.Name)
@@ -470,6 +508,7 @@ func (g *gossip) update(m *memberlist.Node, alive bool) {
 // routes builds the route table of the current members; a leaving node
 // leaves itself out.
 func (g *gossip) routes() *routeTable {
+	joined := g.isJoined() // before the members: they include every seed's
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	self := g.n.cfg.NodeName
@@ -483,7 +522,16 @@ func (g *gossip) routes() *routeTable {
 		names = append(names, name)
 		addrs[name] = m.PeerAddr
 	}
-	rt := &routeTable{ring: ring.New(names, g.n.cfg.Ring), self: self, addrs: addrs}
+	rt := &routeTable{ring: ring.New(names, g.n.cfg.Ring), self: self, addrs: addrs, known: len(names), epochs: make(map[string]uint64, len(names)), joined: joined}
+	for _, name := range names {
+		rt.epochs[name] = g.epoch[name]
+	}
+	for name := range g.lost {
+		if _, ok := g.alive[name]; !ok {
+			rt.known++
+		}
+	}
+	rt.minority = 2*len(names) < rt.known
 	if g.n.replicas != nil {
 		others := slices.DeleteFunc(slices.Clone(names), func(name string) bool { return name == self })
 		rt.succ = ring.New(others, g.n.cfg.Ring)
@@ -500,7 +548,14 @@ func (g *gossip) routes() *routeTable {
 	}
 	for name, u := range g.up {
 		if _, ok := rt.up[name]; !ok {
-			u.cancel()
+			if g.left[name] {
+				// A member that left gracefully answers what it was
+				// sent before it closes: a forward waiting for it is not
+				// cut (its check may be decided already).
+				time.AfterFunc(g.n.cfg.FailoverTimeout, u.cancel)
+			} else {
+				u.cancel()
+			}
 			delete(g.up, name)
 		}
 	}
@@ -519,9 +574,18 @@ func (g *gossip) rebuildLoop() {
 		}
 		rt := g.routes()
 		old := g.n.route.Load()
-		if old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) {
-			rt.prev, rt.await, rt.hand = old.prev, old.await, old.hand
+		if old != nil && old.minority != rt.minority {
+			if rt.minority {
+				g.n.log.Warn("this node reaches fewer than half of the members it knows; the failure mode decides every check until it reaches more", "members", rt.ring.Len(), "known", rt.known)
+			} else {
+				g.n.log.Info("this node reaches a majority of the members again; checks go to their owners", "members", rt.ring.Len(), "known", rt.known)
+			}
+		}
+		if old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) && maps.Equal(old.epochs, rt.epochs) {
+			rt.prev, rt.await, rt.hand, rt.seq = old.prev, old.await, old.hand, old.seq
+			g.n.establish(rt)
 			g.n.route.Store(rt)
+			g.n.ho.notify()
 			continue
 		}
 		g.n.prepareRoute(old, rt)

@@ -279,7 +279,20 @@ func (n *Node) Allow(ctx context.Context, policy, key string, hits int64) (Decis
 	if err != nil {
 		return Decision{}, err
 	}
+	if n.gossip != nil {
+		// Counted, so that Close lets it finish before the transport
+		// closes (an answer cut there is a check decided twice).
+		n.ho.inflight.Add(1)
+		defer n.ho.inflight.Add(-1)
+		if n.ho.draining.Load() {
+			return Decision{}, ErrClosed
+		}
+	}
 	now := n.clock.Now()
+	if rt := n.route.Load(); rt != nil && rt.minority {
+		d, err := n.fallback(ctx, p, key, hits, now, rt.known, rt.minorityErr())
+		return n.finish(p, key, hits, d, now, err)
+	}
 	d, err := n.decide(ctx, p, key, hits, now)
 	return n.finish(p, key, hits, d, now, err)
 }
@@ -306,17 +319,20 @@ func (n *Node) finish(p *policyEntry, key string, hits int64, d Decision, now ti
 	}
 	d = d.ApplyShadow(&p.Policy)
 	p.counters.record(d)
-	n.recordDenied(p.Name, key, d, now)
+	n.recordDenied(p, key, d, now)
 	if n.cfg.LogDenials && (!d.Allowed || d.Shadowed) {
 		n.logDenied(p.Name, key, hits, d)
 	}
 	return d, nil
 }
 
-// liveNodes returns the number of members in the ring (1 standalone).
+// liveNodes returns the number of nodes the `local` share divides a
+// limit by: the members in the ring and those that failed and are still
+// tried (1 standalone), so that a node that lost sight of the others does
+// not take a larger share for it.
 func (n *Node) liveNodes() int {
 	if rt := n.route.Load(); rt != nil {
-		return max(1, rt.ring.Len())
+		return max(1, rt.ring.Len(), rt.known)
 	}
 	return 1
 }
@@ -492,8 +508,10 @@ func (n *Node) Close(ctx context.Context) error {
 			n.log.Warn("leave failed", "err", err)
 		}
 		// Peers send nothing here after the hand-over; let the answers
-		// to what they sent before leave before the connections close.
-		n.drainPeers(time.Second)
+		// to what they sent before, and this node's own checks, finish
+		// before the connections close.
+		n.ho.draining.Store(true)
+		n.drainPeers(handoverWait + time.Second)
 	}
 	return n.halt(ctx)
 }

@@ -70,9 +70,15 @@ func TestOverviewCountsEvictionsAndPeerErrors(t *testing.T) {
 	})
 	ctx := context.Background()
 	ov := c.Node(0).Overview(ctx)
-	if ov.Counts.Evictions != 0 || ov.Counts.PeerErrors != 0 {
-		t.Fatalf("a new cluster: %d evictions, %d peer errors", ov.Counts.Evictions, ov.Counts.PeerErrors)
+	if ov.Counts.Evictions != 0 {
+		t.Fatalf("a new cluster: %d evictions", ov.Counts.Evictions)
 	}
+	// A loaded machine can fail a call while the two nodes start (a
+	// hand-over to a member still starting): the cut-off below is counted
+	// on top of those.
+	startErrors := ov.Counts.PeerErrors
+	startCountsErrors, _ := gathered(t, regs[0], "ratelimit_peer_errors_total", map[string]string{"op": "counts", "kind": "unreachable"})
+	startCheckErrors, _ := gathered(t, regs[0], "ratelimit_peer_errors_total", map[string]string{"op": "check", "kind": "unreachable"})
 	// 1000 new keys, about 500 a node, through node 0.
 	keys := make([]string, 1000)
 	for i := range keys {
@@ -112,7 +118,7 @@ func TestOverviewCountsEvictionsAndPeerErrors(t *testing.T) {
 		}
 	}
 	got, ok := gathered(t, regs[0], "ratelimit_peer_errors_total", map[string]string{"op": "check", "kind": "unreachable"})
-	if !ok || got < float64(forwards) {
+	if !ok || got < startCheckErrors+float64(forwards) {
 		t.Errorf("ratelimit_peer_errors_total{op=check,kind=unreachable} = %v (served: %v) after %d failed forwards", got, ok, forwards)
 	}
 	if _, ok := gathered(t, regs[1], "ratelimit_peer_errors_total", map[string]string{"op": "check"}); ok {
@@ -122,12 +128,12 @@ func TestOverviewCountsEvictionsAndPeerErrors(t *testing.T) {
 	if ov.Missing[c.Node(1).Name()] == "" {
 		t.Fatalf("overview while cut off: missing %v, want node 1", ov.Missing)
 	}
-	if ov.Counts.PeerErrors < uint64(forwards) {
+	if ov.Counts.PeerErrors < startErrors+uint64(forwards) {
 		t.Errorf("overview counts %d peer errors, want at least %d", ov.Counts.PeerErrors, forwards)
 	}
 	// The overview's own call to node 1 failed too: the next one counts it.
-	if got, _ := gathered(t, regs[0], "ratelimit_peer_errors_total", map[string]string{"op": "counts", "kind": "unreachable"}); got != 1 {
-		t.Errorf("failed counts calls: %v, want 1", got)
+	if got, _ := gathered(t, regs[0], "ratelimit_peer_errors_total", map[string]string{"op": "counts", "kind": "unreachable"}); got != startCountsErrors+1 {
+		t.Errorf("failed counts calls: %v, want %v", got, startCountsErrors+1)
 	}
 	if next := c.Node(0).Overview(ctx); next.Counts.PeerErrors < ov.Counts.PeerErrors+1 {
 		t.Errorf("the next overview counts %d peer errors, want at least %d", next.Counts.PeerErrors, ov.Counts.PeerErrors+1)

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/vibewell/ratelimit/bucket"
@@ -51,6 +52,9 @@ type policyTable map[string]*policyEntry
 type policyEntry struct {
 	bucket.Policy
 	counters *decisionCounters
+	// denied are the policy's denial sketches once it denied (denied.go),
+	// kept here so that counting a denial needs no map lookup.
+	denied atomic.Pointer[deniedPolicy]
 }
 
 func newPolicyTable(ps []bucket.Policy, shadowAll bool, m *metrics) (policyTable, error) {

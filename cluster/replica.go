@@ -49,10 +49,67 @@ type replicator struct {
 
 	mu   sync.Mutex
 	next *copyRound // the round that starts next, if a sync check waits for it
+	// failing holds the successors whose last round of copies did not
+	// arrive; nfailing is its length, read on the check path.
+	failing  map[string]bool
+	nfailing atomic.Int32
 }
 
-// copyRound is closed once its copies have been sent (or have failed).
-type copyRound struct{ done chan struct{} }
+// setFailing records whether the last round to successor to arrived.
+func (r *replicator) setFailing(to string, failed bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failing == nil {
+		r.failing = map[string]bool{}
+	}
+	if failed {
+		r.failing[to] = true
+	} else {
+		delete(r.failing, to)
+	}
+	r.nfailing.Store(int32(len(r.failing)))
+}
+
+// copyFailing reports whether this node looks cut off from the others:
+// the last round of copies to the successor of k (which it owns) did not
+// arrive, nor did those to more than half of the other members. The other
+// side may be deciding its keys from their copies by now, so it answers
+// no check of k allowed on its counter alone (see stored): the failure
+// mode decides those it allows. One successor that crashed is not enough:
+// its keys' owners go on deciding until the ring drops it. One atomic
+// load while every successor is reached.
+func (n *Node) copyFailing(k bucket.Key) bool {
+	r := n.repl
+	if r == nil || r.nfailing.Load() == 0 {
+		return false
+	}
+	rt := n.route.Load()
+	if rt == nil || rt.succ == nil {
+		return false
+	}
+	var buf [128]byte
+	enc, _ := k.AppendBinary(buf[:0])
+	to := rt.succ.Owner(enc)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.failing[to] {
+		return false
+	}
+	failing := 0
+	for name := range r.failing {
+		if _, ok := rt.addrs[name]; ok && name != rt.self {
+			failing++
+		}
+	}
+	return 2*failing > rt.succ.Len()
+}
+
+// copyRound is closed once its copies have been sent (or have failed);
+// failed is set first if some did not arrive.
+type copyRound struct {
+	done   chan struct{}
+	failed atomic.Bool
+}
 
 func newReplicator() *replicator { return &replicator{kick: make(chan struct{}, 1)} }
 
@@ -77,6 +134,7 @@ func (n *Node) replicaLoop(tr changeTracker) {
 		case <-n.stop:
 			r.mu.Lock()
 			if r.next != nil {
+				r.next.failed.Store(true)
 				close(r.next.done)
 				r.next = nil
 			}
@@ -89,20 +147,21 @@ func (n *Node) replicaLoop(tr changeTracker) {
 		round := r.next
 		r.next = nil
 		r.mu.Unlock()
-		n.sendReplicas(n.successorGroups(func(add func(bucket.Key, bucket.State) bool) {
+		ok := n.sendReplicas(n.successorGroups(func(add func(bucket.Key, bucket.State) bool) {
 			tr.Changed(func(k bucket.Key, st bucket.State) { add(k, st) })
 		}))
 		if round != nil {
+			round.failed.Store(!ok)
 			close(round.done)
 		}
 	}
 }
 
 // waitCopied returns once a round of copies that started after the call
-// has ended: the changes made before the call are then on the successor
-// (or could not be sent; see replica_send_errors_total). It gives up when
-// ctx ends or the node stops.
-func (n *Node) waitCopied(ctx context.Context) {
+// has ended: the changes made before the call are then on the successor,
+// and it returns true; false when some could not be sent (see
+// replica_send_errors_total), ctx ended or the node stopped.
+func (n *Node) waitCopied(ctx context.Context) bool {
 	r := n.repl
 	r.mu.Lock()
 	round := r.next
@@ -114,22 +173,27 @@ func (n *Node) waitCopied(ctx context.Context) {
 	r.changed()
 	select {
 	case <-round.done:
+		return !round.failed.Load()
 	case <-ctx.Done():
 	case <-n.stop:
 	}
+	return false
 }
 
 // copied is called after a check decided d in this node's store: it
-// starts a round of copies, and with sync replication waits for it.
-func (n *Node) copied(ctx context.Context, p *policyEntry, d Decision, hits int64) {
+// starts a round of copies, and with sync replication waits for it. It
+// returns false when a sync policy's copy did not reach the successor:
+// the check's allowed answer then rests on this counter alone, which a
+// partition may have handed to the successor already.
+func (n *Node) copied(ctx context.Context, p *policyEntry, d Decision, hits int64) bool {
 	if n.repl == nil || !d.Allowed || hits <= 0 {
-		return
+		return true
 	}
 	if p.Replication == bucket.ReplicateSync {
-		n.waitCopied(ctx)
-		return
+		return n.waitCopied(ctx)
 	}
 	n.repl.changed()
+	return true
 }
 
 // replicateAll sends every counter this node owns to its successor: after
@@ -167,20 +231,27 @@ func (n *Node) successorGroups(each func(add func(bucket.Key, bucket.State) bool
 	return groups
 }
 
-// sendReplicas sends each group to its successor.
-func (n *Node) sendReplicas(groups map[string][]handoffItem) {
+// sendReplicas sends each group to its successor, and reports whether
+// every one arrived.
+func (n *Node) sendReplicas(groups map[string][]handoffItem) bool {
 	rt := n.route.Load()
 	if rt == nil {
-		return
+		return len(groups) == 0
 	}
+	ok := true
 	for to, items := range groups {
 		sent, err := n.sendCounters(n.life, rt.addrs[to], methodReplica, items, replicaTimeout, nil)
+		if n.repl != nil {
+			n.repl.setFailing(to, err != nil)
+		}
 		n.metrics.replicaSent.Add(float64(sent))
 		if err != nil {
+			ok = false
 			n.metrics.replicaErrors.Add(float64(len(items) - sent))
 			n.warnings.Log("copying counters to their successor failed; a crash of this node would lose their last hits", "to", to, "counters", len(items)-sent, "err", err)
 		}
 	}
+	return ok
 }
 
 // receiveReplica keeps the copies a peer sent, merged with those it sent
@@ -227,6 +298,10 @@ func (n *Node) promoteReplicas(rt *routeTable) {
 			hs.Merge(c.k, p.Policy, c.st, now)
 		}
 		n.replicas.Delete(c.k)
+		// The hits admitted on the copy for the old owner are in the
+		// counter now, which a hand-over gives back to it if it returns:
+		// folding them back as well would count them twice.
+		n.taken.forget(c.k)
 	}
 	n.metrics.replicaPromoted.Add(float64(len(mine)))
 	n.log.Info("took over counter copies of keys now owned here", "counters", len(mine))
@@ -252,7 +327,11 @@ func (n *Node) decideOnCopyLocked(ctx context.Context, p *policyEntry, k bucket.
 		return Decision{}, false
 	}
 	if rt := n.route.Load(); rt != nil {
-		if owner, _ := rt.owner(k); owner == rt.self {
+		// A key this node decides (its ring gives it the key, or the
+		// owner's hand-over message does) is decided on its counter.
+		var buf [128]byte
+		enc, _ := k.AppendBinary(buf[:0])
+		if owner, _, _ := n.where(rt, enc, false); owner == rt.self {
 			d, err := n.store.Take(ctx, k, p.Policy, hits, now)
 			return d, err == nil
 		}
@@ -348,6 +427,13 @@ func (t *takenHits) snapshot() map[bucket.Key]int64 {
 		out[k] = v
 	}
 	return out
+}
+
+// forget drops every hit of k.
+func (t *takenHits) forget(k bucket.Key) {
+	t.mu.Lock()
+	delete(t.m, k)
+	t.mu.Unlock()
 }
 
 // settle forgets hits of k that were folded back (or need not be).

@@ -26,6 +26,21 @@ func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int
 	fctx, done := n.forwardCtx(ctx, rt, owner)
 	start := time.Now()
 	res, err := n.tr.Check(fctx, addr, transport.CheckItem{Policy: p.Name, Key: key, Hits: hits})
+	// An owner that answers but cannot decide now (it holds the check
+	// for a hand-over past its wait, or is closing) is alive: it is asked
+	// again while it stays in the ring, up to FailoverTimeout. Its
+	// successor need not hold a copy of the key when the ring is
+	// changing, and would decide from nothing.
+	for wait := 5 * time.Millisecond; err == nil && res.Status == transport.StatusUnavailable && time.Since(start) < n.cfg.FailoverTimeout; wait = min(2*wait, 200*time.Millisecond) {
+		select {
+		case <-fctx.Done():
+		case <-n.stop:
+		case <-time.After(wait):
+			res, err = n.tr.Check(fctx, addr, transport.CheckItem{Policy: p.Name, Key: key, Hits: hits})
+			continue
+		}
+		break
+	}
 	done()
 	if took := time.Since(start); took > n.cfg.ForwardTimeout {
 		n.warnings.Log("a forwarded check took longer than ForwardTimeout; it waited for its owner", "owner", owner, "took", took, "err", err)
@@ -75,6 +90,21 @@ const (
 	methodFoldBack = "foldback"
 )
 
+// errNotCopied is the cause logged when a check was allowed on its
+// owner's counter but the copy of the change did not reach the successor
+// (a sync policy's), or the last round of copies to it did not (an async
+// one's): the failure mode decides the check instead. The hit stays
+// counted, so this only ever makes the limit stricter on this node; it
+// bounds what a node cut off from the others admits while they decide
+// its keys from their copies.
+var errNotCopied = fmt.Errorf("%w: the copies of its changes do not reach its successor", ErrOwnerUnavailable)
+
+// minorityErr is the cause logged when a node on the small side of a
+// partition decides a check by the failure mode.
+func (rt *routeTable) minorityErr() error {
+	return fmt.Errorf("%w: this node reaches %d of the %d members it knows", ErrOwnerUnavailable, rt.ring.Len(), rt.known)
+}
+
 // failover decides a check whose owner cannot answer: the key's
 // successor, which holds the copy of its counter, decides against the copy
 // and counts in it (this node, if it is the successor). Only when the
@@ -109,7 +139,7 @@ func (n *Node) failover(ctx context.Context, p *policyEntry, key string, hits in
 		}
 		cause = fmt.Errorf("%w; its successor %s: %v", cause, succ, err)
 	}
-	return n.fallback(ctx, p, key, hits, now, rt.ring.Len(), cause)
+	return n.fallback(ctx, p, key, hits, now, max(rt.known, rt.ring.Len()), cause)
 }
 
 // fallback decides a check whose counter cannot be reached (its owner, or
@@ -153,17 +183,20 @@ type peerHandler struct{ n *Node }
 // to it wait for the hand-over (see handover.go).
 func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckItem, results []transport.CheckResult) {
 	n := h.n
-	if n.closed.Load() {
+	n.ho.inflight.Add(1)
+	defer n.ho.inflight.Add(-1)
+	if n.closed.Load() || n.ho.draining.Load() {
+		// A closing node decides nothing more (it owns nothing since
+		// its hand-over): the sender's failover finds the new owner.
 		for i := range results {
 			results[i] = transport.CheckResult{Status: transport.StatusUnavailable}
 		}
 		return
 	}
-	n.ho.inflight.Add(1)
-	defer n.ho.inflight.Add(-1)
 	table := *n.policies.Load()
 	var moved map[string][]int // checks to pass on, by node
 	changed, sync := false, false
+	var synced []int // allowed checks of sync policies
 	var (
 		idx      []int // the checks still to decide; nil: all
 		deadline time.Time
@@ -173,6 +206,7 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 		now := n.clock.Now()
 		var held []int
 		var wait <-chan struct{}
+		v := n.ho.ver.Load()
 		n.copyMu.RLock()
 		rt := n.route.Load()
 		count := len(items)
@@ -195,18 +229,23 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 				continue
 			}
 			k := bucket.Key{Policy: it.Policy, ID: it.Key}
+			if rt != nil && rt.minority {
+				d, _ := n.fallback(ctx, p, it.Key, it.Hits, now, rt.known, rt.minorityErr())
+				results[i] = toWire(d)
+				continue
+			}
 			if n.partitioned && n.gossip != nil {
-				if rt == nil || (!n.ho.established.Load() && rt.ring.Len() <= 1) {
+				if rt == nil {
 					// A peer routes here before this node has the ring.
 					if !late {
 						held = append(held, i)
-						wait = n.ho.changed()
+						wait = waitChange
 						continue
 					}
 				} else {
 					var buf [128]byte
 					enc, _ := k.AppendBinary(buf[:0])
-					owner, addr, w := n.where(rt, enc)
+					owner, addr, w := n.where(rt, enc, true)
 					if w != nil && !late {
 						held = append(held, i)
 						wait = w
@@ -214,6 +253,17 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 					}
 					if owner != rt.self {
 						gave := n.leaving.Load() || (rt.prev != nil && rt.prev.Owner(enc) == rt.self)
+						if !gave && !late {
+							// The sender's ring gives the key to this
+							// node and this node's does not: one of the
+							// two is behind. Deciding now could decide
+							// beside the owner this node knows; wait for
+							// this node's ring, or that owner's
+							// hand-over, to catch up.
+							held = append(held, i)
+							wait = waitChange
+							continue
+						}
 						if !gave && n.replicas != nil {
 							// A peer whose ring already dropped a failed
 							// owner sends its checks here, the new owner,
@@ -241,9 +291,15 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 				results[i] = transport.CheckResult{Status: transport.StatusUnavailable}
 				continue
 			}
+			if d.Allowed && it.Hits > 0 && p.Replication != bucket.ReplicateSync && n.copyFailing(k) {
+				d, _ = n.fallback(ctx, p, it.Key, it.Hits, now, n.liveNodes(), errNotCopied)
+			}
 			if d.Allowed && it.Hits > 0 {
 				changed = true
-				sync = sync || p.Replication == bucket.ReplicateSync
+				if p.Replication == bucket.ReplicateSync {
+					sync = true
+					synced = append(synced, i)
+				}
 			}
 			results[i] = toWire(d)
 		}
@@ -255,7 +311,7 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 		if deadline.IsZero() {
 			deadline = time.Now().Add(handoverWait)
 		}
-		if !awaitHandover(ctx, wait, deadline) {
+		if !n.ho.awaitChange(ctx, wait, v, deadline) {
 			if ctx.Err() != nil {
 				for _, i := range held {
 					results[i] = transport.CheckResult{Status: transport.StatusUnavailable}
@@ -270,7 +326,15 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 	if n.repl != nil && changed {
 		// One wait for the whole batch: its changes leave in one round.
 		if sync {
-			n.waitCopied(ctx)
+			if !n.waitCopied(ctx) {
+				// The copies did not reach the successor: the sync
+				// policies' checks are decided by the failure mode.
+				now := n.clock.Now()
+				for _, i := range synced {
+					d, _ := n.fallback(ctx, table[items[i].Policy], items[i].Key, items[i].Hits, now, n.liveNodes(), errNotCopied)
+					results[i] = toWire(d)
+				}
+			}
 		} else {
 			n.repl.changed()
 		}

@@ -10,8 +10,8 @@ import (
 )
 
 // TestImports holds the layering: httpapi depends on bucket and its own
-// Checker interface (and the project's capped log and msgpack length
-// check), never on the cluster or the transport.
+// Checker interface (and the project's capped log and bounded msgpack
+// reader), never on the cluster or the transport.
 func TestImports(t *testing.T) {
 	files, err := filepath.Glob("*.go")
 	if err != nil {

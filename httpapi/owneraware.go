@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
-
 	"github.com/vibewell/ratelimit/bucket"
 )
 
@@ -189,13 +187,9 @@ func (c *OwnerAwareClient) getRing(ctx context.Context, base string) (*clientRin
 // ownerURL returns the base URL of the key's owner, or a node of Nodes
 // when the ring is unknown or the owner advertises no address.
 func (c *OwnerAwareClient) ownerURL(policy, key string) string {
-	if v := c.view.Load(); v != nil && len(v.owners) > 0 {
-		var buf [128]byte
-		enc, err := bucket.Key{Policy: policy, ID: key}.AppendBinary(buf[:0])
-		if err == nil {
-			if u := v.urls[v.owners[xxhash.Sum64(enc)%uint64(len(v.owners))]]; u != "" {
-				return u
-			}
+	if v := c.view.Load(); v != nil {
+		if i := ownerIndex(v.owners, policy, key); i >= 0 && v.urls[i] != "" {
+			return v.urls[i]
 		}
 	}
 	return c.anyNode("")

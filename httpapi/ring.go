@@ -2,6 +2,10 @@ package httpapi
 
 import (
 	"net/http"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/vibewell/ratelimit/bucket"
 )
 
 // RingHeader is the response header of a check answered by a cluster
@@ -19,6 +23,25 @@ type RingView struct {
 	Node    string       `json:"node"` // the node that answered
 	Members []RingMember `json:"members"`
 	Owners  []int        `json:"owners"`
+}
+
+// Owner returns the index in Members of the owner of policy's key, or -1
+// when the view has no partition table or the key cannot be encoded.
+func (v *RingView) Owner(policy, key string) int {
+	return ownerIndex(v.Owners, policy, key)
+}
+
+// ownerIndex looks policy's key up in a partition table.
+func ownerIndex(owners []int, policy, key string) int {
+	if len(owners) == 0 {
+		return -1
+	}
+	var buf [128]byte
+	enc, err := bucket.Key{Policy: policy, ID: key}.AppendBinary(buf[:0])
+	if err != nil {
+		return -1
+	}
+	return owners[xxhash.Sum64(enc)%uint64(len(owners))]
 }
 
 // RingMember is a member of the ring and its HTTP API address (host:port;

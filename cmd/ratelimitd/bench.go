@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +29,7 @@ type benchConfig struct {
 	Spawn       int
 	Binary      string
 	Scenario    string
+	MaxKeys     int
 	Duration    time.Duration
 	Warmup      time.Duration
 	Requests    int64
@@ -52,6 +54,9 @@ type benchConfig struct {
 	HTTPClient  string
 	CACert      string
 	AdminToken  string
+	Idle        time.Duration
+	Pin         bool
+	OwnerAware  bool
 }
 
 func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
@@ -61,7 +66,8 @@ func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
 	fs.StringVar(&c.URLs, "urls", "", "Comma-separated base URLs of running nodes for the http target, e.g. http://127.0.0.1:8080.")
 	fs.IntVar(&c.Spawn, "spawn", 0, "Start this many nodes (ratelimitd serve processes) on free loopback ports, joined into a cluster, and stop them at the end.")
 	fs.StringVar(&c.Binary, "binary", "", "The ratelimitd binary --spawn starts. Default: this executable.")
-	fs.StringVar(&c.Scenario, "scenario", "none", "Churn during the run, with --spawn: none, rolling-restart, kill or scale-out.")
+	fs.StringVar(&c.Scenario, "scenario", "none", "Churn during the run, with --spawn: none, rolling-restart, kill or scale-out. Or flood (any target): 100 keys of the policy used up first and probed every 500 ms while the run's keys (make them many) flood the nodes; every probe must be denied; reports memory and evictions.")
+	fs.IntVar(&c.MaxKeys, "max-keys", 0, "Counters each node holds at most (embedded nodes' MaxKeys; spawned nodes' --max-keys). Default: the nodes' default.")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "Time bound of the run.")
 	fs.DurationVar(&c.Warmup, "warmup", 0, "Run the same load this long first, on keys of its own, unmeasured: connections and the target's memory are set up before the measured run. 0: none.")
 	fs.Int64Var(&c.Requests, "requests", 0, "Count bound of the run, in checks; 0: the duration alone bounds it.")
@@ -85,6 +91,9 @@ func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
 	fs.StringVar(&c.CACert, "ca-cert", "", "PEM CA certificates that https --urls' certificates may chain to, beside the system's.")
 	fs.StringVar(&c.AdminToken, "admin-token", getenv("RATELIMIT_ADMIN_TOKEN"), "Admin token of the --urls nodes (their --admin-token), to read their policy table for the accuracy accounting (env RATELIMIT_ADMIN_TOKEN).")
 	fs.StringVar(&c.HTTPClient, "http-client", "raw", "HTTP client of the http target: raw (the bench's own HTTP/1.1 connections, cheapest) or std (net/http).")
+	fs.DurationVar(&c.Idle, "idle", -1, "Measure the nodes' CPU at rest this long before the load (from /proc), report it, and subtract it from their CPU per decision; with --spawn or the embedded target. 0: not measured. Default: 5s with --spawn, else 0.")
+	fs.BoolVar(&c.Pin, "pin", false, "With --spawn: give each node its own CPUs, and the load generator the rest, when the machine has one CPU for each at least (Linux); otherwise the report says nothing was pinned.")
+	fs.BoolVar(&c.OwnerAware, "owner-aware", false, "http target: send each check to its key's owner, from the ring of GET /v1/ring (as httpapi.OwnerAwareClient does), instead of round-robin through every node.")
 	fs.StringVar(&c.Progress, "progress", "auto", "Progress output: auto (a live line on a terminal, plain lines otherwise), plain, or none.")
 	return fs
 }
@@ -129,8 +138,9 @@ func benchUsage(w io.Writer, fs *flag.FlagSet) {
 
 // shellJoin joins args into a command line a POSIX shell reads back as
 // args: an argument with anything but letters, digits and @%+=:,./_- is
-// single-quoted (a quote inside as '\''), so that a report's command,
-// --policy-spec JSON included, can be pasted back.
+// single-quoted (a quote inside is closed, escaped and reopened), so
+// that a report's command, --policy-spec JSON included, can be pasted
+// back.
 func shellJoin(args []string) string {
 	out := make([]string, len(args))
 	for i, a := range args {
@@ -265,13 +275,19 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 	if c.HTTPClient != "raw" && c.HTTPClient != "std" {
 		return nil, fmt.Errorf("unknown --http-client %q: raw or std", c.HTTPClient)
 	}
-	if c.Scenario != bench.ScenarioNone && c.Spawn == 0 {
+	var flood *benchFlood
+	if c.Scenario == bench.ScenarioFlood {
+		flood = &benchFlood{}
+	}
+	if c.Scenario != bench.ScenarioNone && flood == nil && c.Spawn == 0 {
 		return nil, fmt.Errorf("--scenario %s needs --spawn", c.Scenario)
 	}
 	params := bench.Params{Target: c.Target, Spawn: c.Spawn, Scenario: c.Scenario, Command: command}
 	var (
 		target   bench.Target
 		scenario bench.Scenario
+		meter    bench.CPUMeter
+		pinning  string
 	)
 	withSpec := func(ps []bucket.Policy) []bucket.Policy {
 		if spec == nil {
@@ -288,12 +304,17 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 	switch c.Target {
 	case "embedded":
 		params.Nodes = c.Nodes
-		cfg := cluster.Config{Policies: withSpec(cluster.DefaultPolicies()), MaxHits: max(c.Hits, cluster.DefaultMaxHits)}
-		e, err := bench.NewEmbedded(ctx, bench.EmbeddedConfig{Nodes: c.Nodes, Node: cfg})
+		cfg := cluster.Config{Policies: withSpec(cluster.DefaultPolicies()), MaxHits: max(c.Hits, cluster.DefaultMaxHits), MaxKeys: c.MaxKeys}
+		ecfg := bench.EmbeddedConfig{Nodes: c.Nodes, Node: cfg}
+		if flood != nil {
+			ecfg.Configure = flood.embedded
+		}
+		e, err := bench.NewEmbedded(ctx, ecfg)
 		if err != nil {
 			return nil, err
 		}
 		target = e
+		meter = bench.SelfCPU{}
 		if p, ok := e.Nodes()[0].Policy(c.Policy); ok && spec == nil {
 			spec = &p
 		}
@@ -326,25 +347,33 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 			if spec != nil {
 				policies = []bucket.Policy{*spec}
 			}
+			// Churn wants a crash noticed in about a second; otherwise the
+			// nodes run the production gossip timing, so that what they
+			// cost at rest is what a deployment pays.
+			profile := "local"
+			if c.Scenario == bench.ScenarioNone {
+				profile = "lan"
+			}
 			nodes, err := bench.Spawn(ctx, bench.SpawnConfig{
-				Binary: c.Binary, Nodes: c.Spawn, Policies: policies,
+				Binary: c.Binary, Nodes: c.Spawn, Policies: policies, Pin: c.Pin, GossipProfile: profile,
 				Cluster: c.Spawn > 1 || c.Scenario == bench.ScenarioScaleOut,
 				// A generator sharing the machine's cores can hold a
 				// forwarded check past the 250 ms default, and the failure
 				// mode would then count as over- or under-admission.
-				Args: []string{"--log-level", "warn", "--forward-timeout", "2s"},
+				Args: spawnArgs(c.MaxKeys),
 			})
 			if err != nil {
 				return nil, err
 			}
 			defer nodes.Close()
+			meter, pinning = nodes, nodes.Pinning()
 			urls = nodes.URLs()
-			h, err := bench.NewHTTP(bench.HTTPConfig{URLs: urls, Conns: c.Concurrency, Timeout: c.Timeout, StdClient: c.HTTPClient == "std"})
+			h, err := bench.NewHTTP(bench.HTTPConfig{URLs: urls, Conns: c.Concurrency, Timeout: c.Timeout, StdClient: c.HTTPClient == "std", OwnerAware: c.OwnerAware})
 			if err != nil {
 				return nil, err
 			}
 			target = h
-			if c.Scenario != bench.ScenarioNone {
+			if c.Scenario != bench.ScenarioNone && flood == nil {
 				ch, err := bench.NewChurn(bench.ChurnConfig{Kind: c.Scenario, Nodes: nodes, Target: h})
 				if err != nil {
 					return nil, err
@@ -359,7 +388,7 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 			if err != nil {
 				return nil, err
 			}
-			h, err := bench.NewHTTP(bench.HTTPConfig{URLs: urls, Conns: c.Concurrency, Timeout: c.Timeout, StdClient: c.HTTPClient == "std", TLS: tc})
+			h, err := bench.NewHTTP(bench.HTTPConfig{URLs: urls, Conns: c.Concurrency, Timeout: c.Timeout, StdClient: c.HTTPClient == "std", TLS: tc, OwnerAware: c.OwnerAware})
 			if err != nil {
 				return nil, err
 			}
@@ -385,7 +414,39 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 		defer cancel()
 		_ = target.Close(cctx)
 	}()
+	if c.Pin && c.Spawn == 0 {
+		return nil, errors.New("--pin needs --spawn")
+	}
+	if c.Idle < 0 {
+		c.Idle = 0
+		if c.Spawn > 0 {
+			c.Idle = 5 * time.Second
+		}
+	}
+	var idle *bench.IdleCPU
+	if meter != nil && c.Idle > 0 {
+		var err error
+		// The nodes settle first: joins, raft's configuration, the first
+		// collection.
+		if err := sleepCtx(ctx, 2*time.Second); err != nil {
+			return nil, err
+		}
+		if idle, err = bench.MeasureIdle(ctx, meter, c.Idle); err != nil {
+			return nil, fmt.Errorf("idle CPU: %w", err)
+		}
+	}
+	if flood != nil {
+		if err := flood.scrape(c, params.URLs, s.readFile); err != nil {
+			return nil, err
+		}
+		sc, err := flood.start(ctx, target, spec)
+		if err != nil {
+			return nil, err
+		}
+		scenario = sc
+	}
 	cfg := bench.Config{
+		CPU: meter, Idle: idle, Pinning: pinning,
 		Target: target, Policy: c.Policy, PolicySpec: spec, Hits: c.Hits, Keys: c.Keys, Dist: dist, ZipfS: c.ZipfS,
 		KeyPrefix: c.KeyPrefix, Batch: c.Batch, Concurrency: c.Concurrency, Rate: c.Rate,
 		Duration: c.Duration, Warmup: c.Warmup, Requests: c.Requests, Seed: c.Seed, Scenario: scenario, Params: params,
@@ -401,7 +462,19 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 	if p != nil {
 		p.done()
 	}
+	flood.report(ctx, res)
 	return res, err
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func splitList(s string) []string {
@@ -478,4 +551,16 @@ func runBenchCompare(s sys, args []string) int {
 		return fail(s, "bench compare", err)
 	}
 	return exitOK
+}
+
+// spawnArgs are the arguments of spawned nodes' serve.
+func spawnArgs(maxKeys int) []string {
+	// A generator sharing the machine's cores can hold a forwarded check
+	// past the 250 ms default, and the failure mode would then count as
+	// over- or under-admission.
+	args := []string{"--log-level", "warn", "--forward-timeout", "2s"}
+	if maxKeys > 0 {
+		args = append(args, "--max-keys", strconv.Itoa(maxKeys))
+	}
+	return args
 }

@@ -93,7 +93,7 @@ func TestBenchSpawnHTTP(t *testing.T) {
 	dir := t.TempDir()
 	js := filepath.Join(dir, "r.json")
 	spec := `{"name":"bench","limit":50,"window_ms":3600000}`
-	code, out, errOut := runBenchCmd(t, "--spawn", "1", "--binary", bin, "--requests", "3000", "--batch", "10",
+	code, out, errOut := runBenchCmd(t, "--spawn", "1", "--binary", bin, "--idle", "0", "--requests", "3000", "--batch", "10",
 		"--keys", "20", "--concurrency", "8", "--policy-spec", spec, "--progress", "none", "--json", js, "--duration", "30s",
 		"--warmup", "300ms")
 	if code != 0 {
@@ -126,7 +126,8 @@ func TestBenchSpawnHTTP(t *testing.T) {
 }
 
 // TestBenchSpawnCluster loads one hot key through three joined ratelimitd
-// processes (exactly its limit allowed), then rolls a two-node cluster
+// processes with the owner-aware routing (exactly its limit allowed; each
+// node's CPU reported, its idle CPU measured first), then rolls a two-node cluster
 // under load and checks the events, the errors and that nothing is left
 // running.
 func TestBenchSpawnCluster(t *testing.T) {
@@ -134,7 +135,7 @@ func TestBenchSpawnCluster(t *testing.T) {
 	dir := t.TempDir()
 	hot := filepath.Join(dir, "hot.json")
 	spec := `{"name":"bench","limit":500,"window_ms":3600000}`
-	code, out, errOut := runBenchCmd(t, "--spawn", "3", "--binary", bin, "--dist", "hot", "--requests", "3000",
+	code, out, errOut := runBenchCmd(t, "--spawn", "3", "--binary", bin, "--idle", "1s", "--owner-aware", "--dist", "hot", "--requests", "3000",
 		"--concurrency", "16", "--policy-spec", spec, "--progress", "none", "--json", hot, "--duration", "60s")
 	if code != 0 {
 		t.Fatalf("exit %d: %s %s", code, out, errOut)
@@ -143,9 +144,12 @@ func TestBenchSpawnCluster(t *testing.T) {
 	if r.Allowed != 500 || r.Errors != 0 || r.Accuracy.OverAdmitted != 0 || r.Accuracy.UnderAdmitted != 0 || len(r.Params.URLs) != 3 {
 		t.Errorf("hot key through 3 nodes: allowed %d errors %v accuracy %+v urls %v", r.Allowed, r.ErrorKinds, r.Accuracy, r.Params.URLs)
 	}
+	if c := r.CPU; c == nil || len(c.Nodes) != 3 || c.IdleWindow.D() < time.Second || c.PerDecisionUS <= 0 || !strings.Contains(out, "node CPU") {
+		t.Errorf("CPU report %+v, summary:\n%s", c, out)
+	}
 
 	rolled := filepath.Join(dir, "rolled.json")
-	code, out, errOut = runBenchCmd(t, "--spawn", "2", "--binary", bin, "--scenario", "rolling-restart", "--rate", "500",
+	code, out, errOut = runBenchCmd(t, "--spawn", "2", "--binary", bin, "--idle", "0", "--scenario", "rolling-restart", "--rate", "500",
 		"--keys", "50", "--duration", "12s", "--policy-spec", spec, "--progress", "none", "--json", rolled)
 	if code != 0 {
 		t.Fatalf("exit %d: %s %s", code, out, errOut)
@@ -201,5 +205,35 @@ func TestShellJoin(t *testing.T) {
 	}
 	if want := strings.Join(args, "\x00") + "\x00"; string(got) != want {
 		t.Errorf("%s reads back as %q, want %q", line, got, want)
+	}
+}
+
+// The flood scenario: fresh keys far past --max-keys while used-up keys
+// are probed; every probe is denied, and the report gives the store's
+// counters, its evictions and the memory.
+func TestBenchFloodScenario(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "flood.json")
+	code, out, errOut := runBenchCmd(t, "--scenario", "flood", "--keys", "40000", "--max-keys", "4096",
+		"--duration", "1500ms", "--concurrency", "8", "--progress", "none", "--json", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out, errOut)
+	}
+	for _, want := range []string{"scenario flood", "used-up keys: all denied", "evictions during the run", "flood memory RSS"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	f := readResultFile(t, path).Flood
+	switch {
+	case f == nil:
+		t.Fatal("no flood report in the result")
+	case f.Probes < 100 || f.ProbesAllowed != 0:
+		t.Errorf("%d probes, %d allowed; want at least a round of 100, none allowed", f.Probes, f.ProbesAllowed)
+	case f.Evictions["counting"] <= 0 || f.Evictions["denying"] != 0:
+		t.Errorf("evictions %v; want counting ones, no denying one", f.Evictions)
+	case f.Counters["counters"] > 4096 || f.Counters["counters"] < 2048 || f.MaxKeys["counters"] != 4096:
+		t.Errorf("counters %v of %v; want the store full, within --max-keys", f.Counters, f.MaxKeys)
+	case f.RSSAfter <= 0 || f.HeapAfter <= 0:
+		t.Errorf("memory not read: %+v", f)
 	}
 }

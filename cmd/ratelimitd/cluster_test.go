@@ -296,6 +296,9 @@ func TestClusterProcesses(t *testing.T) {
 		}
 		if allowed.Load() != clusterLimit || denied.Load() != 2*clusterLimit {
 			t.Errorf("allowed %d, denied %d; want exactly %d allowed of %d", allowed.Load(), denied.Load(), clusterLimit, 3*clusterLimit)
+			for _, n := range nodes {
+				t.Logf("log of %s:\n%s", n.Name, n.log)
+			}
 		}
 	})
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -158,5 +159,61 @@ func TestRollingRestartExact(t *testing.T) {
 	}
 	if l := time.Duration(longest.Load()); l > 2*time.Second {
 		t.Errorf("the longest check took %v (%v), want at most 2 s", l, longWhat.Load())
+	}
+}
+
+// TestUsedUpAuthKeyOwnerKilled: the auth policy (10 per 15 minutes) with
+// "replication": "sync"; a key owned by n3 is used up through n1, and n3
+// is SIGKILLed at once (no wait for copies: each allowed check was on
+// the successor before it was answered). Checks of the key through the
+// survivors, during failure detection and after their rings drop n3:
+// none allowed, none failed.
+func TestUsedUpAuthKeyOwnerKilled(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "policies.yaml")
+	const policies = `policies:
+  - name: auth
+    limit: 10
+    window_ms: 900000
+    replication: sync
+`
+	if err := os.WriteFile(file, []byte(policies), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nodes := startCluster(t, 3, nil, func(int) []string { return []string{"--policies", file} })
+	var key string
+	for i := 0; key == ""; i++ {
+		if k := "ip:198.51.100." + strconv.Itoa(i); owner("auth", k, "n1", "n2", "n3") == "n3" {
+			key = k
+		}
+	}
+	for i := range 10 {
+		if r := check(nodes[i%2].URL, "auth", key, 1); r.Err != nil || !r.Allowed {
+			t.Fatalf("check %d of the 10 allowed: %+v", i+1, r)
+		}
+	}
+	mark := []int{len(nodes[0].log.String()), len(nodes[1].log.String())}
+	nodes[2].signal(syscall.SIGKILL)
+	var allowed, failed, checks int
+	deadline := time.Now().Add(30 * time.Second)
+	for gone := false; !gone || checks%20 != 0; checks++ {
+		r := check(nodes[checks%2].URL, "auth", key, 1)
+		switch {
+		case r.Err != nil || (r.Status != 200 && r.Status != 429):
+			failed++
+			t.Logf("check %d: %+v", checks, r)
+		case r.Allowed:
+			allowed++
+		}
+		gone = ringRebuilt.MatchString(nodes[0].log.String()[mark[0]:]) && ringRebuilt.MatchString(nodes[1].log.String()[mark[1]:])
+		if time.Now().After(deadline) {
+			t.Fatalf("the survivors did not drop n3 within 30 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("used-up auth key (10 per 15 min, sync), owner SIGKILLed: %d checks through the survivors until and after they dropped it: %d allowed, %d failed", checks, allowed, failed)
+	if allowed != 0 || failed != 0 {
+		t.Errorf("%d allowed and %d failed of %d checks after the owner's SIGKILL; want 0 and 0", allowed, failed, checks)
 	}
 }

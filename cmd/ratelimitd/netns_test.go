@@ -41,7 +41,7 @@ var labs struct {
 
 // labName matches the names of this file's namespaces and links:
 // "rl", the pid, a letter, the lab's sequence number, and the rest.
-var labName = regexp.MustCompile(`^rlh?([0-9]+)[a-z]`)
+var labName = regexp.MustCompile(`^rl[hd]?([0-9]+)[a-z]`)
 
 func ipCmd(t testing.TB, args ...string) {
 	t.Helper()
@@ -111,11 +111,14 @@ func newNetnsLab(t *testing.T, n int) *netnsLab {
 	routes, _ := exec.Command("ip", "-4", "addr").Output()
 	for x := (os.Getpid() + labs.seq) % 200; ; x++ {
 		lab.prefix = "10.231." + strconv.Itoa(x%250) + "."
-		if !strings.Contains(string(routes), lab.prefix) {
+		if !strings.Contains(string(routes), lab.prefix) && !strings.Contains(string(routes), strings.Replace(lab.prefix, ".231.", ".232.", 1)) {
 			break
 		}
 	}
 	t.Cleanup(func() {
+		// A namespace deleted says nothing to the sockets that reached
+		// into it: keep-alive connections to its nodes would wait forever.
+		testClient.CloseIdleConnections()
 		for _, ns := range append(lab.nodes, lab.sw) {
 			_ = exec.Command("ip", "netns", "del", ns).Run()
 		}
@@ -149,6 +152,25 @@ func (l *netnsLab) addr(i int) string { return l.prefix + strconv.Itoa(i) }
 // untouched (packets are dropped, nothing is refused). heal puts it back.
 func (l *netnsLab) cut(i int)  { ipCmd(l.t, "-n", l.sw, "link", "set", "p"+strconv.Itoa(i), "down") }
 func (l *netnsLab) heal(i int) { ipCmd(l.t, "-n", l.sw, "link", "set", "p"+strconv.Itoa(i), "up") }
+
+// direct links the test's namespace to node i's by a veth of their own,
+// outside the bridge, and routes the node's address over it: the test
+// then reaches the node while cut takes it off the bridge, as a client on
+// the node's own host (or its side of a partition) would. The link is
+// 10.232.N.0/24 (N of the lab's prefix), the node .i, the test .254.
+func (l *netnsLab) direct(i int) {
+	t := l.t
+	t.Helper()
+	sub := strings.Replace(l.prefix, ".231.", ".232.", 1)
+	link := strings.Replace(l.host, "rlh", "rld", 1) + "n" + strconv.Itoa(i)
+	ipCmd(t, "link", "add", link, "type", "veth", "peer", "name", "eth1", "netns", l.nodes[i-1])
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", link).Run() })
+	ipCmd(t, "addr", "add", sub+"254/24", "dev", link)
+	ipCmd(t, "link", "set", link, "up")
+	ipCmd(t, "-n", l.nodes[i-1], "addr", "add", sub+strconv.Itoa(i)+"/24", "dev", "eth1")
+	ipCmd(t, "-n", l.nodes[i-1], "link", "set", "eth1", "up")
+	ipCmd(t, "route", "add", l.addr(i)+"/32", "dev", link, "src", sub+"254")
+}
 
 // start runs `ratelimitd serve` as node i in its namespace, on the
 // default ports of its own address, as the README shows for one host per

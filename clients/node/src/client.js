@@ -33,6 +33,35 @@ const MAX_RING_BODY = 4 << 20;
 
 const MODES = new Set(['open', 'closed']);
 
+// readLimited reads a response's body as text, or returns null (and stops
+// reading) once it is longer than max bytes.
+async function readLimited(res, max) {
+  if (Number(res.headers.get('content-length')) > max || !res.body) {
+    await res.body?.cancel();
+    return res.body ? null : '';
+  }
+  const reader = res.body.getReader();
+  const chunks = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > max) {
+      await reader.cancel();
+      return null;
+    }
+    chunks.push(value);
+  }
+  const all = new Uint8Array(size);
+  let off = 0;
+  for (const c of chunks) {
+    all.set(c, off);
+    off += c.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
 function envAddr() {
   const p = globalThis.process;
   return p && p.env ? p.env.RATELIMIT_ADDR : undefined;
@@ -173,7 +202,9 @@ export class RateLimitClient {
   /**
    * checkBatch decides many checks in one request, in order. Each item is a
    * result, or {error, status, field} for a check the server refused.
-   * When no node answers, each check's policy's failure mode decides.
+   * When no node answers, each check's policy's failure mode decides. With
+   * ownerAware, it sends one batch to each owner of the checks' keys, at
+   * once.
    */
   async checkBatch(checks, options = {}) {
     if (!Array.isArray(checks)) throw new TypeError('checks must be an array');
@@ -183,13 +214,33 @@ export class RateLimitClient {
       return { policy: c.policy, key: c.key, hits };
     });
     this.#refreshPolicies();
-    try {
-      const r = await this.#request('POST', '/v1/check/batch', { checks: items }, options, [200]);
-      return r.body.results.map((x) => (x.error ? { error: x.error, status: x.status, field: x.field } : toResult(x)));
-    } catch (err) {
-      if (!(err instanceof UnavailableError)) throw err;
-      return items.map((c) => this.#fallback(c.policy, c.key, c.hits, err));
-    }
+    // With ownerAware, the checks are split by owner: one batch to each
+    // owner, sent at once, the answers put back in order.
+    const groups = new Map(); // owner node (or null: any node) → indexes
+    items.forEach((c, i) => {
+      const owner = this.#owner(c.policy, c.key);
+      if (!groups.has(owner)) groups.set(owner, []);
+      groups.get(owner).push(i);
+    });
+    const out = new Array(items.length);
+    await Promise.all(
+      [...groups].map(async ([owner, idx]) => {
+        const part = idx.map((i) => items[i]);
+        let results;
+        try {
+          const r = await this.#request('POST', '/v1/check/batch', { checks: part }, options, [200], owner);
+          if (!Array.isArray(r.body.results) || r.body.results.length !== part.length) throw new RateLimitError('check/batch: the answer does not have a result per check');
+          results = r.body.results.map((x) => (x.error ? { error: x.error, status: x.status, field: x.field } : toResult(x)));
+        } catch (err) {
+          if (!(err instanceof UnavailableError)) throw err;
+          results = part.map((c) => this.#fallback(c.policy, c.key, c.hits, err));
+        }
+        idx.forEach((i, j) => {
+          out[i] = results[j];
+        });
+      }),
+    );
+    return out;
   }
 
   /**
@@ -362,8 +413,8 @@ export class RateLimitClient {
       for (const node of tried) {
         try {
           const res = await this.#once(node, 'GET', '/v1/ring', undefined, ms, options.signal);
-          const text = await res.text();
-          if (res.status !== 200 || text.length > MAX_RING_BODY) continue;
+          const text = await readLimited(res, MAX_RING_BODY);
+          if (res.status !== 200 || text === null) continue;
           const ring = parseRing(JSON.parse(text), scheme);
           const urls = new Set(ring.members.map((m) => m.url));
           for (const url of this.#ringNodes.keys()) if (!urls.has(url)) this.#ringNodes.delete(url);

@@ -5,81 +5,176 @@
 // modulo the number of partitions, and owners[partition] is the index of
 // its owner among the members.
 //
-// xxhash64 is written out here (about 60 lines of BigInt arithmetic, the
-// reference algorithm with seed 0) rather than taken from a package: the
-// client has no runtime dependency and runs on the Edge runtime, where the
-// WebAssembly builds cannot be compiled and the native ones do not load.
-// test/ring.test.js checks it against the Go implementation the nodes use.
+// xxhash64 is written out here (the reference algorithm with seed 0, in
+// 32-bit halves, so that a hash allocates nothing: BigInt arithmetic cost
+// 10x more) rather than taken from a package: the client has no runtime
+// dependency and runs on the Edge runtime, where the WebAssembly builds
+// cannot be compiled and the native ones do not load. test/ring.test.js
+// checks it against the Go implementation the nodes use.
 
-const M64 = (1n << 64n) - 1n;
-const P1 = 0x9e3779b185ebca87n;
-const P2 = 0xc2b2ae3d27d4eb4fn;
-const P3 = 0x165667b19e3779f9n;
-const P4 = 0x85ebca77c2b2ae63n;
-const P5 = 0x27d4eb2f165667c5n;
+// 64-bit values are (hi, lo) pairs of uint32. The operations leave their
+// result in H and L.
+let H = 0;
+let L = 0;
 
-const rotl = (x, r) => ((x << r) | (x >> (64n - r))) & M64;
-const mul = (a, b) => (a * b) & M64;
+// The primes, as [hi, lo].
+const P1 = [0x9e3779b1, 0x85ebca87];
+const P2 = [0xc2b2ae3d, 0x27d4eb4f];
+const P3 = [0x165667b1, 0x9e3779f9];
+const P4 = [0x85ebca77, 0xc2b2ae63];
+const P5 = [0x27d4eb2f, 0x165667c5];
 
-function round(acc, input) {
-  acc = (acc + mul(input, P2)) & M64;
-  return mul(rotl(acc, 31n), P1);
+// mulhi returns the high 32 bits of the 64-bit product of a and b.
+function mulhi(a, b) {
+  const ah = a >>> 16;
+  const al = a & 0xffff;
+  const bh = b >>> 16;
+  const bl = b & 0xffff;
+  const t = al * bl;
+  const u = ah * bl + (t >>> 16);
+  const v = al * bh + (u & 0xffff);
+  return (ah * bh + Math.floor(u / 65536) + Math.floor(v / 65536)) >>> 0;
 }
 
-function merge(acc, v) {
-  acc ^= round(0n, v);
-  return (mul(acc, P1) + P4) & M64;
+// mul sets (H, L) to (ah, al) × (bh, bl) mod 2^64.
+function mul(ah, al, bh, bl) {
+  const lo = Math.imul(al, bl) >>> 0;
+  H = (mulhi(al, bl) + Math.imul(ah, bl) + Math.imul(al, bh)) >>> 0;
+  L = lo;
 }
 
-function u64(dv, off) {
-  return dv.getBigUint64(off, true);
+// add sets (H, L) to (ah, al) + (bh, bl) mod 2^64.
+function add(ah, al, bh, bl) {
+  const lo = al + bl;
+  H = (ah + bh + (lo > 0xffffffff ? 1 : 0)) >>> 0;
+  L = lo >>> 0;
+}
+
+// rotl sets (H, L) to (h, l) rotated left by r bits, 0 < r < 64.
+function rotl(h, l, r) {
+  if (r >= 32) {
+    const t = h;
+    h = l;
+    l = t;
+    r -= 32;
+  }
+  if (r === 0) {
+    H = h;
+    L = l;
+    return;
+  }
+  H = ((h << r) | (l >>> (32 - r))) >>> 0;
+  L = ((l << r) | (h >>> (32 - r))) >>> 0;
+}
+
+// round sets (H, L) to rotl(acc + input × P2, 31) × P1.
+function round(acch, accl, inh, inl) {
+  mul(inh, inl, P2[0], P2[1]);
+  add(acch, accl, H, L);
+  rotl(H, L, 31);
+  mul(H, L, P1[0], P1[1]);
 }
 
 /** xxhash64 returns the XXH64 hash (seed 0) of bytes, a Uint8Array, as a BigInt. */
 export function xxhash64(bytes) {
+  const [h, l] = xxhash64Parts(bytes);
+  return (BigInt(h) << 32n) | BigInt(l);
+}
+
+// xxhash64Parts returns the hash as [hi, lo] uint32s.
+function xxhash64Parts(bytes) {
   const n = bytes.length;
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let p = 0;
-  let h;
+  let hh;
+  let hl;
   if (n >= 32) {
-    let v1 = (P1 + P2) & M64;
-    let v2 = P2;
-    let v3 = 0n;
-    let v4 = (0n - P1) & M64;
+    add(P1[0], P1[1], P2[0], P2[1]);
+    let v1h = H;
+    let v1l = L;
+    let v2h = P2[0];
+    let v2l = P2[1];
+    let v3h = 0;
+    let v3l = 0;
+    add(~P1[0] >>> 0, ~P1[1] >>> 0, 0, 1); // -P1
+    let v4h = H;
+    let v4l = L;
     for (; p + 32 <= n; p += 32) {
-      v1 = round(v1, u64(dv, p));
-      v2 = round(v2, u64(dv, p + 8));
-      v3 = round(v3, u64(dv, p + 16));
-      v4 = round(v4, u64(dv, p + 24));
+      round(v1h, v1l, dv.getUint32(p + 4, true), dv.getUint32(p, true));
+      v1h = H;
+      v1l = L;
+      round(v2h, v2l, dv.getUint32(p + 12, true), dv.getUint32(p + 8, true));
+      v2h = H;
+      v2l = L;
+      round(v3h, v3l, dv.getUint32(p + 20, true), dv.getUint32(p + 16, true));
+      v3h = H;
+      v3l = L;
+      round(v4h, v4l, dv.getUint32(p + 28, true), dv.getUint32(p + 24, true));
+      v4h = H;
+      v4l = L;
     }
-    h = (rotl(v1, 1n) + rotl(v2, 7n) + rotl(v3, 12n) + rotl(v4, 18n)) & M64;
-    h = merge(h, v1);
-    h = merge(h, v2);
-    h = merge(h, v3);
-    h = merge(h, v4);
+    rotl(v1h, v1l, 1);
+    hh = H;
+    hl = L;
+    rotl(v2h, v2l, 7);
+    add(hh, hl, H, L);
+    hh = H;
+    hl = L;
+    rotl(v3h, v3l, 12);
+    add(hh, hl, H, L);
+    hh = H;
+    hl = L;
+    rotl(v4h, v4l, 18);
+    add(hh, hl, H, L);
+    hh = H;
+    hl = L;
+    for (const [vh, vl] of [[v1h, v1l], [v2h, v2l], [v3h, v3l], [v4h, v4l]]) {
+      round(0, 0, vh, vl);
+      mul((hh ^ H) >>> 0, (hl ^ L) >>> 0, P1[0], P1[1]);
+      add(H, L, P4[0], P4[1]);
+      hh = H;
+      hl = L;
+    }
   } else {
-    h = P5;
+    hh = P5[0];
+    hl = P5[1];
   }
-  h = (h + BigInt(n)) & M64;
+  add(hh, hl, Math.floor(n / 0x100000000), n >>> 0);
+  hh = H;
+  hl = L;
   for (; p + 8 <= n; p += 8) {
-    h ^= round(0n, u64(dv, p));
-    h = (mul(rotl(h, 27n), P1) + P4) & M64;
+    round(0, 0, dv.getUint32(p + 4, true), dv.getUint32(p, true));
+    rotl((hh ^ H) >>> 0, (hl ^ L) >>> 0, 27);
+    mul(H, L, P1[0], P1[1]);
+    add(H, L, P4[0], P4[1]);
+    hh = H;
+    hl = L;
   }
   if (p + 4 <= n) {
-    h ^= mul(BigInt(dv.getUint32(p, true)), P1);
-    h = (mul(rotl(h, 23n), P2) + P3) & M64;
+    mul(0, dv.getUint32(p, true), P1[0], P1[1]);
+    rotl((hh ^ H) >>> 0, (hl ^ L) >>> 0, 23);
+    mul(H, L, P2[0], P2[1]);
+    add(H, L, P3[0], P3[1]);
+    hh = H;
+    hl = L;
     p += 4;
   }
   for (; p < n; p++) {
-    h ^= mul(BigInt(bytes[p]), P5);
-    h = mul(rotl(h, 11n), P1);
+    mul(0, bytes[p], P5[0], P5[1]);
+    rotl((hh ^ H) >>> 0, (hl ^ L) >>> 0, 11);
+    mul(H, L, P1[0], P1[1]);
+    hh = H;
+    hl = L;
   }
-  h ^= h >> 33n;
-  h = mul(h, P2);
-  h ^= h >> 29n;
-  h = mul(h, P3);
-  h ^= h >> 32n;
-  return h;
+  // Avalanche: h ^= h >> 33; h *= P2; h ^= h >> 29; h *= P3; h ^= h >> 32.
+  hl = (hl ^ (hh >>> 1)) >>> 0;
+  mul(hh, hl, P2[0], P2[1]);
+  hh = (H ^ (H >>> 29)) >>> 0;
+  hl = (L ^ (((L >>> 29) | (H << 3)) >>> 0)) >>> 0;
+  mul(hh, hl, P3[0], P3[1]);
+  hh = H;
+  hl = (L ^ H) >>> 0;
+  return [hh, hl];
 }
 
 const utf8 = new TextEncoder();
@@ -105,14 +200,38 @@ export function keyBytes(policy, key) {
   return out;
 }
 
-/** partitionOf returns the partition of (policy, key) in a table of `partitions` entries. */
+let scratch = new Uint8Array(256);
+
+// encodeKey writes the encoding of keyBytes into scratch and returns a
+// view of it, valid until the next call.
+function encodeKey(policy, key) {
+  const need = 5 + 3 * (policy.length + key.length); // a UTF-16 unit is at most 3 UTF-8 bytes
+  if (scratch.length < need) scratch = new Uint8Array(Math.max(need, 2 * scratch.length));
+  const plen = utf8.encodeInto(policy, scratch.subarray(5)).written;
+  let start = 5;
+  let len = plen;
+  const head = [];
+  while (len >= 0x80) {
+    head.push((len & 0x7f) | 0x80);
+    len >>>= 7;
+  }
+  head.push(len);
+  start -= head.length;
+  scratch.set(head, start);
+  const klen = utf8.encodeInto(key, scratch.subarray(5 + plen)).written;
+  return scratch.subarray(start, 5 + plen + klen);
+}
+
+/** partitionOf returns the partition of (policy, key) in a table of `partitions` entries (at most 2^21). */
 export function partitionOf(policy, key, partitions) {
-  return Number(xxhash64(keyBytes(policy, key)) % BigInt(partitions));
+  const [h, l] = xxhash64Parts(encodeKey(policy, key));
+  // (h·2^32 + l) mod m, exact in doubles for m ≤ 2^21: 2^32 mod m < 2^21, (h mod m) < 2^21.
+  return (((h % partitions) * (0x100000000 % partitions)) % partitions + (l % partitions)) % partitions;
 }
 
 // Bounds of a ring view a node may send: far above any real cluster.
 export const MAX_MEMBERS = 4096;
-export const MAX_PARTITIONS = 1 << 20;
+export const MAX_PARTITIONS = 1 << 20; // partitionOf is exact up to 2^21
 
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^\s/:@[\]]+):(\d{1,5})$/;
 const UNSPECIFIED = new Set(['0.0.0.0', '[::]', '']);
