@@ -58,7 +58,7 @@ func BenchmarkStoreMemory(b *testing.B) {
 					b.ReportMetric(float64(heap1-heap0)/float64(keys), "heap-B/key")
 					// Checks against the full store, with a GC forced now and
 					// then: the longest stop-the-world pause.
-					pauses0 := gcPauses()
+					pauses0, stops0 := gcPauses(), gcStopping()
 					cpu0, cycles0 := gcWork()
 					rng := rand.New(rand.NewPCG(1, 2))
 					for j := range 500_000 {
@@ -67,7 +67,15 @@ func BenchmarkStoreMemory(b *testing.B) {
 							runtime.GC()
 						}
 					}
-					b.ReportMetric(maxPause(pauses0, gcPauses()).Seconds()*1000, "max-gc-pause-ms")
+					pauses1 := gcPauses()
+					b.ReportMetric(maxPause(pauses0, pauses1).Seconds()*1000, "max-gc-pause-ms")
+					b.ReportMetric(medianPause(pauses0, pauses1).Seconds()*1000, "median-gc-pause-ms")
+					n, over := pausesOver(pauses0, pauses1, time.Millisecond)
+					b.ReportMetric(float64(n), "gc-pauses")
+					b.ReportMetric(float64(over), "gc-pauses>1ms")
+					// Of a pause, the time it took to stop the threads: on a
+					// loaded machine, waiting for the OS to run them.
+					b.ReportMetric(maxPause(stops0, gcStopping()).Seconds()*1000, "max-gc-stopping-ms")
 					cpu1, cycles1 := gcWork()
 					b.ReportMetric((cpu1-cpu0)/float64(max(1, cycles1-cycles0))*1000, "gc-cpu-ms/cycle")
 					runtime.KeepAlive(s)
@@ -99,6 +107,43 @@ func gcPauses() *metrics.Float64Histogram {
 	s := []metrics.Sample{{Name: "/sched/pauses/total/gc:seconds"}}
 	metrics.Read(s)
 	return s[0].Value.Float64Histogram()
+}
+
+// gcStopping reads the runtime's histogram of the time the GC took to
+// stop the world, a part of each pause.
+func gcStopping() *metrics.Float64Histogram {
+	s := []metrics.Sample{{Name: "/sched/pauses/stopping/gc:seconds"}}
+	metrics.Read(s)
+	return s[0].Value.Float64Histogram()
+}
+
+// medianPause returns the upper bound of the bucket of the median pause
+// between two readings of the histogram.
+func medianPause(before, after *metrics.Float64Histogram) time.Duration {
+	var total uint64
+	for i, n := range after.Counts {
+		total += n - before.Counts[i]
+	}
+	var seen uint64
+	for i, n := range after.Counts {
+		if seen += n - before.Counts[i]; total > 0 && 2*seen >= total {
+			return time.Duration(after.Buckets[i+1] * float64(time.Second))
+		}
+	}
+	return 0
+}
+
+// pausesOver returns the pauses between two readings of the histogram, and
+// how many of them lay in buckets that reach beyond d.
+func pausesOver(before, after *metrics.Float64Histogram, d time.Duration) (n, over uint64) {
+	for i, c := range after.Counts {
+		c -= before.Counts[i]
+		n += c
+		if after.Buckets[i+1] > d.Seconds() {
+			over += c
+		}
+	}
+	return n, over
 }
 
 // gcWork returns the CPU seconds the GC has used and its cycles.

@@ -66,6 +66,7 @@ func (n *Node) allowBatch(ctx context.Context, table policyTable, rt *routeTable
 	entries := make([]*policyEntry, len(checks))
 	var local []int
 	remote := map[string][]int{} // owner → check indexes
+	var asks []leaseAskItem      // checks that ask for a lease (lease.go)
 	for i, c := range checks {
 		p, err := n.checkInput(table, c.Policy, c.Key, c.Hits)
 		if err != nil {
@@ -80,11 +81,15 @@ func (n *Node) allowBatch(ctx context.Context, table policyTable, rt *routeTable
 		}
 		if route {
 			if owner, addr := rt.owner(bucket.Key{Policy: c.Policy, ID: c.Key}); owner != rt.self && owner != "" {
-				if d, ok := n.answerHere(ctx, p, c.Key, c.Hits, rt, owner, addr, now); ok {
+				d, ok, want := n.answerHereLater(p, c.Key, c.Hits, now)
+				switch {
+				case ok:
 					out[i] = Result{Decision: d}
-					continue
+				case want > 0:
+					asks = append(asks, leaseAskItem{i, want, owner, addr})
+				default:
+					remote[owner] = append(remote[owner], i)
 				}
-				remote[owner] = append(remote[owner], i)
 				continue
 			}
 		}
@@ -103,6 +108,7 @@ func (n *Node) allowBatch(ctx context.Context, table policyTable, rt *routeTable
 			}
 		}
 	}
+	n.sendLeaseAsks(ctx, asks, checks, entries, rt, now, out, remote)
 	for owner, idx := range remote {
 		n.decideRemote(ctx, checks, idx, entries, rt, owner, now, out)
 	}

@@ -62,6 +62,11 @@ func (n *Node) Sweep() int { return n.sweep() }
 // ReplicasSent returns the counter copies n has sent to successors.
 func (n *Node) ReplicasSent() uint64 { return n.counts().ReplicaSent }
 
-// CopiesFailing reports whether the last round of copies to some
-// successor did not arrive.
-func (n *Node) CopiesFailing() bool { return n.repl != nil && n.repl.nfailing.Load() > 0 }
+// CopiesFailing returns how many successors the last round of copies
+// did not reach.
+func (n *Node) CopiesFailing() int {
+	if n.repl == nil {
+		return 0
+	}
+	return int(n.repl.nfailing.Load())
+}

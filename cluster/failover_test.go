@@ -222,7 +222,8 @@ func TestClusterFailureModeNeedsBothUnreachable(t *testing.T) {
 // partition would decide the key from, so none is answered allowed on the
 // owner's counter alone: the failure mode decides them (here `local`, a
 // third of the limit on this node). A sync policy's checks fall back at
-// once; an async one's once a round of copies has failed.
+// once; an async one's once rounds of copies to more than half of the
+// other members have failed (a single crashed successor is not enough).
 func TestClusterCopyNotDeliveredFallsBack(t *testing.T) {
 	const limit = 30
 	policies := []bucket.Policy{
@@ -231,32 +232,52 @@ func TestClusterCopyNotDeliveredFallsBack(t *testing.T) {
 	}
 	c := testcluster.Start(t, 3, testcluster.Options{Policies: policies, InMemory: true, Configure: noProbes})
 	ctx := context.Background()
+	// One key of node 0 per successor: their copies go to both others.
+	bySucc := map[int]string{}
+	for j := 0; len(bySucc) < 2; j++ {
+		k := "k" + strconv.Itoa(j)
+		if owner, succ, _ := successorOf(t, c, "a", k); owner == 0 {
+			bySucc[succ] = k
+		}
+	}
 	c.Partition([]int{0}, []int{1, 2})
 	defer c.Heal()
-	for _, p := range []string{"a", "s"} {
-		key := keyOwnedBy(c, p, 0)
-		allowed := 0
-		for i := range limit {
-			if p == "a" && i == 1 {
-				// The first hit's round of copies fails.
-				waitFor(t, "a failed round of copies", func() bool { return c.Node(0).CopiesFailing() })
-			}
-			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			d, err := c.Node(0).Allow(cctx, p, key, 1)
-			cancel()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d.Allowed {
+	allow := func(p, key string) bool {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		d, err := c.Node(0).Allow(cctx, p, key, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Allowed
+	}
+	// A single failing successor: still decided on the counter.
+	if !allow("a", bySucc[1]) {
+		t.Fatal("first check denied")
+	}
+	waitFor(t, "a failed round of copies", func() bool { return c.Node(0).CopiesFailing() == 1 })
+	if !allow("a", bySucc[1]) {
+		t.Fatal("with one successor unreachable, a check within the limit was denied")
+	}
+	// Both: the failure mode decides.
+	if !allow("a", bySucc[2]) {
+		t.Fatal("first check of the second key denied")
+	}
+	waitFor(t, "failed rounds to both successors", func() bool { return c.Node(0).CopiesFailing() == 2 })
+	for _, tc := range []struct {
+		policy, key string
+		allowed     int // so far
+	}{{"a", bySucc[1], 2}, {"s", keyOwnedBy(c, "s", 0), 0}} {
+		allowed := tc.allowed
+		for range limit - tc.allowed {
+			if allow(tc.policy, tc.key) {
 				allowed++
 			}
 		}
-		want := limit / 3
-		if p == "a" {
-			want++ // the first, allowed before any round failed
-		}
-		if allowed != want {
-			t.Errorf("%s: owner cut off from its successor: %d of %d checks allowed, want %d", p, allowed, limit, want)
+		// The local share is counted apart from the counter: up to a
+		// third of the limit, whatever the counter took before.
+		if want := tc.allowed + limit/3; allowed != want {
+			t.Errorf("%s: owner cut off from its successors: %d of %d checks allowed, want %d", tc.policy, allowed, limit, want)
 		}
 	}
 }

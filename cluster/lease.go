@@ -13,6 +13,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/internal/msgpackfit"
 )
 
 // Leases of allowance for hot allowed keys. A key checked often on a node
@@ -161,9 +162,16 @@ func (l *leases) use(p *policyEntry, key string, hits int64, now time.Time) (d D
 	defer sh.mu.Unlock()
 	e := sh.m[k]
 	if e != nil && e.p != p && !e.asking {
-		// A policy change: the lease was granted under the old policy.
-		l.drop(sh, k, e)
-		e = nil
+		if sameTerms(e.p, p, key) {
+			// A new table (any change, or the first seeded one) that
+			// counts this key alike: the lease holds.
+			e.p = p
+		} else {
+			// The key's policy changed: its lease was granted under the
+			// old one.
+			l.drop(sh, k, e)
+			e = nil
+		}
 	}
 	if e != nil {
 		if e.left > 0 && !now.Before(e.until) {
@@ -231,6 +239,12 @@ func (l *leases) renewal(e *lease, key string, now time.Time) int64 {
 func (l *leases) expire(hits int64) {
 	l.expired.Add(1)
 	l.expiredHits.Add(hits)
+}
+
+// sameTerms reports whether key is counted alike under a and b: the
+// same algorithm, window and limit.
+func sameTerms(a, b *policyEntry, key string) bool {
+	return a.Algorithm == b.Algorithm && a.Window == b.Window && a.LimitFor(key) == b.LimitFor(key)
 }
 
 // rateWant sizes a grant for leaseTarget of checks at the rate of n in
@@ -430,6 +444,47 @@ func (n *Node) answerHere(ctx context.Context, p *policyEntry, key string, hits 
 	return Decision{}, false
 }
 
+// answerHereLater is answerHere for a check of a batch decided under the
+// lock of local decisions, where no network call may wait: it answers
+// from a lease or a cached denial, or says (want > 0) that the check is to
+// ask the owner for a lease once the lock is released (sendLeaseAsks).
+func (n *Node) answerHereLater(p *policyEntry, key string, hits int64, now time.Time) (d Decision, ok bool, want int64) {
+	d, v, want := n.leases.use(p, key, hits, now)
+	if v == leaseDecided {
+		return d, true, 0
+	}
+	if d, ok := n.denyCache.lookup(p, key, hits, now); ok {
+		if v == leaseAsk {
+			n.leases.asked(p, key, leaseRes{}, now, now)
+		}
+		return d, true, 0
+	}
+	if v == leaseAsk {
+		return Decision{}, false, max(want, 1)
+	}
+	return Decision{}, false, 0
+}
+
+// leaseAskItem is a check of a batch that asks its owner for a lease.
+type leaseAskItem struct {
+	i           int // the check's index
+	want        int64
+	owner, addr string
+}
+
+// sendLeaseAsks sends the batch's checks that ask for a lease; those the
+// owner did not decide join remote, to be forwarded as usual.
+func (n *Node) sendLeaseAsks(ctx context.Context, asks []leaseAskItem, checks []Request, entries []*policyEntry, rt *routeTable, now time.Time, out []Result, remote map[string][]int) {
+	for _, a := range asks {
+		c := checks[a.i]
+		if d, ok := n.askLease(ctx, entries[a.i], c.Key, c.Hits, a.want, rt, a.owner, a.addr, now); ok {
+			out[a.i] = Result{Decision: d}
+			continue
+		}
+		remote[a.owner] = append(remote[a.owner], a.i)
+	}
+}
+
 // askLease sends a check of key to its owner with an ask for a lease of
 // want hits, and returns the owner's decision; ok is false when the owner
 // did not decide it (the caller forwards it as usual).
@@ -440,6 +495,9 @@ func (n *Node) askLease(ctx context.Context, p *policyEntry, key string, hits, w
 		fctx, done := n.forwardCtx(ctx, rt, owner)
 		body, err = n.tr.Call(fctx, addr, methodLease, body)
 		done()
+	}
+	if err == nil && !msgpackfit.Fits(body) {
+		err = errLengthBeyondEnd
 	}
 	if err == nil {
 		err = msgpack.Unmarshal(body, &res)
@@ -461,7 +519,11 @@ var errLeaseRefused = errors.New("cluster: lease request refused")
 // return.
 func (n *Node) receiveLease(ctx context.Context, method string, body []byte) ([]byte, error) {
 	var req leaseReq
-	if err := msgpack.Unmarshal(body, &req); err != nil {
+	err := errLengthBeyondEnd
+	if msgpackfit.Fits(body) {
+		err = msgpack.Unmarshal(body, &req)
+	}
+	if err != nil {
 		n.warnings.Log("refused a malformed lease request", "err", err)
 		return nil, fmt.Errorf("%w: %v", errLeaseRefused, err)
 	}
@@ -504,25 +566,53 @@ func (n *Node) receiveLease(ctx context.Context, method string, body []byte) ([]
 		}
 		return nil, nil
 	}
+	if n.copyFailing(k) {
+		// The counter's copies do not reach its successor: the asker
+		// forwards its check, decided as any check of the key now is.
+		n.copyMu.RUnlock()
+		return msgpack.Marshal(leaseRes{})
+	}
 	res, changed, err := grantLease(ctx, n.store, p, k, req.Hits, req.Want, rt.ring.Len(), now)
 	n.copyMu.RUnlock()
 	if err != nil {
 		return msgpack.Marshal(leaseRes{})
-	}
-	if res.Grant > 0 {
-		n.leases.granted.Add(1)
 	}
 	if changed && n.repl != nil {
 		if res.Grant > 0 || p.Replication == bucket.ReplicateSync {
 			// The successor must count the slice before the holder uses
 			// it: if this node crashed first, the slice would be free
 			// again there while the holder admits from it.
-			n.waitCopied(ctx)
+			if !n.waitCopied(ctx) {
+				res = n.uncopiedLease(ctx, p, k, req.Hits, res, now)
+			}
 		} else {
 			n.repl.changed()
 		}
 	}
+	if res.Grant > 0 {
+		n.leases.granted.Add(1)
+	}
 	return msgpack.Marshal(res)
+}
+
+// uncopiedLease is the answer to an ask whose changes did not reach the
+// key's successor: no lease (the slice is given back to the counter), and
+// the check decided as a check whose copy failed is (see Node.stored).
+func (n *Node) uncopiedLease(ctx context.Context, p *policyEntry, k bucket.Key, hits int64, res leaseRes, now time.Time) leaseRes {
+	if res.Grant > 0 {
+		n.copyMu.RLock()
+		returnLease(ctx, n.store, p, k, res.Grant, res.Until, n.clock.Now())
+		n.copyMu.RUnlock()
+		res.Grant, res.Base, res.TTL, res.Until = 0, 0, 0, 0
+	}
+	if !res.Allowed || hits <= 0 {
+		return res
+	}
+	d, err := n.fallback(ctx, p, k.ID, hits, now, n.liveNodes(), errNotCopied)
+	if err != nil {
+		return leaseRes{} // the asker forwards its check
+	}
+	return leaseRes{OK: true, Allowed: d.Allowed, Limit: d.Limit, Remaining: d.Remaining, ResetAfter: d.ResetAfter, RetryAfter: d.RetryAfter}
 }
 
 // leaseLoop gives back the leases unused for leaseIdle and drops ended
@@ -559,6 +649,9 @@ func (n *Node) returnLeases(ctx context.Context, all bool) {
 	if len(rs) == 0 || rt == nil {
 		return
 	}
+	// One bound for all: a leave does not wait on each dead owner in turn.
+	cctx, cancel := context.WithTimeout(ctx, leaseCallLimit)
+	defer cancel()
 	for _, r := range rs {
 		owner, addr := rt.owner(r.k)
 		if owner == "" || owner == rt.self {
@@ -568,9 +661,7 @@ func (n *Node) returnLeases(ctx context.Context, all bool) {
 		if err != nil {
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, leaseCallLimit)
 		_, err = n.tr.Call(cctx, addr, methodLeaseReturn, body)
-		cancel()
 		if err != nil {
 			n.warnings.Log("giving back a lease failed; its hits stay counted until their slot ends", "owner", owner, "hits", r.hits, "err", err)
 			continue

@@ -39,8 +39,10 @@ func TestClusterLeasesHotKey(t *testing.T) {
 		return sum
 	}
 
-	// Every node checks the key from 4 workers, 15,000 checks in all: less
-	// than the limit, so that the nodes stop with leases unused.
+	// Every node checks the key from 4 workers, 9,600 checks in all: less
+	// than the limit by more than the leases can hold (each grant at most
+	// a sixth of what remains), so that none is denied and the nodes stop
+	// with leases unused.
 	const key = "tenant:acme"
 	var allowed atomic.Int64
 	var wg sync.WaitGroup
@@ -48,7 +50,7 @@ func TestClusterLeasesHotKey(t *testing.T) {
 		n := c.Node(i)
 		for range 4 {
 			wg.Go(func() {
-				for range 1250 {
+				for range 800 {
 					d, err := n.Allow(context.Background(), "global", key, 1)
 					if err != nil {
 						t.Error(err)
@@ -63,14 +65,14 @@ func TestClusterLeasesHotKey(t *testing.T) {
 	}
 	wg.Wait()
 	first := allowed.Load()
-	if first != 15_000 {
-		t.Fatalf("%d of 15000 checks admitted; the limit is %d", first, limit)
+	if first != 9600 {
+		t.Fatalf("%d of 9600 checks admitted; the limit is %d", first, limit)
 	}
 	granted, local := metric("ratelimit_leases_granted_total"), metric("ratelimit_lease_checks_total")
 	// Two thirds of the checks arrive at the nodes that do not own the
 	// key; want most of those decided under leases (the first 64 of each
 	// node, and those while asking for more, are forwarded).
-	if granted == 0 || local < 10_000/2 {
+	if granted == 0 || local < 6400/2 {
 		t.Fatalf("%v leases granted, %v checks decided under them; want the hot key leased", granted, local)
 	}
 
@@ -109,13 +111,54 @@ func TestClusterLeasesHotKey(t *testing.T) {
 		t.Fatal("no lease given back")
 	}
 
+	// Batches lease too: their asks leave once the batch's local checks
+	// are decided.
+	const key3 = "tenant:initech"
+	via := (c.Owner("global", key3) + 1) % 3
+	before3 := gaugeOrCounter(t, regs[via], "ratelimit_lease_checks_total", "", "")
+	checks := make([]cluster.Request, 10)
+	out := make([]cluster.Result, len(checks))
+	for range 100 {
+		for j := range checks {
+			checks[j] = cluster.Request{Policy: "global", Key: key3, Hits: 1}
+		}
+		if err := c.Node(via).AllowBatch(context.Background(), checks, out); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range out {
+			if r.Err != nil || !r.Allowed {
+				t.Fatalf("a batch's check: %+v", r)
+			}
+		}
+	}
+	if got := gaugeOrCounter(t, regs[via], "ratelimit_lease_checks_total", "", "") - before3; got < 500 {
+		t.Fatalf("%v of 1000 checks in batches decided under a lease; want most", got)
+	}
+
 	// A holder that crashes: its slice is lost until its slot leaves the
 	// window, and nothing is admitted twice.
 	const key2 = "tenant:globex"
 	owner2 := c.Owner("global", key2)
-	holder := (owner2 + 1) % 3
+	// The holder is the node that is neither the key's owner nor its
+	// successor: while the successor is down and not yet out of the ring,
+	// the owner cannot copy its changes and decides by the failure mode,
+	// which is another test's matter.
+	loc, err := c.Node(owner2).Locate(context.Background(), "global", key2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := -1
+	for i := range 3 {
+		if name := c.Node(i).Status().Node; i != owner2 && name != loc.Successor {
+			holder = i
+		}
+	}
+	if holder < 0 {
+		t.Fatalf("no third node beside owner %d and successor %s", owner2, loc.Successor)
+	}
 	var admitted int64
 	before := gaugeOrCounter(t, regs[holder], "ratelimit_lease_checks_total", "", "")
+	held := false
 	for range 5000 {
 		d, err := c.Node(holder).Allow(context.Background(), "global", key2, 1)
 		if err != nil {
@@ -124,11 +167,15 @@ func TestClusterLeasesHotKey(t *testing.T) {
 		if d.Allowed {
 			admitted++
 		}
-		if gaugeOrCounter(t, regs[holder], "ratelimit_lease_checks_total", "", "") > before+10 {
+		// Killed right after a check decided under its lease (an idle one
+		// would be given back after 250 ms).
+		if gaugeOrCounter(t, regs[holder], "ratelimit_lease_checks_total", "", "") > before+10 &&
+			gaugeOrCounter(t, regs[holder], "ratelimit_leases_held", "", "") == 1 {
+			held = true
 			break
 		}
 	}
-	if gaugeOrCounter(t, regs[holder], "ratelimit_leases_held", "", "") != 1 {
+	if !held {
 		t.Fatal("the holder holds no lease of the second key")
 	}
 	c.Kill(holder)

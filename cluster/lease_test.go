@@ -219,10 +219,17 @@ func TestLeaseHotKeyIsLeased(t *testing.T) {
 	if local < 9_000 || asks > 200 {
 		t.Fatalf("%d of 10000 checks decided under a lease, %d asks; want most checks local", local, asks)
 	}
-	// A policy change ends the lease at once.
+	// A new table that counts the key alike keeps the lease; a change of
+	// the key's limit ends it at once.
+	same := &policyEntry{Policy: p.Policy}
+	same.Shadow = true
+	if _, v, _ := l.use(same, k.ID, 1, now); v != leaseDecided {
+		t.Fatal("a new table with the same limit and window ended the lease")
+	}
 	q := &policyEntry{Policy: p.Policy}
+	q.Limit++
 	if _, v, _ := l.use(q, k.ID, 1, now); v == leaseDecided {
-		t.Fatal("a lease granted under the old policy decided a check")
+		t.Fatal("a lease granted under the old limit decided a check")
 	}
 	// Not eligible: a rate, or a limit below the table's minimum.
 	for _, q := range []bucket.Policy{{Name: "g", Algorithm: bucket.GCRA, Limit: 1_000_000, Window: time.Minute}, {Name: "s", Limit: 999, Window: time.Minute}} {

@@ -155,6 +155,7 @@ type gossip struct {
 	joined   chan struct{}        // closed once a join succeeded (markJoined)
 	joinOnce sync.Once
 	ring     uint64 // this node's ring config fingerprint
+	self     string // the gossip address memberlist advertises
 	// ringRefused: a merge was refused for another ring config since the
 	// last join began.
 	ringRefused atomic.Bool
@@ -253,6 +254,10 @@ func (n *Node) startGossip(ctx context.Context) error {
 		return fmt.Errorf("cluster: gossip on %s: %w", cfg.GossipAddr, err)
 	}
 	g.ml = ml
+	// Read once: memberlist's local node is rewritten, without a lock
+	// the reader could take, on every update of its metadata.
+	ln := ml.LocalNode()
+	g.self = net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
 	n.wg.Add(2)
 	go g.rebuildLoop()
 	go g.reconnectLoop(max(time.Second, 5*mc.ProbeInterval))
@@ -326,10 +331,8 @@ func (g *gossip) joinLoop() {
 	}
 }
 
-func (g *gossip) localAddr() string {
-	ln := g.ml.LocalNode()
-	return net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
-}
+// localAddr is the address peers gossip with, as memberlist advertises it.
+func (g *gossip) localAddr() string { return g.self }
 
 // joinedAt returns when the node joined (zero before).
 func (g *gossip) joinedAt() time.Time {

@@ -70,12 +70,14 @@ func (r *replicator) setFailing(to string, failed bool) {
 	r.nfailing.Store(int32(len(r.failing)))
 }
 
-// copyFailing reports whether the last round of copies to the successor
-// of k (which this node owns) did not arrive: a node cut off from its
-// successor, whose keys the other side may decide from their copies by
-// now. Such a node answers no check of k allowed on its counter alone
-// (see stored): the failure mode decides those it allows. One atomic load
-// while every successor is reached.
+// copyFailing reports whether this node looks cut off from the others:
+// the last round of copies to the successor of k (which it owns) did not
+// arrive, nor did those to more than half of the other members. The other
+// side may be deciding its keys from their copies by now, so it answers
+// no check of k allowed on its counter alone (see stored): the failure
+// mode decides those it allows. One successor that crashed is not enough:
+// its keys' owners go on deciding until the ring drops it. One atomic
+// load while every successor is reached.
 func (n *Node) copyFailing(k bucket.Key) bool {
 	r := n.repl
 	if r == nil || r.nfailing.Load() == 0 {
@@ -90,7 +92,16 @@ func (n *Node) copyFailing(k bucket.Key) bool {
 	to := rt.succ.Owner(enc)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.failing[to]
+	if !r.failing[to] {
+		return false
+	}
+	failing := 0
+	for name := range r.failing {
+		if _, ok := rt.addrs[name]; ok && name != rt.self {
+			failing++
+		}
+	}
+	return 2*failing > rt.succ.Len()
 }
 
 // copyRound is closed once its copies have been sent (or have failed);
@@ -287,6 +298,10 @@ func (n *Node) promoteReplicas(rt *routeTable) {
 			hs.Merge(c.k, p.Policy, c.st, now)
 		}
 		n.replicas.Delete(c.k)
+		// The hits admitted on the copy for the old owner are in the
+		// counter now, which a hand-over gives back to it if it returns:
+		// folding them back as well would count them twice.
+		n.taken.forget(c.k)
 	}
 	n.metrics.replicaPromoted.Add(float64(len(mine)))
 	n.log.Info("took over counter copies of keys now owned here", "counters", len(mine))
@@ -412,6 +427,13 @@ func (t *takenHits) snapshot() map[bucket.Key]int64 {
 		out[k] = v
 	}
 	return out
+}
+
+// forget drops every hit of k.
+func (t *takenHits) forget(k bucket.Key) {
+	t.mu.Lock()
+	delete(t.m, k)
+	t.mu.Unlock()
 }
 
 // settle forgets hits of k that were folded back (or need not be).

@@ -2,10 +2,14 @@ package httpapi_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -217,11 +221,13 @@ func TestOwnerAwareClientExact(t *testing.T) {
 }
 
 // TestOwnerAwareClientStaleRingAndChange: checks run while a node joins.
-// Every check is answered; keys whose owner did not change admit exactly
-// their limit at least (nothing lost) and at most the cluster's bound for
-// a hand-off (2 × limit: nothing counted twice admits less, and the client
-// sends no check twice); the client learns the new ring from the answers
-// and then sends (almost) nothing that needs a forward.
+// Every check is answered. Of a policy that never denies, no key counts a
+// check twice (at most the checks sent: a hand-off merges, never adds, and
+// the client sends no check twice), and a key whose owner did not change
+// counts every check (nothing lost). Of a limit of 20, keys admit their
+// limit at least and at most the cluster's bound for a hand-off (2 x
+// limit). The client learns the new ring from the answers and then sends
+// (almost) nothing that needs a forward.
 func TestOwnerAwareClientStaleRingAndChange(t *testing.T) {
 	hc := startHTTPCluster(t, 3)
 	c := newOwnerClient(hc)
@@ -231,15 +237,15 @@ func TestOwnerAwareClientStaleRingAndChange(t *testing.T) {
 	}
 	oldVersion := c.Version()
 	const keys, perKey, limit = 30, 30, 20
-	owners := func() map[string]string {
+	owners := func(policy string) map[string]string {
 		m := map[string]string{}
 		for k := range keys {
 			key := "k" + strconv.Itoa(k)
-			m[key] = testcluster.OwnerOf(hc.Node(hc.Live()[0]), "twenty", key)
+			m[key] = testcluster.OwnerOf(hc.Node(hc.Live()[0]), policy, key)
 		}
 		return m
 	}
-	ownersBefore := owners()
+	ownersBefore, bigBefore := owners("twenty"), owners("big")
 	var allowed [keys]atomic.Int64
 	var failed atomic.Int64
 	var wg sync.WaitGroup
@@ -250,12 +256,18 @@ func TestOwnerAwareClientStaleRingAndChange(t *testing.T) {
 			defer wg.Done()
 			<-start
 			for range perKey {
-				d, err := c.Check(ctx, "twenty", "k"+strconv.Itoa(k), 1)
-				if err != nil {
-					failed.Add(1)
-					t.Log(err)
-				} else if d.Allowed {
-					allowed[k].Add(1)
+				for _, policy := range []string{"twenty", "big"} {
+					d, err := c.Check(ctx, policy, "k"+strconv.Itoa(k), 1)
+					switch {
+					case err != nil:
+						failed.Add(1)
+						t.Log(err)
+					case policy == "twenty" && d.Allowed:
+						allowed[k].Add(1)
+					case policy == "big" && !d.Allowed:
+						failed.Add(1)
+						t.Logf("big: k%d denied", k)
+					}
 				}
 				time.Sleep(time.Millisecond)
 			}
@@ -267,7 +279,25 @@ func TestOwnerAwareClientStaleRingAndChange(t *testing.T) {
 	if failed.Load() != 0 {
 		t.Fatalf("%d checks failed during the ring change", failed.Load())
 	}
-	ownersAfter := owners()
+	ownersAfter, bigAfter := owners("twenty"), owners("big")
+	// The counts of "big", read with a peek through the client.
+	bigMoved := 0
+	for k := range keys {
+		key := "k" + strconv.Itoa(k)
+		d, err := c.Check(ctx, "big", key, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counted := d.Limit - d.Remaining
+		moved := bigBefore[key] != bigAfter[key]
+		if moved {
+			bigMoved++
+		}
+		if counted > perKey || (!moved && counted != perKey) {
+			t.Errorf("big %s (owner %s → %s): counted %d of %d checks", key, bigBefore[key], bigAfter[key], counted, perKey)
+		}
+	}
+	t.Logf("big: %d of %d keys moved", bigMoved, keys)
 	moved := 0
 	for k := range keys {
 		key := "k" + strconv.Itoa(k)
@@ -317,4 +347,62 @@ func TestOwnerAwareClientNodeKilled(t *testing.T) {
 	}
 	hc.WaitConverged()
 	waitVersion(t, hc, c)
+}
+
+// TestRingNeedsNoToken: GET /v1/ring is as open as POST /v1/check, even
+// when the admin and client tokens are set, since a client that may check
+// needs it to route; it tells only the members' names and HTTP addresses
+// and the partition table, never their gossip, peer or raft addresses
+// (those stay behind the admin token, on GET /v1/cluster).
+func TestRingNeedsNoToken(t *testing.T) {
+	hc := startHTTPCluster(t, 3)
+	n := hc.Node(0)
+	h, err := httpapi.NewHandler(httpapi.Options{Checker: n, AdminToken: "admin-secret", ClientToken: "client-secret",
+		Status: func() any { return n.Status() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	get := func(path string) (int, []byte) {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	if code, _ := get("/v1/cluster"); code != http.StatusUnauthorized {
+		t.Errorf("GET /v1/cluster without the admin token: %d, want 401", code)
+	}
+	code, body := get("/v1/ring")
+	if code != http.StatusOK {
+		t.Fatalf("GET /v1/ring without a token: %d %s", code, body)
+	}
+	var raw struct {
+		Members []map[string]any `json:"members"`
+		Owners  []int            `json:"owners"`
+	}
+	if err := json.Unmarshal(body, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if len(raw.Members) != 3 || len(raw.Owners) == 0 {
+		t.Fatalf("ring %s", body)
+	}
+	for _, m := range raw.Members {
+		for field := range m {
+			if field != "name" && field != "http_addr" {
+				t.Errorf("a ring member tells %q: %v", field, m)
+			}
+		}
+	}
+	for i := range 3 {
+		a := hc.Node(i).Addrs()
+		for _, addr := range []string{a.Gossip, a.Peer, a.Raft} {
+			if addr != "" && strings.Contains(string(body), addr) {
+				t.Errorf("GET /v1/ring tells the internal address %s", addr)
+			}
+		}
+	}
 }

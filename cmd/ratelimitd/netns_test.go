@@ -116,6 +116,9 @@ func newNetnsLab(t *testing.T, n int) *netnsLab {
 		}
 	}
 	t.Cleanup(func() {
+		// A namespace deleted says nothing to the sockets that reached
+		// into it: keep-alive connections to its nodes would wait forever.
+		testClient.CloseIdleConnections()
 		for _, ns := range append(lab.nodes, lab.sw) {
 			_ = exec.Command("ip", "netns", "del", ns).Run()
 		}

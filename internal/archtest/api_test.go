@@ -24,20 +24,8 @@ var nodeAPI = []string{
 // TestNodeAPI: cluster.Node's exported methods, in its non-test files,
 // are nodeAPI and no more.
 func TestNodeAPI(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("..", "..", "cluster", "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
 	var got []string
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		file, err := parser.ParseFile(fset, f, nil, parser.SkipObjectResolution)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, file := range clusterFiles(t, token.NewFileSet()) {
 		for _, d := range file.Decls {
 			fn, ok := d.(*ast.FuncDecl)
 			if !ok || fn.Recv == nil || !fn.Name.IsExported() {
@@ -55,4 +43,25 @@ func TestNodeAPI(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("cluster.Node's exported methods:\n got %v\nwant %v", got, want)
 	}
+}
+
+// clusterFiles parses the cluster package's non-test files.
+func clusterFiles(t *testing.T, fset *token.FileSet) []*ast.File {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join("..", "..", "cluster", "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []*ast.File
+	for _, name := range names {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	return files
 }

@@ -2,10 +2,7 @@ package archtest
 
 import (
 	"go/ast"
-	"go/parser"
 	"go/token"
-	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -16,19 +13,8 @@ import (
 // outlive the node. Only Start makes root contexts: the lifetime itself,
 // and the one a crash switch halts the node with.
 func TestNodeWorkUnderItsLifetime(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("..", "..", "cluster", "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	fset := token.NewFileSet()
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		file, err := parser.ParseFile(fset, f, nil, parser.SkipObjectResolution)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, file := range clusterFiles(t, fset) {
 		for _, d := range file.Decls {
 			fn, ok := d.(*ast.FuncDecl)
 			if !ok || fn.Body == nil || (fn.Recv == nil && fn.Name.Name == "Start") {

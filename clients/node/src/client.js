@@ -33,6 +33,35 @@ const MAX_RING_BODY = 4 << 20;
 
 const MODES = new Set(['open', 'closed']);
 
+// readLimited reads a response's body as text, or returns null (and stops
+// reading) once it is longer than max bytes.
+async function readLimited(res, max) {
+  if (Number(res.headers.get('content-length')) > max || !res.body) {
+    await res.body?.cancel();
+    return res.body ? null : '';
+  }
+  const reader = res.body.getReader();
+  const chunks = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > max) {
+      await reader.cancel();
+      return null;
+    }
+    chunks.push(value);
+  }
+  const all = new Uint8Array(size);
+  let off = 0;
+  for (const c of chunks) {
+    all.set(c, off);
+    off += c.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
 function envAddr() {
   const p = globalThis.process;
   return p && p.env ? p.env.RATELIMIT_ADDR : undefined;
@@ -384,8 +413,8 @@ export class RateLimitClient {
       for (const node of tried) {
         try {
           const res = await this.#once(node, 'GET', '/v1/ring', undefined, ms, options.signal);
-          const text = await res.text();
-          if (res.status !== 200 || text.length > MAX_RING_BODY) continue;
+          const text = await readLimited(res, MAX_RING_BODY);
+          if (res.status !== 200 || text === null) continue;
           const ring = parseRing(JSON.parse(text), scheme);
           const urls = new Set(ring.members.map((m) => m.url));
           for (const url of this.#ringNodes.keys()) if (!urls.has(url)) this.#ringNodes.delete(url);

@@ -63,3 +63,29 @@ test('parseRing refuses a malformed view and skips unusable addresses', () => {
   }
   assert.equal(parseRing({ ...good, members: [{ name: 'n1', http_addr: 'evil.example/path:80' }], owners: [0] }).members[0].url, null);
 });
+
+test('a ring longer than the client reads is refused, and checks go to any node', async (t) => {
+  const http = await import('node:http');
+  const { RateLimitClient } = await import('../src/index.js');
+  // A node whose ring is 5 MiB of members (more than the 4 MiB read) and
+  // which answers checks itself.
+  let checks = 0;
+  const srv = http.createServer((req, res) => {
+    if (req.url === '/v1/ring') {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.write('{"version":"v","members":[');
+      for (let i = 0; i < 5 * 1024; i++) res.write(`${i ? ',' : ''}{"name":"${'n'.repeat(1000)}"}`);
+      res.end('],"owners":[0]}');
+      return;
+    }
+    if (req.url === '/v1/check') checks++;
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.end('{"allowed":true,"policy":"p","limit":1,"remaining":0,"reset_after_ms":1,"retry_after_ms":0}');
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  t.after(() => srv.close());
+  const client = new RateLimitClient({ url: `http://127.0.0.1:${srv.address().port}`, ownerAware: true, healthIntervalMs: 0, attemptTimeoutMs: 5000 });
+  assert.equal(await client.refreshRing(), null);
+  assert.equal((await client.check('p', 'k')).allowed, true);
+  assert.equal(checks, 1);
+});
