@@ -192,6 +192,11 @@ func (n *Node) decideRemote(ctx context.Context, checks []Request, idx []int, en
 			n.denyCache.store(entries[i], c.Key, c.Hits, out[i].Decision, now)
 		case res[j].Status == transport.StatusBadRequest:
 			out[i] = Result{Err: fmt.Errorf("%w: refused by its owner", ErrInvalidKey)}
+		case res[j].Status == transport.StatusUnavailable:
+			// Alive but unable to decide now: asked again as forward
+			// does, not failed over.
+			d, ferr := n.forward(ctx, entries[i], c.Key, c.Hits, rt, owner, addr, now)
+			out[i] = Result{Decision: d, Err: ferr}
 		default:
 			d, ferr := n.failover(ctx, entries[i], c.Key, c.Hits, rt, owner, now, fmt.Errorf("%w: %s answered %s", ErrOwnerUnavailable, addr, res[j].Status))
 			out[i] = Result{Decision: d, Err: ferr}

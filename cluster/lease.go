@@ -54,7 +54,7 @@ const (
 	leaseShards    = 64
 	leaseHotSlots  = 64                     // per shard: checks counted for 4,096 keys in all
 	leaseHotChecks = 64                     // a key checked this often in leaseHotPeriod asks for a lease
-	leaseHotPeriod = time.Second            //
+	leaseHotPeriod = time.Second            // the period of leaseHotChecks
 	leaseTarget    = 50 * time.Millisecond  // a grant is sized for this long of the holder's checks
 	leaseMinWant   = 16                     // the smallest grant asked for
 	leaseIdle      = 250 * time.Millisecond // a lease unused this long is given back

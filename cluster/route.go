@@ -26,6 +26,21 @@ func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int
 	fctx, done := n.forwardCtx(ctx, rt, owner)
 	start := time.Now()
 	res, err := n.tr.Check(fctx, addr, transport.CheckItem{Policy: p.Name, Key: key, Hits: hits})
+	// An owner that answers but cannot decide now (it holds the check
+	// for a hand-over past its wait, or is closing) is alive: it is asked
+	// again while it stays in the ring, up to FailoverTimeout. Its
+	// successor need not hold a copy of the key when the ring is
+	// changing, and would decide from nothing.
+	for wait := 5 * time.Millisecond; err == nil && res.Status == transport.StatusUnavailable && time.Since(start) < n.cfg.FailoverTimeout; wait = min(2*wait, 200*time.Millisecond) {
+		select {
+		case <-fctx.Done():
+		case <-n.stop:
+		case <-time.After(wait):
+			res, err = n.tr.Check(fctx, addr, transport.CheckItem{Policy: p.Name, Key: key, Hits: hits})
+			continue
+		}
+		break
+	}
 	done()
 	if took := time.Since(start); took > n.cfg.ForwardTimeout {
 		n.warnings.Log("a forwarded check took longer than ForwardTimeout; it waited for its owner", "owner", owner, "took", took, "err", err)

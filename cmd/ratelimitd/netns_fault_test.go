@@ -80,7 +80,6 @@ func keyOf(policy string) string {
 	}
 }
 
-
 // faultLoad sends checks at a steady pace, round-robin over its keys and
 // over the URLs targets returns, at most perKey per key, from at most
 // loadWorkers checks in flight.
