@@ -85,8 +85,11 @@ func (n *Node) allowBatch(ctx context.Context, table policyTable, rt *routeTable
 				switch {
 				case ok:
 					out[i] = Result{Decision: d}
+					if want > 0 {
+						asks = append(asks, leaseAskItem{i, want, owner, addr, true})
+					}
 				case want > 0:
-					asks = append(asks, leaseAskItem{i, want, owner, addr})
+					asks = append(asks, leaseAskItem{i, want, owner, addr, false})
 				default:
 					remote[owner] = append(remote[owner], i)
 				}

@@ -102,6 +102,20 @@ func (c *denyCache) lookup(p *policyEntry, key string, hits int64, now time.Time
 	return d, true
 }
 
+// covers reports whether a denial of key under p holds at now (a check
+// of one hit would be answered from it), without answering one.
+func (c *denyCache) covers(p *policyEntry, key string, now time.Time) bool {
+	if c == nil {
+		return false
+	}
+	k := bucket.Key{Policy: p.Name, ID: key}
+	sh := c.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e, ok := sh.m[k]
+	return ok && e.policy == p && now.Before(e.until) && e.hits <= 1
+}
+
 // store remembers the owner's answer d to a check of hits on key under p,
 // sent at now, if it is a denial that a wait can end. A peek's denial is
 // not kept: a peek writes nothing, and of a counter last written under

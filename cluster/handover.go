@@ -286,7 +286,15 @@ func (n *Node) where(rt *routeTable, enc []byte, strict bool) (owner, addr strin
 	if o == "" || o == self {
 		if len(rt.await) > 0 {
 			if p := rt.prev.Owner(enc); rt.await[p] {
-				if f := n.ho.final(p); f == nil || f.Owner(enc) != self {
+				f := n.ho.final(p)
+				if f == nil && !strict && rt.addrs[p] != "" {
+					// p has not changed its ring as far as this node
+					// knows: it decides the key until it hands it over
+					// (and, once it has, passes the check back here,
+					// where a peer's check waits for its message).
+					return p, rt.addrs[p], nil
+				}
+				if f == nil || f.Owner(enc) != self {
 					// p has not given it to this node yet (or gave it
 					// to another: one of the two rings is behind).
 					return self, "", waitChange

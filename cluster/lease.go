@@ -54,7 +54,7 @@ const (
 	leaseShards    = 64
 	leaseHotSlots  = 64                     // per shard: checks counted for 4,096 keys in all
 	leaseHotChecks = 64                     // a key checked this often in leaseHotPeriod asks for a lease
-	leaseHotPeriod = time.Second            //
+	leaseHotPeriod = time.Second            // the period of leaseHotChecks
 	leaseTarget    = 50 * time.Millisecond  // a grant is sized for this long of the holder's checks
 	leaseMinWant   = 16                     // the smallest grant asked for
 	leaseIdle      = 250 * time.Millisecond // a lease unused this long is given back
@@ -73,10 +73,11 @@ const (
 type leaseVerdict int8
 
 const (
-	leaseNone    leaseVerdict = iota // forward it as usual
-	leaseDecided                     // decided under a lease
-	leaseAsk                         // ask the owner for a lease with it
-	leaseWait                        // wait for the ask in flight (asked), then use again
+	leaseNone       leaseVerdict = iota // forward it as usual
+	leaseDecided                        // decided under a lease
+	leaseDecidedAsk                     // decided under a lease; ask the owner for more, with a peek
+	leaseAsk                            // ask the owner for a lease with it
+	leaseWait                           // wait for the ask in flight (asked), then use again
 )
 
 // leases are the leases a node holds, with the counts of checks that make
@@ -187,12 +188,19 @@ func (l *leases) use(p *policyEntry, key string, hits int64, now time.Time) (d D
 		if e.p == p && e.left < e.grant/2 && !e.asking && !now.Before(e.retryAt) {
 			want = l.renewal(e, key, now)
 		}
-		if e.p == p && e.left >= max(hits, 1) && want <= 0 {
+		if e.p == p && e.left >= max(hits, 1) {
+			// What is left is this node's to admit, even while it asks
+			// for more (the owner may have nothing more to give).
 			e.left -= hits
 			e.used += hits
 			e.lastUse = now
 			l.hits.Add(1)
-			return Decision{Allowed: true, Limit: e.limit, Remaining: e.base + e.left, ResetAfter: max(0, e.reset.Sub(now))}, leaseDecided, 0
+			d := Decision{Allowed: true, Limit: e.limit, Remaining: e.base + e.left, ResetAfter: max(0, e.reset.Sub(now))}
+			if want > 0 {
+				e.asking, e.answered = true, make(chan struct{})
+				return d, leaseDecidedAsk, want
+			}
+			return d, leaseDecided, 0
 		}
 		if e.asking {
 			// The grant in flight is counted at its owner already: a
@@ -478,7 +486,15 @@ func (n *Node) answerHere(ctx context.Context, p *policyEntry, key string, hits 
 		now = n.clock.Now()
 		d, v, want = n.leases.use(p, key, hits, now)
 	}
-	if v == leaseDecided {
+	switch v {
+	case leaseDecided:
+		return d, true
+	case leaseDecidedAsk:
+		if n.denyCache.covers(p, key, now) {
+			n.leases.asked(p, key, leaseRes{}, now, now) // the owner has nothing to give
+		} else {
+			n.askLease(ctx, p, key, 0, want, rt, owner, addr, now)
+		}
 		return d, true
 	}
 	if d, ok := n.denyCache.lookup(p, key, hits, now); ok {
@@ -496,12 +512,20 @@ func (n *Node) answerHere(ctx context.Context, p *policyEntry, key string, hits 
 // answerHereLater is answerHere for a check of a batch decided under the
 // lock of local decisions, where no network call may wait: it answers
 // from a lease or a cached denial, or says (want > 0) that the check is to
-// ask the owner for a lease once the lock is released (sendLeaseAsks).
+// ask the owner for a lease once the lock is released (sendLeaseAsks): with
+// ok, as a peek, the check being decided.
 func (n *Node) answerHereLater(p *policyEntry, key string, hits int64, now time.Time) (d Decision, ok bool, want int64) {
 	// leaseWait: no wait under the lock; the check is forwarded.
 	d, v, want := n.leases.use(p, key, hits, now)
-	if v == leaseDecided {
+	switch v {
+	case leaseDecided:
 		return d, true, 0
+	case leaseDecidedAsk:
+		if n.denyCache.covers(p, key, now) {
+			n.leases.asked(p, key, leaseRes{}, now, now)
+			return d, true, 0
+		}
+		return d, true, max(want, 1)
 	}
 	if d, ok := n.denyCache.lookup(p, key, hits, now); ok {
 		if v == leaseAsk {
@@ -520,6 +544,7 @@ type leaseAskItem struct {
 	i           int // the check's index
 	want        int64
 	owner, addr string
+	peek        bool // the check is decided: ask with a peek
 }
 
 // sendLeaseAsks sends the batch's checks that ask for a lease; those the
@@ -527,6 +552,10 @@ type leaseAskItem struct {
 func (n *Node) sendLeaseAsks(ctx context.Context, asks []leaseAskItem, checks []Request, entries []*policyEntry, rt *routeTable, now time.Time, out []Result, remote map[string][]int) {
 	for _, a := range asks {
 		c := checks[a.i]
+		if a.peek {
+			n.askLease(ctx, entries[a.i], c.Key, 0, a.want, rt, a.owner, a.addr, now)
+			continue
+		}
 		if d, ok := n.askLease(ctx, entries[a.i], c.Key, c.Hits, a.want, rt, a.owner, a.addr, now); ok {
 			out[a.i] = Result{Decision: d}
 			continue

@@ -142,10 +142,23 @@ func leaseRun(t *testing.T, seed uint64, alg bucket.Algorithm) (leasedChecks, de
 			var want int64
 			d, v, want = holders[who].use(p, key, hits, now)
 			switch v {
-			case leaseDecided:
+			case leaseDecided, leaseDecidedAsk:
 				leasedChecks++
 				unused[who][leaseEnd(p.Policy, now)] -= hits
 				kept[who][leaseEnd(p.Policy, now)] -= hits
+				if v == leaseDecidedAsk {
+					// The renewal, asked with a peek.
+					res, _, err := grantLease(ctx, owner, p, k, 0, want, members, now)
+					if err != nil {
+						t.Fatal(err)
+					}
+					holders[who].asked(p, key, res, now, now)
+					if res.Grant > 0 {
+						unused[who][res.Until] += res.Grant
+						kept[who][res.Until] += res.Grant
+						maxGrant[who][res.Until] = max(maxGrant[who][res.Until], res.Grant)
+					}
+				}
 			case leaseAsk:
 				var res leaseRes
 				res, _, err = grantLease(ctx, owner, p, k, hits, want, members, now)
@@ -198,6 +211,13 @@ func TestLeaseHotKeyIsLeased(t *testing.T) {
 		switch v {
 		case leaseDecided:
 			local++
+		case leaseDecidedAsk:
+			local++
+			res, _, err := grantLease(ctx, owner, p, k, 0, want, 3, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.asked(p, k.ID, res, now, now)
 		case leaseAsk:
 			asks++
 			res, _, err := grantLease(ctx, owner, p, k, 1, want, 3, now)
@@ -223,12 +243,12 @@ func TestLeaseHotKeyIsLeased(t *testing.T) {
 	// the key's limit ends it at once.
 	same := &policyEntry{Policy: p.Policy}
 	same.Shadow = true
-	if _, v, _ := l.use(same, k.ID, 1, now); v != leaseDecided {
+	if _, v, _ := l.use(same, k.ID, 1, now); v != leaseDecided && v != leaseDecidedAsk {
 		t.Fatal("a new table with the same limit and window ended the lease")
 	}
 	q := &policyEntry{Policy: p.Policy}
 	q.Limit++
-	if _, v, _ := l.use(q, k.ID, 1, now); v == leaseDecided {
+	if _, v, _ := l.use(q, k.ID, 1, now); v == leaseDecided || v == leaseDecidedAsk {
 		t.Fatal("a lease granted under the old limit decided a check")
 	}
 	// Not eligible: a rate, or a limit below the table's minimum.

@@ -511,7 +511,11 @@ func (n *Node) Close(ctx context.Context) error {
 		// to what they sent before, and this node's own checks, finish
 		// before the connections close.
 		n.ho.draining.Store(true)
-		n.drainPeers(handoverWait + time.Second)
+		drain := handoverWait + time.Second
+		if dl, ok := ctx.Deadline(); ok {
+			drain = min(drain, time.Until(dl))
+		}
+		n.drainPeers(drain)
 	}
 	return n.halt(ctx)
 }

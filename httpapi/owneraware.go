@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -172,7 +173,7 @@ func (c *OwnerAwareClient) getRing(ctx context.Context, base string) (*clientRin
 	}
 	v := &clientRing{version: rv.Version, owners: rv.Owners, urls: make([]string, len(rv.Members))}
 	for i, m := range rv.Members {
-		if m.HTTPAddr != "" {
+		if reachable(m.HTTPAddr) {
 			v.urls[i] = scheme + "://" + m.HTTPAddr
 		}
 	}
@@ -182,6 +183,19 @@ func (c *OwnerAwareClient) getRing(ctx context.Context, base string) (*clientRin
 		}
 	}
 	return v, nil
+}
+
+// reachable reports whether a member's advertised HTTP address can be
+// dialled from elsewhere: a node listening on every interface advertises
+// 0.0.0.0 or [::], which would reach the client's own host instead. Its
+// keys go through Nodes, which forward them.
+func reachable(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsUnspecified()
 }
 
 // ownerURL returns the base URL of the key's owner, or a node of Nodes

@@ -13,10 +13,10 @@ const module = "github.com/vibewell/ratelimit"
 // rules: for each package, the import path prefixes its dependencies may
 // have besides the standard library.
 var rules = map[string][]string{
-	"bucket":          {},
-	"cluster/ring":    {"github.com/buraksezer/consistent", "github.com/cespare/xxhash"},
-	"transport":       {module + "/internal/logcap"},
-	"internal/logcap": {},
+	"bucket":              {},
+	"cluster/ring":        {"github.com/buraksezer/consistent", "github.com/cespare/xxhash"},
+	"transport":           {module + "/internal/logcap"},
+	"internal/logcap":     {},
 	"internal/msgpackfit": {},
 	"httpapi": {
 		module + "/bucket", module + "/internal/logcap", module + "/internal/msgpackfit",
