@@ -112,6 +112,26 @@ func TestClusterGracefulLeaveKeepsLimits(t *testing.T) {
 	}
 }
 
+// exhaustKeys checks each key k0, k1, ... of policy "small" round-robin
+// over the live nodes until one check is denied (at most 3×limit checks),
+// adding the checks allowed to allowed[k].
+func exhaustKeys(t *testing.T, c *testcluster.Cluster, limit int, allowed []atomic.Int64) {
+	t.Helper()
+	live := c.Live()
+	for k := range allowed {
+		for j := 0; j < 3*limit; j++ {
+			d, err := c.Node(live[j%len(live)]).Allow(context.Background(), "small", "k"+strconv.Itoa(k), 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !d.Allowed {
+				break
+			}
+			allowed[k].Add(1)
+		}
+	}
+}
+
 // TestClusterJoinAndLeaveUnderLoad runs checks on many keys while a node
 // joins and another leaves, then checks every key to exhaustion. A key
 // whose owner changes is decided by one node at a time, from the counter
@@ -177,19 +197,7 @@ func TestClusterJoinAndLeaveUnderLoad(t *testing.T) {
 	wg.Wait()
 	// Exhaust every key on the settled ring, so each has had the chance to
 	// reach its limit.
-	live := c.Live()
-	for k := range keys {
-		for j := 0; j < 3*limit; j++ {
-			d, err := c.Node(live[j%len(live)]).Allow(context.Background(), "small", "k"+strconv.Itoa(k), 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !d.Allowed {
-				break
-			}
-			allowed[k].Add(1)
-		}
-	}
+	exhaustKeys(t, c, limit, allowed[:])
 	var over, worst, under int64
 	for k := range keys {
 		a := allowed[k].Load()

@@ -69,19 +69,7 @@ func TestClusterRollingRestartExact(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	live := c.Live()
-	for k := range keys {
-		for j := 0; j < 3*limit; j++ {
-			d, err := c.Node(live[j%len(live)]).Allow(context.Background(), "small", "k"+strconv.Itoa(k), 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !d.Allowed {
-				break
-			}
-			allowed[k].Add(1)
-		}
-	}
+	exhaustKeys(t, c, limit, allowed[:])
 	var over, under int64
 	for k := range keys {
 		a := allowed[k].Load()
