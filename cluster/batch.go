@@ -38,10 +38,11 @@ func (n *Node) AllowBatch(ctx context.Context, checks []Request, out []Result) e
 	if n.gossip != nil && n.partitioned {
 		// Checks decided here hold the lock of local decisions from the
 		// route's load to the store's answer (see handover.go); while a
-		// key may be changing owner, each check goes its own way.
+		// key may be changing owner, or once this node has handed its
+		// keys over as it leaves, each check goes its own way (where).
 		n.copyMu.RLock()
 		rt := n.route.Load()
-		if rt == nil || n.handingOver(rt) {
+		if rt == nil || n.handingOver(rt) || n.ho.gone.Load() {
 			n.copyMu.RUnlock()
 			for i, c := range checks {
 				p, err := n.checkInput(table, c.Policy, c.Key, c.Hits)

@@ -3,8 +3,11 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 )
 
@@ -69,4 +72,67 @@ func (n *Node) CopiesFailing() int {
 		return 0
 	}
 	return int(n.repl.nfailing.Load())
+}
+
+// Flap makes n see member taken for dead and back at once, as
+// memberlist's failure detection does on a starved machine. With wait, it
+// then waits (up to 10 s) until n's ring has been rebuilt with member back
+// in it and its hand-over has run, and reports whether it was; else it
+// reports whether n knew member.
+func (n *Node) Flap(member string, wait bool) bool {
+	g := n.gossip
+	var m *memberlist.Node
+	for _, x := range g.ml.Members() {
+		if x.Name == member {
+			m = x
+		}
+	}
+	if m == nil {
+		return false
+	}
+	before := n.route.Load()
+	dead := *m
+	dead.State = memberlist.StateDead
+	g.update(&dead, false)
+	g.update(m, true)
+	if !wait {
+		return true
+	}
+	g.mu.Lock()
+	epoch := g.epoch[member]
+	g.mu.Unlock()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		rt := n.route.Load()
+		if rt != before && rt.ring.Has(member) && rt.epochs[member] == epoch && (rt.hand == nil || rt.hand.finished.Load()) {
+			return true
+		}
+	}
+	return false
+}
+
+// PauseRebuild makes n's next ring rebuild stop once it has read the
+// members: paused is closed then, release lets it go on, and rebuilt is
+// closed once it has ended. Later rebuilds wait at their start until
+// resume.
+func (n *Node) PauseRebuild() (paused, rebuilt <-chan struct{}, release, resume func()) {
+	p, rel, done, res := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	var relOnce, resOnce sync.Once
+	h := func(s rebuildStage) {
+		switch {
+		case s == rebuildStart && first.Load():
+			<-res
+		case s == rebuildRead && first.CompareAndSwap(false, true):
+			close(p)
+			<-rel
+		case s == rebuildDone && first.Load():
+			select {
+			case <-done:
+			default:
+				close(done)
+			}
+		}
+	}
+	n.gossip.hook.Store(&h)
+	return p, done, func() { relOnce.Do(func() { close(rel) }) }, func() { resOnce.Do(func() { close(res) }) }
 }

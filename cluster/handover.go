@@ -83,6 +83,10 @@ type handovers struct {
 	// established is set once this node's ring is the cluster's: it has
 	// joined through its seeds (or has none) and its ring has peers.
 	established atomic.Bool
+	// gone is set once this node, leaving, has begun to hand its keys to
+	// a ring without it: from then on its store holds no counter it may
+	// decide from (see where).
+	gone atomic.Bool
 	// gen counts the changes of finals (settled).
 	gen atomic.Uint64
 	// inflight counts the peer requests being served and the checks of
@@ -261,11 +265,32 @@ func (n *Node) establish(rt *routeTable) {
 // when not nil, says that a hand-over is in flight: the caller waits on it
 // (up to handoverWait) and asks again.
 //
+// A node that has handed its keys over as it leaves (ho.gone) decides
+// nothing from its store, whatever a table or a peer's hand-over message
+// says: its counters are with their new owners, so a check decided here
+// would start from nothing. (A peer's message from before the leave still
+// names it as an owner; a ring rebuilt after a member's false death, as a
+// starved machine makes, has it read that message again.) Such a check
+// goes to the owner in the node's ring, or, when that ring is empty, to
+// no one (owner ""): the failure mode decides it.
+func (n *Node) where(rt *routeTable, enc []byte, strict bool) (owner, addr string, wait <-chan struct{}) {
+	owner, addr, wait = n.whereTables(rt, enc, strict)
+	if owner == rt.self && n.ho.gone.Load() {
+		if owner = rt.ring.Owner(enc); owner == rt.self {
+			owner = ""
+		}
+		return owner, rt.addrs[owner], nil
+	}
+	return owner, addr, wait
+}
+
+// whereTables is where as the tables say.
+//
 // A node not established yet (its ring may be a partial view of its
 // peers) decides nothing: it waits for its ring once joined, and for a
 // peer's check (strict) even before. A node that has not joined at all
 // decides its own callers' checks alone.
-func (n *Node) where(rt *routeTable, enc []byte, strict bool) (owner, addr string, wait <-chan struct{}) {
+func (n *Node) whereTables(rt *routeTable, enc []byte, strict bool) (owner, addr string, wait <-chan struct{}) {
 	self := rt.self
 	o := rt.ring.Owner(enc)
 	if !n.ho.established.Load() && (strict || n.gossip.isJoined()) {
@@ -426,6 +451,9 @@ func (n *Node) decide(ctx context.Context, p *policyEntry, key string, hits int6
 				return n.stored(ctx, p, k, hits, now, d, err)
 			}
 			n.copyMu.RUnlock()
+			if owner == "" {
+				return n.fallback(ctx, p, key, hits, now, max(rt.known, 1), errNoOwner)
+			}
 			return n.forward(ctx, p, key, hits, rt, owner, addr, now)
 		}
 		n.copyMu.RUnlock()
@@ -443,6 +471,10 @@ func (n *Node) decide(ctx context.Context, p *policyEntry, key string, hits int6
 		now = n.clock.Now()
 	}
 }
+
+// errNoOwner is the cause logged when a node that handed its keys over
+// as it leaves has no member left to send a check to.
+var errNoOwner = fmt.Errorf("%w: this node has handed its keys over and its ring holds no other member", ErrOwnerUnavailable)
 
 // takeHere decides a check in this node's store, with the failure mode
 // when the store fails.
@@ -478,6 +510,11 @@ func (n *Node) handOver(ctx context.Context, rt *routeTable) int {
 	hs, ok := n.store.(handoffStore)
 	if !ok || rt.ring.Len() == 0 {
 		return 0
+	}
+	if !rt.ring.Has(rt.self) && n.leaving.Load() {
+		// Before any counter or message leaves: from here on the new
+		// owners may decide this node's keys.
+		n.ho.gone.Store(true)
 	}
 	groups := map[string][]handoffItem{}
 	hs.Range(n.clock.Now(), func(k bucket.Key, st bucket.State) bool {

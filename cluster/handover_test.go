@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vibewell/ratelimit/cluster"
 	"github.com/vibewell/ratelimit/internal/testcluster"
 )
 
@@ -83,5 +84,146 @@ func TestClusterRollingRestartExact(t *testing.T) {
 		keys, limit, over, under, time.Duration(longest.Load()).Round(time.Millisecond))
 	if f := failed.Load(); f > 0 {
 		t.Errorf("%d checks failed on a ready node; first: %v", f, firstErr.Load())
+	}
+}
+
+// TestLeavingNodeDecidesNothing: a node that has left (Leave returned;
+// it still answers checks until Close) has handed its counters to the new
+// owners, so it must decide no check from its own, now empty, store. In a
+// fresh cluster each time, keys the node owns are used up through it, and
+// it leaves while membership flaps (a member taken for dead and back, as
+// memberlist does on a starved machine), forced through test hooks:
+//
+//   - flap after leave: the node rebuilds its ring after the leave while
+//     it still holds a peer's hand-over message from before it, which
+//     names it as an owner;
+//   - rebuild across leave: a rebuild has read the members (the node
+//     among them) when Leave starts, and goes on only once Leave has
+//     returned or has waited 2 s for it; later rebuilds wait until the
+//     checks are made.
+//
+// Then every check of those keys, through the node that left (one by one
+// and in a batch) and through the two others, must be denied, and the
+// ring of the node that left must not hold it.
+func TestLeavingNodeDecidesNothing(t *testing.T) {
+	t.Run("flap after leave", func(t *testing.T) {
+		leavingDecidesNothing(t, func(c *testcluster.Cluster, left *cluster.Node, keys []string) {
+			leave(t, left)
+			// The peer that now owns the first key keeps its message;
+			// the other flaps (a member back in the ring is a new
+			// process: its message is forgotten).
+			owner := left.Owner("small", keys[0])
+			flapped := c.Node(1).Name()
+			if owner == flapped {
+				flapped = c.Node(2).Name()
+			}
+			if !left.Flap(flapped, true) {
+				t.Fatalf("%s did not rebuild its ring after %s flapped", left.Name(), flapped)
+			}
+		})
+	})
+	t.Run("rebuild across leave", func(t *testing.T) {
+		leavingDecidesNothing(t, func(c *testcluster.Cluster, left *cluster.Node, keys []string) {
+			paused, rebuilt, release, resume := left.PauseRebuild()
+			defer resume()
+			defer release()
+			if !left.Flap(c.Node(1).Name(), false) {
+				t.Fatalf("%s does not know %s", left.Name(), c.Node(1).Name())
+			}
+			select {
+			case <-paused:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no ring rebuild after a flap")
+			}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				leave(t, left)
+			}()
+			select {
+			case <-done:
+			case <-time.After(2 * time.Second):
+			}
+			release()
+			<-done
+			<-rebuilt
+			// Later rebuilds (of the leave's own membership events) wait
+			// until the checks are made: the tables checked are the
+			// paused rebuild's and the leave's.
+		})
+	})
+}
+
+// leave makes n leave the cluster (it still answers checks).
+func leave(t *testing.T, n *cluster.Node) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Leave(ctx); err != nil {
+		t.Error(err)
+	}
+}
+
+// leavingDecidesNothing runs a case of TestLeavingNodeDecidesNothing:
+// leaveAndFlap makes node 0 leave, its 12 keys used up.
+func leavingDecidesNothing(t *testing.T, leaveAndFlap func(c *testcluster.Cluster, left *cluster.Node, keys []string)) {
+	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly})
+	const limit = 50
+	left := c.Node(0)
+	var keys []string
+	for i := 0; len(keys) < 12 && i < 10_000; i++ {
+		if k := "left-" + strconv.Itoa(i); c.Owner("small", k) == 0 {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		for j := range limit {
+			if d, err := left.Allow(context.Background(), "small", k, 1); err != nil || !d.Allowed {
+				t.Fatalf("check %d of %s, of its limit %d: %+v, %v", j+1, k, limit, d, err)
+			}
+		}
+	}
+	leaveAndFlap(c, left, keys)
+	if n := left.Status().RingMembers; n != 2 {
+		t.Errorf("the ring of the node that left has %d members, want the 2 others", n)
+	}
+	var allowed []string
+	for _, k := range keys {
+		d, err := left.Allow(context.Background(), "small", k, 1)
+		if err != nil {
+			t.Fatalf("%s via the node that left: %v", k, err)
+		}
+		if d.Allowed {
+			allowed = append(allowed, k+" (Allow, owner "+left.Owner("small", k)+")")
+		}
+	}
+	batch := make([]cluster.Request, len(keys))
+	out := make([]cluster.Result, len(keys))
+	for i, k := range keys {
+		batch[i] = cluster.Request{Policy: "small", Key: k, Hits: 1}
+	}
+	if err := left.AllowBatch(context.Background(), batch, out); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range out {
+		if r.Err != nil {
+			t.Fatalf("%s via the node that left, in a batch: %v", keys[i], r.Err)
+		}
+		if r.Decision.Allowed {
+			allowed = append(allowed, keys[i]+" (AllowBatch)")
+		}
+	}
+	for _, i := range []int{1, 2} {
+		for _, k := range keys {
+			d, err := c.Node(i).Allow(context.Background(), "small", k, 1)
+			if err != nil {
+				t.Fatalf("%s via %s: %v", k, c.Node(i).Name(), err)
+			}
+			if d.Allowed {
+				allowed = append(allowed, k+" (via "+c.Node(i).Name()+")")
+			}
+		}
+	}
+	if len(allowed) > 0 {
+		t.Errorf("used-up keys allowed after their owner left: %d of %d checks: %v", len(allowed), 4*len(keys), allowed)
 	}
 }

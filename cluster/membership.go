@@ -169,6 +169,32 @@ type gossip struct {
 	// lost holds the members that failed (not left), by name, with the
 	// gossip address to rejoin them at: see reconnectLoop.
 	lost map[string]lostMember
+	// switching is held by a ring rebuild from reading the members to the
+	// end of its hand-over, and by Leave's switch to a ring without this
+	// node: the two never overlap, so a table read before the leave
+	// (naming this node) is never published after it, and a rebuild after
+	// it reads the members with this node left out.
+	switching sync.Mutex
+	// hook, when set (tests), runs in rebuild at each rebuildStage.
+	hook atomic.Pointer[func(rebuildStage)]
+}
+
+// rebuildStage is a point of a ring rebuild, for tests to hold it at.
+type rebuildStage int
+
+// Stages of a rebuild: about to take switching; members read, under it;
+// done, switching released.
+const (
+	rebuildStart rebuildStage = iota
+	rebuildRead
+	rebuildDone
+)
+
+// at runs the test hook, if any, at stage s.
+func (g *gossip) at(s rebuildStage) {
+	if h := g.hook.Load(); h != nil {
+		(*h)(s)
+	}
 }
 
 // lostMember is a member that failed, and since when.
@@ -572,35 +598,49 @@ func (g *gossip) rebuildLoop() {
 			return
 		case <-g.change:
 		}
-		rt := g.routes()
-		old := g.n.route.Load()
-		if old != nil && old.minority != rt.minority {
-			if rt.minority {
-				g.n.log.Warn("this node reaches fewer than half of the members it knows; the failure mode decides every check until it reaches more", "members", rt.ring.Len(), "known", rt.known)
-			} else {
-				g.n.log.Info("this node reaches a majority of the members again; checks go to their owners", "members", rt.ring.Len(), "known", rt.known)
-			}
+		if g.rebuild() {
+			g.n.replicateAll()
 		}
-		if old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) && maps.Equal(old.epochs, rt.epochs) {
-			rt.prev, rt.await, rt.hand, rt.seq = old.prev, old.await, old.hand, old.seq
-			g.n.establish(rt)
-			g.n.route.Store(rt)
-			g.n.ho.notify()
-			continue
-		}
-		g.n.prepareRoute(old, rt)
-		// The copies of the keys this node takes over from a failed one
-		// become its counters before their checks arrive here; the switch
-		// is under the lock of local decisions (see handover.go).
-		g.n.promoteReplicas(rt)
-		g.n.ho.notify()
-		g.n.log.Info("ring rebuilt", "members", rt.ring.Len())
-		g.n.metrics.members.Set(float64(rt.ring.Len()))
-		ctx, cancel := context.WithTimeout(g.n.life, 10*time.Second)
-		g.n.handOver(ctx, rt)
-		cancel()
-		g.n.replicateAll()
 	}
+}
+
+// rebuild publishes the route table of the current members and, when its
+// ring differs from the last, runs its hand-over, all under switching. It
+// reports whether the ring changed.
+func (g *gossip) rebuild() bool {
+	g.at(rebuildStart)
+	defer g.at(rebuildDone)
+	g.switching.Lock()
+	defer g.switching.Unlock()
+	rt := g.routes()
+	g.at(rebuildRead)
+	old := g.n.route.Load()
+	if old != nil && old.minority != rt.minority {
+		if rt.minority {
+			g.n.log.Warn("this node reaches fewer than half of the members it knows; the failure mode decides every check until it reaches more", "members", rt.ring.Len(), "known", rt.known)
+		} else {
+			g.n.log.Info("this node reaches a majority of the members again; checks go to their owners", "members", rt.ring.Len(), "known", rt.known)
+		}
+	}
+	if old != nil && slices.Equal(old.ring.Members(), rt.ring.Members()) && maps.Equal(old.epochs, rt.epochs) {
+		rt.prev, rt.await, rt.hand, rt.seq = old.prev, old.await, old.hand, old.seq
+		g.n.establish(rt)
+		g.n.route.Store(rt)
+		g.n.ho.notify()
+		return false
+	}
+	g.n.prepareRoute(old, rt)
+	// The copies of the keys this node takes over from a failed one
+	// become its counters before their checks arrive here; the switch
+	// is under the lock of local decisions (see handover.go).
+	g.n.promoteReplicas(rt)
+	g.n.ho.notify()
+	g.n.log.Info("ring rebuilt", "members", rt.ring.Len())
+	g.n.metrics.members.Set(float64(rt.ring.Len()))
+	ctx, cancel := context.WithTimeout(g.n.life, 10*time.Second)
+	g.n.handOver(ctx, rt)
+	cancel()
+	return true
 }
 
 // reconnectLoop tries, every interval, to join again the members that

@@ -477,13 +477,18 @@ func (n *Node) Leave(ctx context.Context) error {
 	// Copy the counters to their next owners while still deciding here
 	// (they decide none of them before the hand-over message), then
 	// switch: send them what changed meanwhile and the hand-over message,
-	// and forward checks to them from then on.
+	// and forward checks to them from then on. The switch waits for a
+	// ring rebuild in progress (membership flaps under load) and keeps the
+	// next one out until its hand-over has run; the members are read
+	// again, as they may have changed during the copy.
+	n.handOff(ctx, n.gossip.routes(), false)
+	n.gossip.switching.Lock()
 	next := n.gossip.routes()
-	n.handOff(ctx, next, false)
 	n.prepareRoute(n.route.Load(), next)
 	n.promoteReplicas(next)
 	n.ho.notify()
 	sent := n.handOver(ctx, next)
+	n.gossip.switching.Unlock()
 	timeout := 2 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
