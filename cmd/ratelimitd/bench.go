@@ -526,7 +526,9 @@ func spawnBaselineNode(ctx context.Context, c *benchConfig, policies []bucket.Po
 	if err != nil {
 		return nil, fmt.Errorf("baseline node: %w", err)
 	}
-	h, err := bench.NewHTTP(bench.HTTPConfig{URLs: nodes.URLs(), Conns: c.Concurrency, Timeout: c.Timeout, StdClient: c.HTTPClient == "std", OwnerAware: c.OwnerAware})
+	// A standalone node publishes no ring, and owns every key anyway: it
+	// is loaded directly, owner-aware or not.
+	h, err := bench.NewHTTP(bench.HTTPConfig{URLs: nodes.URLs(), Conns: c.Concurrency, Timeout: c.Timeout, StdClient: c.HTTPClient == "std"})
 	if err != nil {
 		nodes.Close()
 		return nil, err

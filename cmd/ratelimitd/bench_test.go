@@ -244,8 +244,9 @@ func TestBenchFloodScenario(t *testing.T) {
 }
 
 // TestBenchBaseline spawns two joined nodes and a standalone one, and
-// alternates two rounds: the pair at --rate, the single node at half of
-// it. The report gives both CPU figures of each round, their ratio and
+// alternates two rounds: the pair at --rate (owner-aware, which the
+// standalone node, publishing no ring, does without), the single node at
+// half of it. The report gives both CPU figures of each round, their ratio and
 // the median, in the text, the JSON and the HTML; every node is gone
 // afterwards.
 func TestBenchBaseline(t *testing.T) {
@@ -254,7 +255,7 @@ func TestBenchBaseline(t *testing.T) {
 	js, page := filepath.Join(dir, "b.json"), filepath.Join(dir, "b.html")
 	spec := `{"name":"bench","limit":1000000000,"window_ms":3600000}`
 	start := time.Now()
-	code, out, errOut := runBenchCmd(t, "--spawn", "2", "--binary", bin, "--baseline", "--rounds", "2", "--rate", "600", "--duration", "2s",
+	code, out, errOut := runBenchCmd(t, "--spawn", "2", "--binary", bin, "--baseline", "--owner-aware", "--rounds", "2", "--rate", "600", "--duration", "2s",
 		"--idle", "0", "--keys", "500", "--concurrency", "8", "--policy-spec", spec, "--progress", "none", "--json", js, "--html", page)
 	if code != 0 {
 		t.Fatalf("exit %d: %s %s", code, out, errOut)
