@@ -214,7 +214,7 @@ func histogramChart(id string, hs []Bucket, l Latency) template.HTML {
 	return template.HTML(b.String())
 }
 
-var reportTmpl = template.Must(template.New("report").Parse(`<!DOCTYPE html>
+var reportTmpl = template.Must(template.New("report").Funcs(template.FuncMap{"inc": func(i int) int { return i + 1 }}).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>ratelimitd bench: {{.R.Params.Target}} {{printf "%.0f" .R.DecisionsPerSec}} decisions/s</title>
 <style>
@@ -245,6 +245,11 @@ table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #d0d7de;pad
 {{if .R.Events}}<h2>Events</h2>
 <table id="events"><tr><th>at (s)</th><th>event</th><th>node</th><th>detail</th><th>errors after</th><th>recovered after (s)</th></tr>
 {{range .R.Events}}<tr><td>{{printf "%.2f" .At.D.Seconds}}</td><td>{{.Kind}}</td><td>{{.Node}}</td><td>{{.Detail}}</td><td>{{.ErrorsAfter}}</td><td>{{printf "%.1f" .RecoveredAfter.D.Seconds}}</td></tr>
+{{end}}</table>{{end}}
+{{with .R.Baseline}}<h2>Baseline</h2>
+<p>{{.Nodes}} node(s) at {{printf "%.0f" .Rate}} checks/s against 1 node at the same load per node, rounds alternated; median ratio <b>{{printf "%.2f" .MedianRatio}}</b>.</p>
+<table id="baseline"><tr><th>round</th><th>cluster µs per decision</th><th>1 node µs per decision</th><th>ratio</th><th>cluster decisions/s</th><th>1 node decisions/s</th></tr>
+{{range $i, $r := .Rounds}}<tr><td>{{inc $i}}</td><td>{{printf "%.1f" $r.ClusterUS}}</td><td>{{printf "%.1f" $r.NodeUS}}</td><td>{{printf "%.2f" $r.Ratio}}</td><td>{{printf "%.0f" $r.ClusterDecisionsPerSec}}</td><td>{{printf "%.0f" $r.NodeDecisionsPerSec}}</td></tr>
 {{end}}</table>{{end}}
 <h2>Accuracy</h2>
 <p>Mode <b>{{.R.Accuracy.Mode}}</b>: {{.R.Accuracy.Note}}.</p>

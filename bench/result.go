@@ -67,6 +67,10 @@ type Result struct {
 	Flood *FloodReport `json:"flood,omitempty"`
 	// CPU is the nodes' CPU during the run (Config.CPU), if metered.
 	CPU *NodesCPU `json:"cpu,omitempty"`
+	// Baseline compares the cluster with one node, round by round, when
+	// the run alternated them (ratelimitd bench --baseline); the rest of
+	// the result is the cluster's last round.
+	Baseline *Baseline `json:"baseline,omitempty"`
 }
 
 // Warmup sums up a run's warm-up: the same load on keys of its own, before
@@ -461,6 +465,9 @@ func (r *Result) WriteSummary(w io.Writer) error {
 	}
 	if r.CPU != nil {
 		r.CPU.writeSummary(&b)
+	}
+	if r.Baseline != nil {
+		r.Baseline.writeSummary(&b)
 	}
 	for _, e := range r.Events {
 		fmt.Fprintf(&b, "event %6.1fs %s %s %s: %d errors after, recovered after %.1fs\n",

@@ -57,6 +57,8 @@ type benchConfig struct {
 	Idle        time.Duration
 	Pin         bool
 	OwnerAware  bool
+	Baseline    bool
+	Rounds      int
 }
 
 func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
@@ -94,6 +96,8 @@ func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
 	fs.DurationVar(&c.Idle, "idle", -1, "Measure the nodes' CPU at rest this long before the load (from /proc), report it, and subtract it from their CPU per decision; with --spawn or the embedded target. 0: not measured. Default: 5s with --spawn, else 0.")
 	fs.BoolVar(&c.Pin, "pin", false, "With --spawn: give each node its own CPUs, and the load generator the rest, when the machine has one CPU for each at least (Linux); otherwise the report says nothing was pinned.")
 	fs.BoolVar(&c.OwnerAware, "owner-aware", false, "http target: send each check to its key's owner, from the ring of GET /v1/ring (as httpapi.OwnerAwareClient does), instead of round-robin through every node.")
+	fs.BoolVar(&c.Baseline, "baseline", false, "With --spawn N (2 or more) and --rate: spawn one more node, standalone, and alternate --rounds rounds of the N nodes at --rate and that node at --rate/N (the same load per node), reporting both CPU per decision figures of each round and the median of their ratios; the rest of the report is the cluster's last round.")
+	fs.IntVar(&c.Rounds, "rounds", 3, "Rounds of --baseline, each a run of the cluster then one of the single node.")
 	fs.StringVar(&c.Progress, "progress", "auto", "Progress output: auto (a live line on a terminal, plain lines otherwise), plain, or none.")
 	return fs
 }
@@ -282,12 +286,16 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 	if c.Scenario != bench.ScenarioNone && flood == nil && c.Spawn == 0 {
 		return nil, fmt.Errorf("--scenario %s needs --spawn", c.Scenario)
 	}
+	if err := checkBaseline(c); err != nil {
+		return nil, err
+	}
 	params := bench.Params{Target: c.Target, Spawn: c.Spawn, Scenario: c.Scenario, Command: command}
 	var (
 		target   bench.Target
 		scenario bench.Scenario
 		meter    bench.CPUMeter
 		pinning  string
+		base     *baselineNode
 	)
 	withSpec := func(ps []bucket.Policy) []bucket.Policy {
 		if spec == nil {
@@ -373,6 +381,12 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 				return nil, err
 			}
 			target = h
+			if c.Baseline {
+				if base, err = spawnBaselineNode(ctx, c, policies); err != nil {
+					return nil, err
+				}
+				defer base.close()
+			}
 			if c.Scenario != bench.ScenarioNone && flood == nil {
 				ch, err := bench.NewChurn(bench.ChurnConfig{Kind: c.Scenario, Nodes: nodes, Target: h})
 				if err != nil {
@@ -431,7 +445,11 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 		if err := sleepCtx(ctx, 2*time.Second); err != nil {
 			return nil, err
 		}
-		if idle, err = bench.MeasureIdle(ctx, meter, c.Idle); err != nil {
+		m := meter
+		if base != nil {
+			m = cpuMeters{meter, base.nodes}
+		}
+		if idle, err = bench.MeasureIdle(ctx, m, c.Idle); err != nil {
 			return nil, fmt.Errorf("idle CPU: %w", err)
 		}
 	}
@@ -455,6 +473,16 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 		cfg.PolicySpec = nil
 	}
 	p := newProgressPrinter(s.stdout, c.Progress)
+	if base != nil {
+		return runBaseline(ctx, c, cfg, base, p)
+	}
+	res, err := runOnce(ctx, cfg, p)
+	flood.report(ctx, res)
+	return res, err
+}
+
+// runOnce is one bench.Run, its progress written by p (nil: none).
+func runOnce(ctx context.Context, cfg bench.Config, p *progressPrinter) (*bench.Result, error) {
 	if p != nil {
 		cfg.Progress = p.print
 	}
@@ -462,8 +490,119 @@ func benchRun(ctx context.Context, s sys, c *benchConfig, command string) (*benc
 	if p != nil {
 		p.done()
 	}
-	flood.report(ctx, res)
 	return res, err
+}
+
+// checkBaseline refuses --baseline where its comparison would not hold:
+// it needs a spawned cluster, an open loop to divide the load by, and no
+// churn or pinning (the extra node's CPUs are not planned).
+func checkBaseline(c *benchConfig) error {
+	if !c.Baseline {
+		return nil
+	}
+	switch {
+	case c.Spawn < 2:
+		return errors.New("--baseline needs --spawn 2 or more")
+	case c.Rate <= 0:
+		return errors.New("--baseline needs --rate, the cluster's load (the single node gets --rate/N)")
+	case c.Scenario != bench.ScenarioNone:
+		return errors.New("--baseline excludes --scenario")
+	case c.Pin:
+		return errors.New("--baseline excludes --pin")
+	case c.Rounds < 1:
+		return fmt.Errorf("--rounds %d: 1 or more", c.Rounds)
+	}
+	return nil
+}
+
+// baselineNode is the standalone node of --baseline and its target.
+type baselineNode struct {
+	nodes  *bench.Spawned
+	target *bench.HTTP
+}
+
+func spawnBaselineNode(ctx context.Context, c *benchConfig, policies []bucket.Policy) (*baselineNode, error) {
+	nodes, err := bench.Spawn(ctx, bench.SpawnConfig{Binary: c.Binary, Nodes: 1, Policies: policies, Args: spawnArgs(c.MaxKeys)})
+	if err != nil {
+		return nil, fmt.Errorf("baseline node: %w", err)
+	}
+	// A standalone node publishes no ring, and owns every key anyway: it
+	// is loaded directly, owner-aware or not.
+	h, err := bench.NewHTTP(bench.HTTPConfig{URLs: nodes.URLs(), Conns: c.Concurrency, Timeout: c.Timeout, StdClient: c.HTTPClient == "std"})
+	if err != nil {
+		nodes.Close()
+		return nil, err
+	}
+	return &baselineNode{nodes: nodes, target: h}, nil
+}
+
+func (b *baselineNode) close() {
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = b.target.Close(cctx)
+	_ = b.nodes.Close()
+}
+
+// cpuMeters meters several sets of nodes as one.
+type cpuMeters []bench.CPUMeter
+
+// CPUSamples returns every meter's samples.
+func (ms cpuMeters) CPUSamples() ([]bench.CPUSample, error) {
+	var out []bench.CPUSample
+	for _, m := range ms {
+		s, err := m.CPUSamples()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s...)
+	}
+	return out, nil
+}
+
+// runBaseline alternates rounds of the cluster (cfg) at --rate and the
+// baseline node at --rate/N, and returns the cluster's last round with
+// the comparison. Each run has keys of its own.
+func runBaseline(ctx context.Context, c *benchConfig, cfg bench.Config, base *baselineNode, p *progressPrinter) (*bench.Result, error) {
+	n := float64(c.Spawn)
+	bl := &bench.Baseline{Nodes: c.Spawn, Rate: c.Rate}
+	ncfg := cfg
+	ncfg.Target, ncfg.CPU, ncfg.Pinning = base.target, base.nodes, ""
+	ncfg.Rate = c.Rate / n
+	if c.Requests > 0 {
+		ncfg.Requests = max(int64(float64(c.Requests)/n), 1)
+	}
+	ncfg.Params.URLs, ncfg.Params.Nodes, ncfg.Params.Spawn = base.nodes.URLs(), 1, 1
+	var last *bench.Result
+	for i := range c.Rounds {
+		if c.KeyPrefix != "" {
+			cfg.KeyPrefix = fmt.Sprintf("%sr%d-cluster:", c.KeyPrefix, i+1)
+			ncfg.KeyPrefix = fmt.Sprintf("%sr%d-node:", c.KeyPrefix, i+1)
+		}
+		cr, err := runOnce(ctx, cfg, p)
+		if cr != nil {
+			last = cr
+		}
+		if err != nil || cr.Interrupted {
+			return withBaseline(last, bl), err
+		}
+		nr, err := runOnce(ctx, ncfg, p)
+		if err != nil || nr.Interrupted {
+			return withBaseline(last, bl), err
+		}
+		r := bench.NewBaselineRound(cr, nr)
+		bl.Add(r)
+		if p != nil {
+			fmt.Fprintf(p.w, "round %d/%d: %d nodes %.1fµs per decision, 1 node %.1fµs, ratio %.2f\n", i+1, c.Rounds, c.Spawn, r.ClusterUS, r.NodeUS, r.Ratio)
+		}
+	}
+	return withBaseline(last, bl), nil
+}
+
+func withBaseline(r *bench.Result, bl *bench.Baseline) *bench.Result {
+	if r != nil && len(bl.Rounds) > 0 {
+		r.Baseline = bl
+	}
+	return r
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

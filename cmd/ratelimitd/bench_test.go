@@ -75,6 +75,11 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"extra"},
 		{"--policy-spec", "{"},
 		{"compare", "only-one.json"},
+		{"--baseline", "--spawn", "1", "--rate", "100"},
+		{"--baseline", "--spawn", "2"},
+		{"--baseline", "--spawn", "2", "--rate", "100", "--rounds", "0"},
+		{"--baseline", "--spawn", "2", "--rate", "100", "--pin"},
+		{"--baseline", "--spawn", "2", "--rate", "100", "--scenario", "kill"},
 	} {
 		if code, _, _ := runBenchCmd(t, args...); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
@@ -235,5 +240,71 @@ func TestBenchFloodScenario(t *testing.T) {
 		t.Errorf("counters %v of %v; want the store full, within --max-keys", f.Counters, f.MaxKeys)
 	case f.RSSAfter <= 0 || f.HeapAfter <= 0:
 		t.Errorf("memory not read: %+v", f)
+	}
+}
+
+// TestBenchBaseline spawns two joined nodes and a standalone one, and
+// alternates two rounds: the pair at --rate (owner-aware, which the
+// standalone node, publishing no ring, does without), the single node at
+// half of it. The report gives both CPU figures of each round, their ratio and
+// the median, in the text, the JSON and the HTML; every node is gone
+// afterwards.
+func TestBenchBaseline(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
+	js, page := filepath.Join(dir, "b.json"), filepath.Join(dir, "b.html")
+	spec := `{"name":"bench","limit":1000000000,"window_ms":3600000}`
+	start := time.Now()
+	code, out, errOut := runBenchCmd(t, "--spawn", "2", "--binary", bin, "--baseline", "--owner-aware", "--rounds", "2", "--rate", "600", "--duration", "2s",
+		"--idle", "0", "--keys", "500", "--concurrency", "8", "--policy-spec", spec, "--progress", "none", "--json", js, "--html", page)
+	if code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out, errOut)
+	}
+	t.Logf("took %v", time.Since(start))
+	r := readResultFile(t, js)
+	b := r.Baseline
+	if b == nil || len(b.Rounds) != 2 || b.Nodes != 2 || b.Rate != 600 {
+		t.Fatalf("baseline %+v, summary:\n%s", b, out)
+	}
+	var ratios []float64
+	for i, rd := range b.Rounds {
+		if rd.ClusterUS <= 0 || rd.NodeUS <= 0 || rd.ClusterErrors != 0 || rd.NodeErrors != 0 {
+			t.Errorf("round %d: %+v", i+1, rd)
+			continue
+		}
+		if want := rd.ClusterUS / rd.NodeUS; rd.Ratio != want {
+			t.Errorf("round %d: ratio %v, want %v / %v = %v", i+1, rd.Ratio, rd.ClusterUS, rd.NodeUS, want)
+		}
+		// Half the rate on one node: about as many decisions a second as
+		// the pair gives each of its nodes.
+		if rd.NodeDecisionsPerSec < 0.3*rd.ClusterDecisionsPerSec || rd.NodeDecisionsPerSec > 0.7*rd.ClusterDecisionsPerSec {
+			t.Errorf("round %d: 1 node at %.0f decisions/s, the pair at %.0f", i+1, rd.NodeDecisionsPerSec, rd.ClusterDecisionsPerSec)
+		}
+		ratios = append(ratios, rd.Ratio)
+	}
+	if want := bench.Median(ratios); len(ratios) == 2 && b.MedianRatio != want {
+		t.Errorf("median ratio %v, want %v", b.MedianRatio, want)
+	}
+	// The rest of the result is the pair's last round.
+	if r.CPU == nil || len(r.CPU.Nodes) != 2 || r.CPU.PerDecisionUS != b.Rounds[1].ClusterUS || len(r.Params.URLs) != 2 {
+		t.Errorf("the result is not the cluster's last round: cpu %+v urls %v", r.CPU, r.Params.URLs)
+	}
+	for _, want := range []string{"baseline     2 node(s) at 600 checks/s against 1 node at 300 checks/s", "round 2 ", "ratio        "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+	if html, err := os.ReadFile(page); err != nil || !bytes.Contains(html, []byte(`id="baseline"`)) {
+		t.Errorf("html report has no baseline table: %v", err)
+	}
+	for _, u := range r.Params.URLs {
+		pu, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c, err := net.DialTimeout("tcp", pu.Host, time.Second); err == nil {
+			c.Close()
+			t.Errorf("a spawned node still listens on %s after the bench", pu.Host)
+		}
 	}
 }
