@@ -53,6 +53,7 @@ type replicator struct {
 	// arrive; nfailing is its length, read on the check path.
 	failing  map[string]bool
 	nfailing atomic.Int32
+	calls    atomic.Uint64 // replica calls made, for the benchmarks
 }
 
 // setFailing records whether the last round to successor to arrived.
@@ -308,6 +309,7 @@ func (n *Node) sendReplicas(groups map[string][]handoffItem) (failed []handoffIt
 	for to, items := range groups {
 		sent, err := n.sendCounters(n.life, rt.addrs[to], methodReplica, items, replicaTimeout, nil)
 		if n.repl != nil {
+			n.repl.calls.Add(uint64((len(items) + handoffChunk - 1) / handoffChunk))
 			n.repl.setFailing(to, err != nil)
 		}
 		n.metrics.replicaSent.Add(float64(sent))
