@@ -43,6 +43,7 @@ type mapShard struct {
 type mapEntry struct {
 	State
 	worth
+	since  int64
 	listed bool
 }
 
@@ -89,7 +90,7 @@ func (s *mapStore) Take(_ context.Context, k Key, p Policy, hits int64, now time
 			fresh.worth = worthOf(d, &fresh.State, now)
 			key := string(enc)
 			if s.insert(sh, key, fresh, now) && s.track && d.Allowed && hits > 0 && !fresh.listed {
-				sh.markChanged(key, fresh)
+				sh.countHits(key, fresh, hits, &p)
 			}
 		}
 		sh.mu.Unlock()
@@ -98,16 +99,25 @@ func (s *mapStore) Take(_ context.Context, k Key, p Policy, hits int64, now time
 	d := Take(p, &e.State, hits, now)
 	e.worth = worthOf(d, &e.State, now)
 	if s.track && d.Allowed && hits > 0 && !e.listed {
-		sh.markChanged(string(enc), e)
+		sh.countHits(string(enc), e, hits, &p)
 	}
 	sh.mu.Unlock()
 	return d, nil
+}
+
+// countHits adds hits admitted under p to e, and lists it once they
+// reach CopyEvery(p).
+func (sh *mapShard) countHits(key string, e *mapEntry, hits int64, p *Policy) {
+	if e.since += hits; e.since >= CopyEvery(p) {
+		sh.markChanged(key, e)
+	}
 }
 
 // markChanged puts e, under key, on the shard's changed list; the lock is
 // held.
 func (sh *mapShard) markChanged(key string, e *mapEntry) {
 	e.listed = true
+	e.since = 0
 	sh.changed = append(sh.changed, mapChangedRef{key, e})
 }
 
@@ -126,6 +136,9 @@ func (s *mapStore) Changed(fn func(k Key, st State)) {
 		list := sh.changed
 		for _, c := range list {
 			c.e.listed = false
+			if sh.m[c.key] != c.e {
+				continue // deleted since, maybe replaced by a new counter
+			}
 			if k, ok := decodeKey(c.key); ok {
 				fn(k, c.e.State)
 			}

@@ -22,12 +22,14 @@ type MemoryConfig struct {
 	MaxKeys int
 	// TrackChanges makes the store list the counters that moved since the
 	// last call of Changed, so that a cluster node can copy them to a
-	// replica: a counter is listed once the hits it admitted since it was
-	// last listed reach 1/16 of its capacity (at least one hit), and at
-	// once by a Merge. So a copy lags its counter by less than 1/16 of the
-	// capacity plus what was admitted since the last Changed. The list
-	// holds each such counter until Changed runs, so call it regularly (a
-	// cluster node does, every ReplicaInterval). Default: off.
+	// replica. A counter is listed once the hits it admitted since it was
+	// last listed reach CopyEvery of its policy: every admitted hit below
+	// a capacity of 2048 and with ReplicateSync, one in capacity/1024
+	// above. A Merge, a Refund and MarkChanged list it at once. So a copy
+	// made from the list lags its counter by less than CopyEvery hits plus
+	// what was admitted since the last Changed. The list holds each such
+	// counter until Changed runs; NotifyChanged tells when it is no longer
+	// empty. Default: off.
 	TrackChanges bool
 }
 
@@ -55,6 +57,13 @@ type MemoryStore struct {
 	track    bool
 	keys     atomic.Int64
 	evicted  [evictReasons]atomic.Int64
+	// dirty has a bit per shard whose changed list may hold counters, so
+	// that Changed visits those alone: finding what changed costs what
+	// changed, not a pass over every shard.
+	dirty []atomic.Uint64
+	// notify, when set, is called when a shard's changed list gets its
+	// first counter since Changed last took it.
+	notify atomic.Pointer[func()]
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -67,7 +76,10 @@ const inlineKey = 23
 type cell struct {
 	State
 	worth
-	klen  uint32 // length of the encoded key
+	klen uint32 // length of the encoded key
+	// since is the hits admitted since the counter was last listed
+	// (TrackChanges), short of its policy's CopyEvery.
+	since uint32
 	flags uint8
 	// key is the encoded key if it fits, else its offset in the arena
 	// (little-endian, in the first 4 bytes).
@@ -91,6 +103,7 @@ const (
 // memShard is one locked part of the store.
 type memShard struct {
 	mu sync.Mutex
+	id int // the shard's place in MemoryStore.shards
 	// index is an open-addressing (linear probing) table of the shard's
 	// counters: each entry is the upper 32 bits of the key's hash, which
 	// also give its home position, and its slot number + 1; 0 is empty.
@@ -121,13 +134,30 @@ func NewMemoryStore(cfg MemoryConfig) *MemoryStore {
 		cfg.MaxKeys = DefaultMaxKeys
 	}
 	n := 1 << bits.Len(uint(cfg.Shards-1))
-	return &MemoryStore{
+	s := &MemoryStore{
 		shards:   make([]memShard, n),
 		mask:     uint64(n - 1),
 		perShard: max(1, cfg.MaxKeys/n),
 		seed:     maphash.MakeSeed(),
 		track:    cfg.TrackChanges,
+		dirty:    make([]atomic.Uint64, (n+63)/64),
 	}
+	for i := range s.shards {
+		s.shards[i].id = i
+	}
+	return s
+}
+
+// CopyEvery is how many admitted hits of a counter under p make it listed
+// as changed (MemoryConfig.TrackChanges): 1 below a capacity of 2048 and
+// with ReplicateSync, where one hit matters, and capacity/1024 above
+// (at most 2^32-1), so that a counter of a large limit is copied once per
+// 1/1024 of it, not on every hit. p.Limit is the limit applied.
+func CopyEvery(p *Policy) int64 {
+	if p.Replication == ReplicateSync {
+		return 1
+	}
+	return min(max(1, p.Capacity()/1024), math.MaxUint32)
 }
 
 // Take implements Store. It never returns an error.
@@ -142,10 +172,10 @@ func (s *MemoryStore) Take(_ context.Context, k Key, p Policy, hits int64, now t
 		e := sh.at(n)
 		d := Take(p, &e.State, hits, now)
 		e.worth = worthOf(d, &e.State, now)
-		// With TrackChanges, every admitted hit lists the counter (once until
-		// Changed takes it), so its copy lags by one round of copies.
+		// With TrackChanges, admitted hits list the counter (once until
+		// Changed takes it) when they reach CopyEvery.
 		if s.track && d.Allowed && hits > 0 && e.flags&slotListed == 0 {
-			sh.markChanged(n, e)
+			s.countHits(sh, n, e, hits, &p)
 		}
 		sh.mu.Unlock()
 		return d, nil
@@ -154,20 +184,65 @@ func (s *MemoryStore) Take(_ context.Context, k Key, p Policy, hits int64, now t
 	d := Take(p, &st, hits, now)
 	if st != (State{}) {
 		if n, ok := s.insert(sh, h, enc, st, worthOf(d, &st, now), now); ok && s.track && d.Allowed && hits > 0 {
-			if e := sh.at(n); e.flags&slotListed == 0 {
-				sh.markChanged(n, e)
-			}
+			s.countHits(sh, n, sh.at(n), hits, &p)
 		}
 	}
 	sh.mu.Unlock()
 	return d, nil
 }
 
-// markChanged puts slot n, e, on the shard's changed list; the lock is
-// held.
-func (sh *memShard) markChanged(n uint32, e *cell) {
+// countHits adds hits admitted under p to the unlisted slot n, e, and
+// lists it once they reach CopyEvery(p); the lock is held.
+func (s *MemoryStore) countHits(sh *memShard, n uint32, e *cell, hits int64, p *Policy) {
+	if since := int64(e.since) + hits; since < CopyEvery(p) {
+		e.since = uint32(since)
+		return
+	}
+	s.markChanged(sh, n, e)
+}
+
+// markChanged puts slot n, e, on the shard's changed list and marks the
+// shard dirty; the lock is held.
+func (s *MemoryStore) markChanged(sh *memShard, n uint32, e *cell) {
 	e.flags |= slotListed
+	e.since = 0
 	sh.changed = append(sh.changed, n)
+	if len(sh.changed) > 1 {
+		return // the shard is dirty since its first one
+	}
+	bit := uint64(1) << (sh.id & 63)
+	if s.dirty[sh.id>>6].Or(bit)&bit == 0 {
+		if fn := s.notify.Load(); fn != nil {
+			(*fn)()
+		}
+	}
+}
+
+// NotifyChanged makes the store call fn (with a shard's lock held, so fn
+// must not call the store, nor block) when a counter is listed as changed
+// and the list was empty before, as far as Changed last saw it: at most
+// once per shard between two calls of Changed. A cluster node wakes its
+// copy loop with it only when a copy is due.
+func (s *MemoryStore) NotifyChanged(fn func()) { s.notify.Store(&fn) }
+
+// MarkChanged lists the counter of k as changed at once, if the store
+// holds it and tracks changes: for a change made outside Take, such as a
+// lease or hits folded back, whose copy must not wait for CopyEvery hits.
+func (s *MemoryStore) MarkChanged(k Key) {
+	if !s.track {
+		return
+	}
+	var buf [96]byte
+	enc := k.appendTo(buf[:0])
+	h := maphash.Bytes(s.seed, enc)
+	sh := &s.shards[h&s.mask]
+	sh.mu.Lock()
+	if _, n, ok := sh.find(h, enc); ok {
+		if e := sh.at(n); e.flags&slotListed == 0 {
+			s.markChanged(sh, n, e)
+		}
+	}
+	sh.mu.Unlock()
 }
 
 // Tracking reports whether the store tracks changed counters
@@ -179,22 +254,28 @@ func (s *MemoryStore) Tracking() bool { return s.track }
 // at a time, and forgets them. fn must not call the store. Without
 // TrackChanges there are none.
 func (s *MemoryStore) Changed(fn func(k Key, st State)) {
-	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		for _, n := range sh.changed {
-			e := sh.at(n)
-			if e.flags&(slotLive|slotListed) != slotLive|slotListed {
-				continue // freed, or listed twice after a reuse
-			}
-			e.flags &^= slotListed
-			if k, ok := decodeKey(string(sh.keyOf(e))); ok {
-				fn(k, e.State)
-			}
+	for w := range s.dirty {
+		for word := s.dirty[w].Swap(0); word != 0; word &= word - 1 {
+			s.drain(&s.shards[w<<6|bits.TrailingZeros64(word)], fn)
 		}
-		sh.changed = sh.changed[:0]
-		sh.mu.Unlock()
 	}
+}
+
+// drain calls fn with the counters on sh's changed list and empties it.
+func (s *MemoryStore) drain(sh *memShard, fn func(k Key, st State)) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for _, n := range sh.changed {
+		e := sh.at(n)
+		if e.flags&(slotLive|slotListed) != slotLive|slotListed {
+			continue // freed, or listed twice after a reuse
+		}
+		e.flags &^= slotListed
+		if k, ok := decodeKey(string(sh.keyOf(e))); ok {
+			fn(k, e.State)
+		}
+	}
+	sh.changed = sh.changed[:0]
 }
 
 // at returns slot n.
@@ -497,7 +578,7 @@ func (s *MemoryStore) Merge(k Key, p Policy, st State, now time.Time) {
 		peek := e.State
 		e.worth = worthOf(Take(p, &peek, 0, now), &e.State, now)
 		if s.track && e.flags&slotListed == 0 {
-			sh.markChanged(n, e)
+			s.markChanged(sh, n, e)
 		}
 		return
 	}
@@ -507,7 +588,7 @@ func (s *MemoryStore) Merge(k Key, p Policy, st State, now time.Time) {
 	peek := st
 	w := worthOf(Take(p, &peek, 0, now), &st, now)
 	if n, ok := s.insert(sh, h, enc, st, w, now); ok && s.track {
-		sh.markChanged(n, sh.at(n))
+		s.markChanged(sh, n, sh.at(n))
 	}
 }
 

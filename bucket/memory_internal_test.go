@@ -29,6 +29,7 @@ func TestPropertyMemoryStoreMatchesMapStore(t *testing.T) {
 		{Name: "p", Limit: 5, Window: time.Minute},
 		{Name: "g", Algorithm: GCRA, Limit: 3, Window: time.Second, Burst: 2},
 		{Name: "f", Algorithm: FixedWindow, Limit: 4, Window: 10 * time.Second},
+		{Name: "b", Limit: 3000, Window: time.Minute}, // listed every 2 hits
 	}
 	rapid.Check(t, func(t *rapid.T) {
 		shards := rapid.SampledFrom([]int{1, 4}).Draw(t, "shards")

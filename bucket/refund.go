@@ -115,5 +115,8 @@ func (s *MemoryStore) Refund(_ context.Context, k Key, p Policy, hits int64, now
 	d := Refund(p, &e.State, hits, now)
 	peek := e.State
 	e.worth = worthOf(Take(p, &peek, 0, now), &e.State, now)
+	if s.track && e.flags&slotListed == 0 {
+		s.markChanged(sh, n, e) // its copy would count the refunded hits
+	}
 	return d, nil
 }

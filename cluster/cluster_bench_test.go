@@ -26,11 +26,13 @@ import (
 // closed, so a check its owner could not answer shows as a denial, which
 // the benchmarks count ("fallbacks") instead of passing it off as a
 // decision of the owner. "churn" is the policy the write benchmarks change.
+// "thousand" (below 2048) has every admitted hit copied to the successor.
 var clusterBenchPolicies = []bucket.Policy{
 	{Name: "p", Limit: 1 << 31, Window: time.Hour, FailureMode: bucket.FailClosed},
 	{Name: "churn", Limit: 100, Window: time.Minute},
 	{Name: "sixteen", Limit: 16, Window: time.Hour, FailureMode: bucket.FailClosed},
 	{Name: "psync", Limit: 1 << 31, Window: time.Hour, FailureMode: bucket.FailClosed, Replication: bucket.ReplicateSync},
+	{Name: "thousand", Limit: 1000, Window: time.Minute, FailureMode: bucket.FailClosed},
 }
 
 // benchCluster is a test cluster with the peer transports of its nodes,
@@ -395,41 +397,114 @@ func parallelChecks(b *testing.B, nodes []*cluster.Node, policy string, par int,
 }
 
 // BenchmarkClusterReplicaCost is what the counter copies cost: two 3-node
-// clusters, one copying changed counters continuously (the default) and
-// one without copies, each deciding checks of keys drawn uniformly from
-// 30,000 fresh keys (about 2/3 remote) from 128×GOMAXPROCS goroutines.
-// Every admitted hit is copied (in the next round), with policy "p" (limit
-// 2^31, never denies) as with "sixteen" (16 an hour: about half its checks
-// are denied, which copies nothing). Sub-benchmarks alternate; compare
-// decisions/s, and copies/check.
+// clusters in one process, one copying changed counters continuously (the
+// default) and one without copies (ReplicaInterval -1), each deciding
+// checks of keys drawn uniformly from 30,000 keys (about 2/3 remote) from
+// 128×GOMAXPROCS goroutines. Policy "p" (limit 2^31, never denies) copies
+// a counter once per 2^21 hits (capacity/1024), so rarely; "thousand"
+// (1000 a minute, below 2048) copies every admitted hit. After a warm-up
+// of each cluster, each op is one round of replicaRoundChecks checks on
+// each cluster, the order alternating from op to op; run with
+// -benchtime 10x for 10 rounds. Reported per policy: on/off (checks/s with
+// copies over checks/s without, the median of the rounds' ratios),
+// cpu-on/off (the process's CPU time per decision, user and system, with
+// copies over without: the machine's other load moves it far less than
+// the wall clock), the checks/s and CPU µs per decision of each side
+// (medians), and rounds/check and copies/check with copies on (replica
+// calls and counters sent per check).
 func BenchmarkClusterReplicaCost(b *testing.B) {
 	on := startBenchCluster(b, false)
 	off := startBenchCluster(b, false, func(cfg *cluster.Config) { cfg.ReplicaInterval = -1 })
-	for round := range 3 {
-		for _, policy := range []string{"p", "sixteen"} {
-			for _, tc := range []struct {
-				name string
-				c    *benchCluster
-			}{{"copies=on", on}, {"copies=off", off}} {
-				name := policy + "/" + tc.name + "/round=" + strconv.Itoa(round)
-				b.Run(name, func(b *testing.B) {
-					keys := make([]string, 30_000)
-					for i := range keys {
-						keys[i] = name + ":" + strconv.Itoa(i)
-					}
-					nodes := []*cluster.Node{tc.c.Node(0), tc.c.Node(1), tc.c.Node(2)}
-					copies0 := replicaSent(tc.c)
-					b.ResetTimer()
-					rate, denied := parallelChecks(b, nodes, policy, 128, [3][]string{keys, keys, keys})
-					b.StopTimer()
-					checkRing(b, tc.c)
-					b.ReportMetric(rate, "decisions/s")
-					b.ReportMetric(float64(replicaSent(tc.c)-copies0)/float64(b.N), "copies/check")
-					b.ReportMetric(float64(denied)/float64(b.N), "denied/check")
-				})
+	goroutines := 128 * runtime.GOMAXPROCS(0)
+	for _, policy := range []string{"p", "thousand"} {
+		b.Run(policy, func(b *testing.B) {
+			keys := make([]string, 30_000)
+			for i := range keys {
+				keys[i] = policy + ":" + strconv.Itoa(i)
 			}
-		}
+			run := func(c *benchCluster) (rate float64, cpu time.Duration) {
+				nodes := []*cluster.Node{c.Node(0), c.Node(1), c.Node(2)}
+				cpu0 := processCPU()
+				start := time.Now()
+				if err := fixedChecks(nodes, policy, goroutines, replicaRoundChecks, keys); err != nil {
+					b.Fatal(err)
+				}
+				elapsed := time.Since(start)
+				cpu = (processCPU() - cpu0) / replicaRoundChecks
+				checkRing(b, c)
+				return replicaRoundChecks / elapsed.Seconds(), cpu
+			}
+			run(on) // warm-up: connections, keys, slots
+			run(off)
+			var ratios, cpuRatios, onRates, offRates []float64
+			var onCPU, offCPU []time.Duration
+			var rounds, copies uint64
+			b.ResetTimer()
+			for i := range b.N {
+				var onRate, offRate float64
+				var onC, offC time.Duration
+				rounds0, copies0 := replicaRounds(on), replicaSent(on)
+				if i%2 == 0 {
+					onRate, onC = run(on)
+					offRate, offC = run(off)
+				} else {
+					offRate, offC = run(off)
+					onRate, onC = run(on)
+				}
+				rounds += replicaRounds(on) - rounds0
+				copies += replicaSent(on) - copies0
+				ratios = append(ratios, onRate/offRate)
+				cpuRatios = append(cpuRatios, float64(onC)/float64(max(offC, 1)))
+				onRates, offRates = append(onRates, onRate), append(offRates, offRate)
+				onCPU, offCPU = append(onCPU, onC), append(offCPU, offC)
+			}
+			b.StopTimer()
+			median := func(v []float64) float64 { slices.Sort(v); return v[len(v)/2] }
+			slices.Sort(onCPU)
+			slices.Sort(offCPU)
+			b.ReportMetric(median(ratios), "on/off")
+			b.ReportMetric(median(cpuRatios), "cpu-on/off")
+			b.ReportMetric(median(onRates), "on-checks/s")
+			b.ReportMetric(median(offRates), "off-checks/s")
+			b.ReportMetric(float64(percentile(onCPU, 0.5).Nanoseconds())/1e3, "on-cpu-µs/check")
+			b.ReportMetric(float64(percentile(offCPU, 0.5).Nanoseconds())/1e3, "off-cpu-µs/check")
+			b.ReportMetric(float64(rounds)/float64(b.N*replicaRoundChecks), "rounds/check")
+			b.ReportMetric(float64(copies)/float64(b.N*replicaRoundChecks), "copies/check")
+			b.ReportMetric(0, "ns/op")
+		})
 	}
+}
+
+// replicaRoundChecks is the checks of one round of BenchmarkClusterReplicaCost
+// on one cluster.
+const replicaRoundChecks = 40_000
+
+// fixedChecks decides count checks of policy from goroutines spread over
+// the nodes, keys drawn uniformly from keys; a check that fails is an
+// error.
+func fixedChecks(nodes []*cluster.Node, policy string, goroutines, count int, keys []string) error {
+	var next atomic.Int64
+	var failed atomic.Pointer[error]
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			ctx := context.Background()
+			n := nodes[g%len(nodes)]
+			x := uint64(g)*104729 + 1
+			for next.Add(1) <= int64(count) {
+				x = x*6364136223846793005 + 1442695040888963407
+				if _, err := n.Allow(ctx, policy, keys[(x>>33)%uint64(len(keys))], 1); err != nil {
+					failed.CompareAndSwap(nil, &err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		return *err
+	}
+	return nil
 }
 
 // replicaSent sums the counter copies the nodes sent.
@@ -437,6 +512,15 @@ func replicaSent(c *benchCluster) uint64 {
 	var n uint64
 	for _, i := range c.Live() {
 		n += c.Node(i).ReplicasSent()
+	}
+	return n
+}
+
+// replicaRounds sums the replica calls the nodes made.
+func replicaRounds(c *benchCluster) uint64 {
+	var n uint64
+	for _, i := range c.Live() {
+		n += c.Node(i).ReplicaCalls()
 	}
 	return n
 }

@@ -93,8 +93,10 @@ type Config struct {
 	// ReplicaInterval, when negative, turns the counter copies off. With
 	// any other value, a node copies each counter that checks changed to
 	// the node that would own its key if this one failed, continuously
-	// (each round leaves when the one before returns), so that a crash
-	// forgives at most one round's hits (none with sync replication).
+	// (each round leaves when the one before returns) once the hits since
+	// its last copy reach bucket.CopyEvery (every hit below a capacity of
+	// 2048, capacity/1024 above), so that a crash forgives at most one
+	// round's hits plus fewer than CopyEvery (none with sync replication).
 	// It needs the default store; a MemoryStore of your own needs
 	// TrackChanges.
 	ReplicaInterval time.Duration

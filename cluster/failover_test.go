@@ -281,3 +281,55 @@ func TestClusterCopyNotDeliveredFallsBack(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterCopyEvery: an async counter is copied to its successor once
+// the hits since its last copy reach bucket.CopyEvery: a limit of 2^20
+// copies every 1024 hits, so 1023 checks send nothing, and the 1024th
+// sends exactly that counter; a limit below 2048 copies every hit. What a
+// crashed owner's successor can miss is so bounded by limit/1024 hits
+// plus one round (docs/architecture.md).
+func TestClusterCopyEvery(t *testing.T) {
+	policies := []bucket.Policy{
+		{Name: "big", Limit: 1 << 20, Window: time.Hour},
+		{Name: "small", Limit: 2047, Window: time.Hour},
+	}
+	c := testcluster.Start(t, 3, testcluster.Options{Policies: policies, InMemory: true, Configure: noProbes})
+	ctx := context.Background()
+	key := keyOwnedBy(c, "big", 0)
+	_, succ, _ := successorOf(t, c, "big", key)
+	sent := func() uint64 {
+		var n uint64
+		for _, i := range c.Live() {
+			n += c.Node(i).ReplicasSent()
+		}
+		return n
+	}
+	before := sent()
+	for i := range 1023 {
+		if d, err := c.Node(0).Allow(ctx, "big", key, 1); err != nil || !d.Allowed {
+			t.Fatalf("check %d: %+v %v", i, d, err)
+		}
+	}
+	// A round would have left at once: 200 ms is many rounds' time.
+	time.Sleep(200 * time.Millisecond)
+	if got := sent() - before; got != 0 || c.Node(succ).Status().ReplicaCounters != 0 {
+		t.Fatalf("1023 hits below CopyEvery sent %d copies; the successor keeps %d", got, c.Node(succ).Status().ReplicaCounters)
+	}
+	if d, err := c.Node(0).Allow(ctx, "big", key, 1); err != nil || !d.Allowed {
+		t.Fatalf("check 1024: %+v %v", d, err)
+	}
+	waitFor(t, "the 1024th hit's copy", func() bool { return sent()-before >= 1 })
+	time.Sleep(50 * time.Millisecond)
+	if got := sent() - before; got != 1 || c.Node(succ).Status().ReplicaCounters != 1 {
+		t.Fatalf("the hit reaching CopyEvery sent %d copies, want 1; the successor keeps %d", got, c.Node(succ).Status().ReplicaCounters)
+	}
+
+	small := keyOwnedBy(c, "small", 0)
+	for i := range 3 {
+		before := sent()
+		if d, err := c.Node(0).Allow(ctx, "small", small, 1); err != nil || !d.Allowed {
+			t.Fatalf("small check %d: %+v %v", i, d, err)
+		}
+		waitFor(t, "the copy of a hit below a capacity of 2048", func() bool { return sent()-before >= 1 })
+	}
+}

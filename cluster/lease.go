@@ -640,8 +640,8 @@ func (n *Node) receiveLease(ctx context.Context, method string, body []byte) ([]
 	if method == methodLeaseReturn {
 		given := returnLease(ctx, n.store, p, k, req.Hits, req.Until, now)
 		n.copyMu.RUnlock()
-		if given && n.repl != nil {
-			n.repl.changed()
+		if given {
+			n.markChanged(k)
 		}
 		return nil, nil
 	}
@@ -657,6 +657,9 @@ func (n *Node) receiveLease(ctx context.Context, method string, body []byte) ([]
 		return msgpack.Marshal(leaseRes{})
 	}
 	if changed && n.repl != nil {
+		// A grant is a change outside a check: listed at once, whatever
+		// CopyEvery counted.
+		n.markChanged(k)
 		if res.Grant > 0 || p.Replication == bucket.ReplicateSync {
 			// The successor must count the slice before the holder uses
 			// it: if this node crashed first, the slice would be free
@@ -664,8 +667,6 @@ func (n *Node) receiveLease(ctx context.Context, method string, body []byte) ([]
 			if !n.waitCopied(ctx) {
 				res = n.uncopiedLease(ctx, p, k, req.Hits, res, now)
 			}
-		} else {
-			n.repl.changed()
 		}
 	}
 	if res.Grant > 0 {

@@ -33,10 +33,25 @@ import (
 const methodReplica = "replica"
 
 // changeTracker is a store that lists the counters checks changed: the
-// memory store with TrackChanges.
+// memory store with TrackChanges. It lists a counter once the hits since
+// its last copy reach bucket.CopyEvery (every hit below a capacity of
+// 2048 and for sync policies, 1/1024 of the capacity above), and tells
+// the copy loop when a list gets its first counter, so that the loop
+// wakes only when a copy is due, not on every check.
 type changeTracker interface {
 	Tracking() bool
 	Changed(fn func(k bucket.Key, st bucket.State))
+	NotifyChanged(fn func())
+	MarkChanged(k bucket.Key)
+}
+
+// markChanged lists the counter of k for the next round of copies at
+// once: for changes made outside a check (a lease, hits folded back),
+// which CopyEvery does not count. It wakes the copy loop.
+func (n *Node) markChanged(k bucket.Key) {
+	if ct, ok := n.store.(changeTracker); ok && n.repl != nil {
+		ct.MarkChanged(k)
+	}
 }
 
 // replicaTimeout bounds one replica or fold-back call.
@@ -53,6 +68,7 @@ type replicator struct {
 	// arrive; nfailing is its length, read on the check path.
 	failing  map[string]bool
 	nfailing atomic.Int32
+	calls    atomic.Uint64 // replica calls made, for the benchmarks
 }
 
 // setFailing records whether the last round to successor to arrived.
@@ -150,6 +166,8 @@ func (r *replicator) changed() {
 func (n *Node) replicaLoop(tr changeTracker) {
 	defer n.wg.Done()
 	r := n.repl
+	tr.NotifyChanged(r.changed)
+	r.changed() // for what was listed before
 	var carry []handoffItem
 	for {
 		select {
@@ -241,20 +259,18 @@ func (n *Node) waitCopied(ctx context.Context) bool {
 	}
 }
 
-// copied is called after a check decided d in this node's store: it
-// starts a round of copies, and with sync replication waits for it. It
-// returns false when a sync policy's copy did not reach the successor:
-// the check's allowed answer then rests on this counter alone, which a
-// partition may have handed to the successor already.
+// copied is called after a check decided d in this node's store: with
+// sync replication it waits for a round of copies (the store listed the
+// counter: CopyEvery is 1). An async change needs nothing here: the
+// store wakes the copy loop once a copy is due. It returns false when a
+// sync policy's copy did not reach the successor: the check's allowed
+// answer then rests on this counter alone, which a partition may have
+// handed to the successor already.
 func (n *Node) copied(ctx context.Context, p *policyEntry, d Decision, hits int64) bool {
-	if n.repl == nil || !d.Allowed || hits <= 0 {
+	if n.repl == nil || !d.Allowed || hits <= 0 || p.Replication != bucket.ReplicateSync {
 		return true
 	}
-	if p.Replication == bucket.ReplicateSync {
-		return n.waitCopied(ctx)
-	}
-	n.repl.changed()
-	return true
+	return n.waitCopied(ctx)
 }
 
 // replicateAll sends every counter this node owns to its successor: after
@@ -308,6 +324,7 @@ func (n *Node) sendReplicas(groups map[string][]handoffItem) (failed []handoffIt
 	for to, items := range groups {
 		sent, err := n.sendCounters(n.life, rt.addrs[to], methodReplica, items, replicaTimeout, nil)
 		if n.repl != nil {
+			n.repl.calls.Add(uint64((len(items) + handoffChunk - 1) / handoffChunk))
 			n.repl.setFailing(to, err != nil)
 		}
 		n.metrics.replicaSent.Add(float64(sent))
@@ -608,9 +625,7 @@ func (n *Node) receiveFoldBack(ctx context.Context, body []byte) error {
 		if _, err := n.store.Take(ctx, k, unbounded(p.Policy, it.Key), it.Hits, now); err != nil {
 			return fmt.Errorf("cluster: fold-back: %w", err)
 		}
-	}
-	if n.repl != nil {
-		n.repl.changed()
+		n.markChanged(k) // the unbounded policy's CopyEvery would wait for 2^43 hits
 	}
 	return nil
 }

@@ -324,7 +324,8 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 		}
 	}
 	if n.repl != nil && changed {
-		// One wait for the whole batch: its changes leave in one round.
+		// One wait for the whole batch: its changes leave in one round
+		// (async ones as the store lists them: see changeTracker).
 		if sync {
 			if !n.waitCopied(ctx) {
 				// The copies did not reach the successor: the sync
@@ -335,8 +336,6 @@ func (h peerHandler) HandleChecks(ctx context.Context, items []transport.CheckIt
 					results[i] = toWire(d)
 				}
 			}
-		} else {
-			n.repl.changed()
 		}
 	}
 	for addr, idx := range moved {
