@@ -188,6 +188,10 @@ func (n *Node) decideRemote(ctx context.Context, checks []Request, idx []int, en
 		switch {
 		case err != nil && ctx.Err() != nil:
 			out[i] = Result{Err: ctx.Err()}
+		case slowPeer(err):
+			// Not gone, only slow to reach: asked again as forward does.
+			d, ferr := n.forward(ctx, entries[i], c.Key, c.Hits, rt, owner, addr, now)
+			out[i] = Result{Decision: d, Err: ferr}
 		case err != nil:
 			d, ferr := n.failover(ctx, entries[i], c.Key, c.Hits, rt, owner, now, fmt.Errorf("%w: %s: %w", ErrOwnerUnavailable, addr, err))
 			out[i] = Result{Decision: d, Err: ferr}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -31,7 +32,8 @@ func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int
 	// again while it stays in the ring, up to FailoverTimeout. Its
 	// successor need not hold a copy of the key when the ring is
 	// changing, and would decide from nothing.
-	for wait := 5 * time.Millisecond; err == nil && res.Status == transport.StatusUnavailable && time.Since(start) < n.cfg.FailoverTimeout; wait = min(2*wait, 200*time.Millisecond) {
+	// So is one whose dial timed out (slowPeer).
+	for wait := 5 * time.Millisecond; (err == nil && res.Status == transport.StatusUnavailable || slowPeer(err)) && time.Since(start) < n.cfg.FailoverTimeout; wait = min(2*wait, 200*time.Millisecond) {
 		select {
 		case <-fctx.Done():
 		case <-n.stop:
@@ -61,6 +63,15 @@ func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int
 	default:
 		return n.failover(ctx, p, key, hits, rt, owner, now, fmt.Errorf("%w: %s answered %s", ErrOwnerUnavailable, addr, res.Status))
 	}
+}
+
+// slowPeer reports whether err says that a peer could not be reached in
+// time (a dial or its TLS handshake timed out, or the reconnect back-off
+// after one): on a starved machine a live owner does that, so it is not
+// taken for gone. A refused connection, or any other failure, is.
+func slowPeer(err error) bool {
+	var ne net.Error
+	return errors.Is(err, transport.ErrUnreachable) && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout())
 }
 
 // forwardCtx returns the context a forward to owner waits under: ctx,

@@ -208,7 +208,7 @@ func (p *peer) usable() error {
 		return ErrClosed
 	}
 	if p.live == 0 && p.failures > 0 && time.Now().Before(p.retryAt) {
-		return fmt.Errorf("transport: %s: %w (reconnect back-off: %v)", p.addr, ErrUnreachable, p.lastErr)
+		return fmt.Errorf("transport: %s: %w (reconnect back-off: %w)", p.addr, ErrUnreachable, p.lastErr)
 	}
 	return nil
 }
@@ -555,7 +555,7 @@ func (p *peer) connect(ctx context.Context) (*clientConn, error) {
 			if c != nil {
 				return c, nil
 			}
-			return nil, fmt.Errorf("transport: dial %s: %w: %v", p.addr, ErrUnreachable, err)
+			return nil, fmt.Errorf("transport: dial %s: %w: %w", p.addr, ErrUnreachable, err)
 		}
 		// The loop picks the new connection up.
 	}

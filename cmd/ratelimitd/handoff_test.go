@@ -20,15 +20,20 @@ const rollingPolicies = `policies:
     window_ms: 3600000
 `
 
-// TestRollingRestartExact: three nodes with --data-dir; 600 of the 1000 of
-// three keys (one owned by each node) are used, then checks go on at 50 a
-// second, round robin over the keys and over the nodes in rotation, while
-// each node in turn is taken out of rotation, stopped with SIGTERM,
-// started again with the same flags and put back once the cluster has its
-// three members. Afterwards each key is checked to exhaustion. Asserted:
-// every key admitted exactly its remaining 400, no check failed, and no
-// check took longer than 2 s (a restarting owner is never waited for up
-// to FailoverTimeout). Reported: the longest check.
+// TestRollingRestartExact: three nodes with --data-dir and the LAN gossip
+// profile; 600 of the 1000 of three keys (one owned by each node) are
+// used, then checks go on at 50 a second, round robin over the keys and
+// over the nodes in rotation, while each node in turn is taken out of
+// rotation, stopped with SIGTERM, started again with the same flags and
+// put back once the cluster has its three members. Afterwards each key is
+// checked to exhaustion. Asserted: every key admitted exactly its
+// remaining 400, no check failed, and no check took longer than
+// rollingCheckBound. Reported: the longest check.
+//
+// The LAN profile, as a deployment has: the local profile's failure
+// detection (150 ms probes) takes nodes of a starved machine for dead and
+// back, and such a flap during a leave is a case of its own (see
+// docs/architecture.md, Known limits; TestLeavingNodeDecidesNothing).
 func TestRollingRestartExact(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "policies.yaml")
@@ -36,7 +41,7 @@ func TestRollingRestartExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	nodes := startCluster(t, 3, nil, func(i int) []string {
-		return []string{"--policies", file, "--data-dir", filepath.Join(dir, "n"+strconv.Itoa(i+1))}
+		return []string{"--policies", file, "--data-dir", filepath.Join(dir, "n"+strconv.Itoa(i+1)), "--gossip-profile", "lan"}
 	})
 	names := []string{"n1", "n2", "n3"}
 	const limit, used = 1000, 600
@@ -123,7 +128,7 @@ func TestRollingRestartExact(t *testing.T) {
 		}
 		t.Logf("%s: SIGTERM at %s", nodes[i].Name, time.Now().Format("15:04:05.000"))
 		nodes[i].stop()
-		nodes[i] = nodes[i].restart(t, "--join", strings.Join(others, ","))
+		nodes[i] = nodes[i].restart(t, "--join", strings.Join(others, ","), "--gossip-profile", "lan")
 		waitMembers(t, 30*time.Second, nodes...)
 		t.Logf("%s: back at %s", nodes[i].Name, time.Now().Format("15:04:05.000"))
 		mu.Lock()
@@ -157,10 +162,19 @@ func TestRollingRestartExact(t *testing.T) {
 	if f := failed.Load(); f > 0 {
 		t.Errorf("%d checks failed; first: %v", f, first.Load())
 	}
-	if l := time.Duration(longest.Load()); l > 2*time.Second {
-		t.Errorf("the longest check took %v (%v), want at most 2 s", l, longWhat.Load())
+	if l := time.Duration(longest.Load()); l > rollingCheckBound {
+		t.Errorf("the longest check took %v (%v), want at most %v", l, longWhat.Load(), rollingCheckBound)
 	}
 }
+
+// rollingCheckBound is the longest a check may take during a rolling
+// restart: the node it arrives at may hold it for a hand-over (awaiting
+// the old owner's message, or its own hand-over's calls) up to
+// handoverWait, 3 s; the owner it is then forwarded to may hold it as
+// long again; 1 s more covers the HTTP and peer round trips on a loaded
+// machine. A stopped owner refuses at once, so no check is held for it up
+// to FailoverTimeout (10 s).
+const rollingCheckBound = 2*3*time.Second + time.Second
 
 // TestUsedUpAuthKeyOwnerKilled: the auth policy (10 per 15 minutes) with
 // "replication": "sync"; a key owned by n3 is used up through n1, and n3
