@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"reflect"
 	"testing"
 
@@ -51,9 +52,16 @@ func TestHandoffCodec(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if a := msg.appendTo(nil); !bytes.Equal(a, b) {
+			t.Fatalf("appendTo wrote %x, EncodeMsgpack %x", a, b)
+		}
 		var back handoffMsg
 		if err := msgpack.Unmarshal(b, &back); err != nil {
 			t.Fatal(err)
+		}
+		fast := handoffMsg{Items: make([]handoffItem, 3)} // reused
+		if err := fast.decode(b); err != nil || fast.From != msg.From || fast.Version != 1 || len(fast.Items) != len(items) || (len(items) > 0 && !reflect.DeepEqual(fast.Items, items)) {
+			t.Fatalf("decode: %+v, want %+v (%v)", fast, msg, err)
 		}
 		if back.Version != 1 || back.From != msg.From || len(back.Items) != len(items) || (len(items) > 0 && !reflect.DeepEqual(back.Items, items)) {
 			t.Fatalf("round trip: %+v, want %+v", back, msg)
@@ -73,6 +81,9 @@ func TestHandoffCodec(t *testing.T) {
 		}
 		if len(items) > 0 && !reflect.DeepEqual(fromReflect.Items, items) {
 			t.Fatalf("through reflection: %+v, want %+v", fromReflect.Items, items)
+		}
+		if err := fast.decode(rb); err != nil || (len(items) > 0 && !reflect.DeepEqual(fast.Items, items)) {
+			t.Fatalf("decode of reflection's form: %+v, want %+v (%v)", fast.Items, items, err)
 		}
 	})
 }
@@ -94,6 +105,9 @@ func TestHandoffCodecRefuses(t *testing.T) {
 		var m handoffMsg
 		if err := msgpack.Unmarshal(b, &m); err == nil {
 			t.Errorf("%s: decoded without an error: %+v", name, m)
+		}
+		if err := m.decode(b); err == nil {
+			t.Errorf("%s: decode without an error: %+v", name, m)
 		}
 	}
 }

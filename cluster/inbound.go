@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster/ring"
@@ -126,7 +125,7 @@ func (n *Node) receiveStates(ctx context.Context, method string, body []byte, me
 	var msg handoffMsg
 	err := errLengthBeyondEnd
 	if msgpackfit.Fits(body) {
-		err = msgpack.Unmarshal(body, &msg)
+		err = msg.decode(body)
 	}
 	if err != nil {
 		n.dropStates(method, "malformed", "", 1, err)

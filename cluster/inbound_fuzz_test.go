@@ -14,7 +14,9 @@ import (
 
 // FuzzDecodeHandoff feeds any body to the hand-off and copy decoder, and
 // every counter it yields to bucket.Sanitize: no panic, no allocation
-// beyond the message's bound; what decodes re-encodes to the same message;
+// beyond the message's bound; the receivers' one-pass decoder reads
+// nothing msgpack's does not, and reads it the same; what decodes
+// re-encodes to the same message;
 // what Sanitize passes is a state no more ahead of now than it allows and
 // within the limit. Seeds are in testdata/fuzz/FuzzDecodeHandoff.
 func FuzzDecodeHandoff(f *testing.F) {
@@ -26,6 +28,12 @@ func FuzzDecodeHandoff(f *testing.F) {
 	f.Add(good)
 	f.Add(future)
 	f.Add([]byte{0x82, 0xa1, 'v', 0x01, 0xa1, 'i', 0xdd, 0xff, 0xff, 0xff, 0xff})
+	// Reflection's form (int64 and uint32 in full), an unknown field of
+	// nested values, bin strings and nil.
+	viaReflect, _ := msgpack.Marshal(map[string]any{"v": uint8(1), "f": "n", "x": []any{map[string]any{"y": 1.5}, nil, true, []byte{1}},
+		"i": []map[string]any{{"p": []byte("auth"), "k": "ip:1", "t": int64(-5), "c": make([]uint32, bucket.Slots+1), "e": uint32(7), "z": nil}}})
+	f.Add(viaReflect)
+	f.Add([]byte{0x83, 0xa1, 'f', 0xc0, 0xa1, 'v', 0x01, 0xa1, 'i', 0xc0})
 	policies := map[string]bucket.Policy{}
 	for _, p := range DefaultPolicies() {
 		policies[p.Name] = p
@@ -33,9 +41,20 @@ func FuzzDecodeHandoff(f *testing.F) {
 	policies["fixed"] = bucket.Policy{Name: "fixed", Algorithm: bucket.FixedWindow, Limit: 3, Window: time.Minute}
 	now := time.Unix(1_700_000_000, 0)
 	f.Fuzz(func(t *testing.T, body []byte) {
+		// The one-pass decoder (the receivers') reads a subset of what
+		// msgpack's does, the same way.
+		var fast handoffMsg
+		fastErr := fast.decode(body)
 		var msg handoffMsg
 		if err := msgpack.Unmarshal(body, &msg); err != nil {
+			if fastErr == nil {
+				t.Fatalf("decode read %+v where msgpack fails: %v", fast, err)
+			}
 			return
+		}
+		if fastErr == nil && (fast.From != msg.From || fast.Version != msg.Version || len(fast.Items) != len(msg.Items) ||
+			(len(msg.Items) > 0 && !reflect.DeepEqual(fast.Items, msg.Items))) {
+			t.Fatalf("decode read %+v, msgpack %+v", fast, msg)
 		}
 		if len(msg.Items) > handoffChunk {
 			t.Fatalf("%d items decoded, at most %d", len(msg.Items), handoffChunk)

@@ -664,15 +664,15 @@ func (it *handoffItem) state() bucket.State {
 // returns how many counters arrived.
 func (n *Node) sendCounters(ctx context.Context, addr, method string, items []handoffItem, timeout time.Duration, sent func(chunk []handoffItem)) (int, error) {
 	total := 0
+	var body []byte
 	for len(items) > 0 {
 		chunk := items[:min(len(items), handoffChunk)]
 		items = items[len(chunk):]
-		body, err := msgpack.Marshal(handoffMsg{From: n.cfg.NodeName, Version: 1, Items: chunk})
-		if err == nil {
-			cctx, cancel := context.WithTimeout(ctx, timeout)
-			_, err = n.tr.Call(cctx, addr, method, body)
-			cancel()
-		}
+		msg := handoffMsg{From: n.cfg.NodeName, Version: 1, Items: chunk}
+		body = msg.appendTo(body[:0]) // a call keeps no body once it returns
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		_, err := n.tr.Call(cctx, addr, method, body)
+		cancel()
 		if err != nil {
 			return total, err
 		}
