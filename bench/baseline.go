@@ -15,8 +15,9 @@ import (
 // on wake-ups (scheduler, futex, epoll), so a node at the cluster's full
 // rate would flatter the node.
 type Baseline struct {
-	// Nodes is the cluster's size; Rate the cluster's checks a second (the
-	// node's is Rate/Nodes).
+	// Nodes is the cluster's size; Rate the cluster's checks a second. The
+	// node's is Rate/Nodes, or the checks a second the cluster got over
+	// Nodes in a round where it fell short of Rate.
 	Nodes int     `json:"nodes"`
 	Rate  float64 `json:"rate"`
 	// Rounds are the rounds in the order they ran.
@@ -105,8 +106,8 @@ func Median(xs []float64) float64 {
 
 // writeSummary writes the baseline lines of the run's summary.
 func (b *Baseline) writeSummary(w *strings.Builder) {
-	fmt.Fprintf(w, "baseline     %d node(s) at %s checks/s against 1 node at %s checks/s (the same load per node), rounds alternated:\n",
-		b.Nodes, human(b.Rate), human(b.Rate/float64(max(b.Nodes, 1))))
+	fmt.Fprintf(w, "baseline     %d node(s) at %s checks/s against 1 node at 1/%d of the checks/s they got (at most %s): the same load per node, rounds alternated:\n",
+		b.Nodes, human(b.Rate), b.Nodes, human(b.Rate/float64(max(b.Nodes, 1))))
 	for i, r := range b.Rounds {
 		fmt.Fprintf(w, "  round %d     %d node(s) %.1fµs per decision (%s decisions/s, %d errors), 1 node %.1fµs (%s decisions/s, %d errors): ratio %.2f\n",
 			i+1, b.Nodes, r.ClusterUS, human(r.ClusterDecisionsPerSec), r.ClusterErrors, r.NodeUS, human(r.NodeDecisionsPerSec), r.NodeErrors, r.Ratio)

@@ -96,7 +96,7 @@ func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
 	fs.DurationVar(&c.Idle, "idle", -1, "Measure the nodes' CPU at rest this long before the load (from /proc), report it, and subtract it from their CPU per decision; with --spawn or the embedded target. 0: not measured. Default: 5s with --spawn, else 0.")
 	fs.BoolVar(&c.Pin, "pin", false, "With --spawn: give each node its own CPUs, and the load generator the rest, when the machine has one CPU for each at least (Linux); otherwise the report says nothing was pinned.")
 	fs.BoolVar(&c.OwnerAware, "owner-aware", false, "http target: send each check to its key's owner, from the ring of GET /v1/ring (as httpapi.OwnerAwareClient does), instead of round-robin through every node.")
-	fs.BoolVar(&c.Baseline, "baseline", false, "With --spawn N (2 or more) and --rate: spawn one more node, standalone, and alternate --rounds rounds of the N nodes at --rate and that node at --rate/N (the same load per node), reporting both CPU per decision figures of each round and the median of their ratios; the rest of the report is the cluster's last round.")
+	fs.BoolVar(&c.Baseline, "baseline", false, "With --spawn N (2 or more) and --rate: spawn one more node, standalone, and alternate --rounds rounds of the N nodes at --rate and that node at --rate/N (the same load per node), reporting both CPU per decision figures of each round and the median of their ratios; the rest of the report is the cluster's last round. A round whose cluster fell short of --rate gives the node the checks/s the cluster got, over N.")
 	fs.IntVar(&c.Rounds, "rounds", 3, "Rounds of --baseline, each a run of the cluster then one of the single node.")
 	fs.StringVar(&c.Progress, "progress", "auto", "Progress output: auto (a live line on a terminal, plain lines otherwise), plain, or none.")
 	return fs
@@ -567,7 +567,6 @@ func runBaseline(ctx context.Context, c *benchConfig, cfg bench.Config, base *ba
 	bl := &bench.Baseline{Nodes: c.Spawn, Rate: c.Rate}
 	ncfg := cfg
 	ncfg.Target, ncfg.CPU, ncfg.Pinning = base.target, base.nodes, ""
-	ncfg.Rate = c.Rate / n
 	if c.Requests > 0 {
 		ncfg.Requests = max(int64(float64(c.Requests)/n), 1)
 	}
@@ -584,6 +583,12 @@ func runBaseline(ctx context.Context, c *benchConfig, cfg bench.Config, base *ba
 		}
 		if err != nil || cr.Interrupted {
 			return withBaseline(last, bl), err
+		}
+		// The same load per node as the cluster's nodes had: --rate/N, or
+		// less when the cluster fell short of --rate (a saturated machine).
+		ncfg.Rate = c.Rate / n
+		if got := float64(cr.Checks) / cr.Elapsed.D().Seconds(); cr.Elapsed > 0 && got < c.Rate {
+			ncfg.Rate = got / n
 		}
 		nr, err := runOnce(ctx, ncfg, p)
 		if err != nil || nr.Interrupted {

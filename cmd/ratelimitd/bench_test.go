@@ -289,7 +289,7 @@ func TestBenchBaseline(t *testing.T) {
 	if r.CPU == nil || len(r.CPU.Nodes) != 2 || r.CPU.PerDecisionUS != b.Rounds[1].ClusterUS || len(r.Params.URLs) != 2 {
 		t.Errorf("the result is not the cluster's last round: cpu %+v urls %v", r.CPU, r.Params.URLs)
 	}
-	for _, want := range []string{"baseline     2 node(s) at 600 checks/s against 1 node at 300 checks/s", "round 2 ", "ratio        "} {
+	for _, want := range []string{"baseline     2 node(s) at 600 checks/s against 1 node at 1/2 of the checks/s they got (at most 300)", "round 2 ", "ratio        "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
 		}
