@@ -20,6 +20,10 @@ type Baseline struct {
 	// Nodes in a round where it fell short of Rate.
 	Nodes int     `json:"nodes"`
 	Rate  float64 `json:"rate"`
+	// Fill is true when the cluster carried the rest of the load,
+	// (Nodes-1)/Nodes of the node's rate times Nodes, unmetered, while the
+	// node ran: the machine as busy in both runs.
+	Fill bool `json:"fill,omitempty"`
 	// Rounds are the rounds in the order they ran.
 	Rounds []BaselineRound `json:"rounds"`
 	// MedianRatio is the median of the rounds' Ratio (those with one).
@@ -108,6 +112,9 @@ func Median(xs []float64) float64 {
 func (b *Baseline) writeSummary(w *strings.Builder) {
 	fmt.Fprintf(w, "baseline     %d node(s) at %s checks/s against 1 node at 1/%d of the checks/s they got (at most %s): the same load per node, rounds alternated:\n",
 		b.Nodes, human(b.Rate), b.Nodes, human(b.Rate/float64(max(b.Nodes, 1))))
+	if b.Fill {
+		fmt.Fprintf(w, "  while 1 node ran, the %d node(s) carried the rest of the load, unmetered: the machine as busy in both\n", b.Nodes)
+	}
 	for i, r := range b.Rounds {
 		fmt.Fprintf(w, "  round %d     %d node(s) %.1fµs per decision (%s decisions/s, %d errors), 1 node %.1fµs (%s decisions/s, %d errors): ratio %.2f\n",
 			i+1, b.Nodes, r.ClusterUS, human(r.ClusterDecisionsPerSec), r.ClusterErrors, r.NodeUS, human(r.NodeDecisionsPerSec), r.NodeErrors, r.Ratio)

@@ -59,6 +59,7 @@ type benchConfig struct {
 	OwnerAware  bool
 	Baseline    bool
 	Rounds      int
+	Fill        bool
 }
 
 func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
@@ -98,6 +99,7 @@ func benchFlags(c *benchConfig, getenv func(string) string) *flag.FlagSet {
 	fs.BoolVar(&c.OwnerAware, "owner-aware", false, "http target: send each check to its key's owner, from the ring of GET /v1/ring (as httpapi.OwnerAwareClient does), instead of round-robin through every node.")
 	fs.BoolVar(&c.Baseline, "baseline", false, "With --spawn N (2 or more) and --rate: spawn one more node, standalone, and alternate --rounds rounds of the N nodes at --rate and that node at --rate/N (the same load per node), reporting both CPU per decision figures of each round and the median of their ratios; the rest of the report is the cluster's last round. A round whose cluster fell short of --rate gives the node the checks/s the cluster got, over N.")
 	fs.IntVar(&c.Rounds, "rounds", 3, "Rounds of --baseline, each a run of the cluster then one of the single node.")
+	fs.BoolVar(&c.Fill, "baseline-fill", true, "With --baseline: while the single node runs, load the cluster with the rest of --rate, (N-1)/N of it, unmetered, so that the machine is as busy as in the cluster's run (a Go process alone on idle CPUs spends more CPU per request on wake-ups). false: the single node runs alone.")
 	fs.StringVar(&c.Progress, "progress", "auto", "Progress output: auto (a live line on a terminal, plain lines otherwise), plain, or none.")
 	return fs
 }
@@ -564,7 +566,7 @@ func (ms cpuMeters) CPUSamples() ([]bench.CPUSample, error) {
 // the comparison. Each run has keys of its own.
 func runBaseline(ctx context.Context, c *benchConfig, cfg bench.Config, base *baselineNode, p *progressPrinter) (*bench.Result, error) {
 	n := float64(c.Spawn)
-	bl := &bench.Baseline{Nodes: c.Spawn, Rate: c.Rate}
+	bl := &bench.Baseline{Nodes: c.Spawn, Rate: c.Rate, Fill: c.Fill}
 	ncfg := cfg
 	ncfg.Target, ncfg.CPU, ncfg.Pinning = base.target, base.nodes, ""
 	if c.Requests > 0 {
@@ -590,7 +592,14 @@ func runBaseline(ctx context.Context, c *benchConfig, cfg bench.Config, base *ba
 		if got := float64(cr.Checks) / cr.Elapsed.D().Seconds(); cr.Elapsed > 0 && got < c.Rate {
 			ncfg.Rate = got / n
 		}
+		var stopFill func()
+		if c.Fill {
+			stopFill = fill(ctx, cfg, ncfg.Rate*(n-1), ncfg.Warmup+ncfg.Duration+10*time.Second, i)
+		}
 		nr, err := runOnce(ctx, ncfg, p)
+		if stopFill != nil {
+			stopFill()
+		}
 		if err != nil || nr.Interrupted {
 			return withBaseline(last, bl), err
 		}
@@ -601,6 +610,26 @@ func runBaseline(ctx context.Context, c *benchConfig, cfg bench.Config, base *ba
 		}
 	}
 	return withBaseline(last, bl), nil
+}
+
+// fill loads the cluster at rate, unmetered, on keys of its own, from
+// a moment before the single node's run until the returned func is
+// called (it waits for the load to stop) or bound has passed.
+func fill(ctx context.Context, cfg bench.Config, rate float64, bound time.Duration, round int) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	cfg.CPU, cfg.Idle, cfg.Progress, cfg.Scenario, cfg.Requests, cfg.Warmup = nil, nil, nil, nil, 0, 0
+	cfg.Rate, cfg.Duration = rate, bound // ended by cancel, or else by the bound
+	cfg.KeyPrefix = fmt.Sprintf("%sfill%d:", cfg.KeyPrefix, round+1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = bench.Run(ctx, cfg)
+	}()
+	_ = sleepCtx(ctx, 500*time.Millisecond) // the fill's connections up
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 func withBaseline(r *bench.Result, bl *bench.Baseline) *bench.Result {

@@ -294,6 +294,9 @@ func TestBenchBaseline(t *testing.T) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
 		}
 	}
+	if !b.Fill || !strings.Contains(out, "the 2 node(s) carried the rest of the load") {
+		t.Errorf("the cluster did not carry the rest of the load while the node ran (fill %v):\n%s", b.Fill, out)
+	}
 	if html, err := os.ReadFile(page); err != nil || !bytes.Contains(html, []byte(`id="baseline"`)) {
 		t.Errorf("html report has no baseline table: %v", err)
 	}
