@@ -188,7 +188,7 @@ func (n *Node) decideRemote(ctx context.Context, checks []Request, idx []int, en
 		switch {
 		case err != nil && ctx.Err() != nil:
 			out[i] = Result{Err: ctx.Err()}
-		case slowPeer(err):
+		case slowPeer(err) && n.sameMember(rt, owner):
 			// Not gone, only slow to reach: asked again as forward does.
 			d, ferr := n.forward(ctx, entries[i], c.Key, c.Hits, rt, owner, addr, now)
 			out[i] = Result{Decision: d, Err: ferr}

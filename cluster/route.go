@@ -32,8 +32,9 @@ func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int
 	// again while it stays in the ring, up to FailoverTimeout. Its
 	// successor need not hold a copy of the key when the ring is
 	// changing, and would decide from nothing.
-	// So is one whose dial timed out (slowPeer).
-	for wait := 5 * time.Millisecond; (err == nil && res.Status == transport.StatusUnavailable || slowPeer(err)) && time.Since(start) < n.cfg.FailoverTimeout; wait = min(2*wait, 200*time.Millisecond) {
+	// So is one whose dial timed out (slowPeer), while this node's ring
+	// holds it as the same process.
+	for wait := 5 * time.Millisecond; (err == nil && res.Status == transport.StatusUnavailable || slowPeer(err) && n.sameMember(rt, owner)) && time.Since(start) < n.cfg.FailoverTimeout; wait = min(2*wait, 200*time.Millisecond) {
 		select {
 		case <-fctx.Done():
 		case <-n.stop:
@@ -72,6 +73,13 @@ func (n *Node) forward(ctx context.Context, p *policyEntry, key string, hits int
 func slowPeer(err error) bool {
 	var ne net.Error
 	return errors.Is(err, transport.ErrUnreachable) && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout())
+}
+
+// sameMember reports whether this node's current ring holds member as the
+// process rt's ring held: not dropped, not back as a new process.
+func (n *Node) sameMember(rt *routeTable, member string) bool {
+	cur := n.route.Load()
+	return cur != nil && cur.ring.Has(member) && cur.epochs[member] == rt.epochs[member]
 }
 
 // forwardCtx returns the context a forward to owner waits under: ctx,
