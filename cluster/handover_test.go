@@ -1,7 +1,10 @@
 package cluster_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"strings"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -20,7 +23,9 @@ import (
 // (away, and back), with checks of it arriving at every node meanwhile.
 // Asserted: every key admitted exactly its limit, no check failed.
 func TestClusterRollingRestartExact(t *testing.T) {
-	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly})
+	var logs nodeLog
+	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly, Logger: logs.logger()})
+	defer logs.dump(t)
 	const keys, limit, callers = 300, 50, 8
 	var (
 		allowed  [keys]atomic.Int64
@@ -60,12 +65,23 @@ func TestClusterRollingRestartExact(t *testing.T) {
 		})
 	}
 	time.Sleep(200 * time.Millisecond)
+	owners := map[int][]int{} // key: its owner before each step
+	ownersNow := func() {
+		for k := range keys {
+			owners[k] = append(owners[k], c.Owner("small", "k"+strconv.Itoa(k)))
+		}
+	}
+	ownersNow()
 	for i := range 3 {
+		t.Logf("%s: node %d leaves", time.Now().Format("15:04:05.000"), i)
 		c.Leave(i)
 		c.WaitConverged()
 		time.Sleep(100 * time.Millisecond)
+		ownersNow()
+		t.Logf("%s: node %d restarts", time.Now().Format("15:04:05.000"), i)
 		c.Restart(i)
 		c.WaitConverged()
+		ownersNow()
 		time.Sleep(200 * time.Millisecond)
 	}
 	close(stop)
@@ -75,7 +91,8 @@ func TestClusterRollingRestartExact(t *testing.T) {
 	for k := range keys {
 		a := allowed[k].Load()
 		if a != limit {
-			t.Errorf("key k%d: allowed %d, want exactly %d", k, a, limit)
+			t.Errorf("key k%d: allowed %d, want exactly %d; owners by step %v", k, a, limit, owners[k])
+			logs.also = append(logs.also, "key=k"+strconv.Itoa(k)+" ")
 		}
 		over += max(0, a-limit)
 		under += max(0, limit-a)
@@ -225,5 +242,61 @@ func leavingDecidesNothing(t *testing.T, leaveAndFlap func(c *testcluster.Cluste
 	}
 	if len(allowed) > 0 {
 		t.Errorf("used-up keys allowed after their owner left: %d of %d checks: %v", len(allowed), 4*len(keys), allowed)
+	}
+}
+
+// nodeLog collects the log lines of a test cluster's nodes; dump prints,
+// when the test failed, those that tell how membership and ownership
+// moved: rebuilt rings, members taken for dead or alive (memberlist's
+// suspicions and refutations among them), hand-overs, late hand-overs and
+// failovers.
+type nodeLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	// also holds more substrings of the lines to dump (a failing key's).
+	also []string
+}
+
+func (l *nodeLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// logger returns a logger into l.
+func (l *nodeLog) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// flaps returns the lines that say a live member was taken for failed:
+// memberlist's suspicions and dead declarations, and refutations.
+func (l *nodeLog) flaps() []string {
+	return l.lines("Suspect", "Marking", "Refuting", "state=dead")
+}
+
+// lines returns the lines holding any of subs.
+func (l *nodeLog) lines(subs ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for line := range strings.Lines(l.buf.String()) {
+		for _, s := range subs {
+			if strings.Contains(line, s) {
+				out = append(out, strings.TrimSpace(line))
+				break
+			}
+		}
+	}
+	return out
+}
+
+// dump logs the lines of interest when t failed.
+func (l *nodeLog) dump(t *testing.T) {
+	if !t.Failed() {
+		return
+	}
+	subs := []string{"ring rebuilt", "membership change", "Suspect", "Marking", "Refuting", "hand", "leav", "left", "failure mode", "successor", "joined", "node started", "node closed", "ForwardTimeout", "took over"}
+	for _, line := range l.lines(append(subs, l.also...)...) {
+		t.Log(line)
 	}
 }
