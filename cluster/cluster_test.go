@@ -140,7 +140,7 @@ func exhaustKeys(t *testing.T, c *testcluster.Cluster, limit int, allowed []atom
 // exactly its limit.
 func TestClusterJoinAndLeaveUnderLoad(t *testing.T) {
 	var logs nodeLog
-	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly, Logger: logs.logger()})
+	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly, Logger: logs.logger(), Configure: logs.configure})
 	defer logs.dump(t)
 	const keys, limit, callers = 30, 50, 8
 	var allowed [keys]atomic.Int64
@@ -202,6 +202,7 @@ func TestClusterJoinAndLeaveUnderLoad(t *testing.T) {
 	ownersNow()
 	waitAllowed(keys * limit * 2 / 3)
 	t.Logf("%s: node 0 leaves", time.Now().Format("15:04:05.000"))
+	logs.snapshot("before node 0 leaves")
 	c.Leave(0)
 	c.WaitConverged()
 	ownersNow()

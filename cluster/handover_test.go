@@ -3,13 +3,17 @@ package cluster_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vibewell/ratelimit/cluster"
 	"github.com/vibewell/ratelimit/internal/testcluster"
@@ -24,7 +28,7 @@ import (
 // Asserted: every key admitted exactly its limit, no check failed.
 func TestClusterRollingRestartExact(t *testing.T) {
 	var logs nodeLog
-	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly, Logger: logs.logger()})
+	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly, Logger: logs.logger(), Configure: logs.configure})
 	defer logs.dump(t)
 	const keys, limit, callers = 300, 50, 8
 	var (
@@ -74,6 +78,7 @@ func TestClusterRollingRestartExact(t *testing.T) {
 	ownersNow()
 	for i := range 3 {
 		t.Logf("%s: node %d leaves", time.Now().Format("15:04:05.000"), i)
+		logs.snapshot("before node " + strconv.Itoa(i) + " leaves")
 		c.Leave(i)
 		c.WaitConverged()
 		time.Sleep(100 * time.Millisecond)
@@ -255,6 +260,51 @@ type nodeLog struct {
 	buf bytes.Buffer
 	// also holds more substrings of the lines to dump (a failing key's).
 	also []string
+	// regs are the nodes' metrics, one registry per node started; seen
+	// holds the counters read before a node closed (closing unregisters).
+	regs []*prometheus.Registry
+	seen []string
+}
+
+// configure gives each node a registry of its own (testcluster's
+// Options.Configure).
+func (l *nodeLog) configure(i int, cfg *cluster.Config) {
+	r := prometheus.NewRegistry()
+	cfg.Metrics = r
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.regs = append(l.regs, r)
+}
+
+// snapshot records the non-zero counters that tell of a hand-over past
+// its wait, counters dropped instead of merged, failovers and promoted
+// copies, of every node started so far.
+func (l *nodeLog) snapshot(when string) {
+	l.mu.Lock()
+	regs := slices.Clone(l.regs)
+	l.mu.Unlock()
+	var out []string
+	for i, r := range regs {
+		fams, _ := r.Gather()
+		for _, f := range fams {
+			name := f.GetName()
+			if !strings.Contains(name, "handover_late") && !strings.Contains(name, "states") && !strings.Contains(name, "fallback") && !strings.Contains(name, "promoted") {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				if v := m.GetCounter().GetValue(); v > 0 {
+					var labels []string
+					for _, lp := range m.GetLabel() {
+						labels = append(labels, lp.GetName()+"="+lp.GetValue())
+					}
+					out = append(out, fmt.Sprintf("%s: start %d: %s{%s} %v", when, i, name, strings.Join(labels, ","), v))
+				}
+			}
+		}
+	}
+	l.mu.Lock()
+	l.seen = append(l.seen, out...)
+	l.mu.Unlock()
 }
 
 func (l *nodeLog) Write(p []byte) (int, error) {
@@ -294,6 +344,10 @@ func (l *nodeLog) lines(subs ...string) []string {
 func (l *nodeLog) dump(t *testing.T) {
 	if !t.Failed() {
 		return
+	}
+	l.snapshot("end")
+	for _, line := range l.seen {
+		t.Log(line)
 	}
 	subs := []string{"ring rebuilt", "membership change", "Suspect", "Marking", "Refuting", "hand", "leav", "left", "failure mode", "successor", "joined", "node started", "node closed", "ForwardTimeout", "took over"}
 	for _, line := range l.lines(append(subs, l.also...)...) {
