@@ -139,7 +139,9 @@ func exhaustKeys(t *testing.T, c *testcluster.Cluster, limit int, allowed []atom
 // answers every check it was sent before it closes: each key admits
 // exactly its limit.
 func TestClusterJoinAndLeaveUnderLoad(t *testing.T) {
-	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly})
+	var logs nodeLog
+	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly, Logger: logs.logger(), Configure: logs.configure})
+	defer logs.dump(t)
 	const keys, limit, callers = 30, 50, 8
 	var allowed [keys]atomic.Int64
 	var failed atomic.Int64
@@ -186,12 +188,24 @@ func TestClusterJoinAndLeaveUnderLoad(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
+	owners := map[int][]int{} // key: its owner before each step
+	ownersNow := func() {
+		for k := range keys {
+			owners[k] = append(owners[k], c.Owner("small", "k"+strconv.Itoa(k)))
+		}
+	}
+	ownersNow()
 	waitAllowed(keys * limit / 3)
+	t.Logf("%s: a node joins", time.Now().Format("15:04:05.000"))
 	c.Add()
 	c.WaitConverged()
+	ownersNow()
 	waitAllowed(keys * limit * 2 / 3)
+	t.Logf("%s: node 0 leaves", time.Now().Format("15:04:05.000"))
+	logs.snapshot("before node 0 leaves")
 	c.Leave(0)
 	c.WaitConverged()
+	ownersNow()
 	waitAllowed(keys * limit)
 	close(stop)
 	wg.Wait()
@@ -209,7 +223,8 @@ func TestClusterJoinAndLeaveUnderLoad(t *testing.T) {
 			under += limit - a
 		}
 		if a != limit {
-			t.Errorf("key %d: allowed %d, want exactly its limit %d (checked to exhaustion)", k, a, limit)
+			t.Errorf("key %d: allowed %d, want exactly its limit %d (checked to exhaustion); owners by step %v", k, a, limit, owners[k])
+			logs.also = append(logs.also, "key=k"+strconv.Itoa(k)+" ")
 		}
 	}
 	t.Logf("join + graceful leave under load: over-admission %d hits over %d keys of limit %d (worst key +%d), under-admission %d hits", over, keys, limit, worst, under)

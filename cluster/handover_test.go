@@ -1,12 +1,19 @@
 package cluster_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/vibewell/ratelimit/cluster"
 	"github.com/vibewell/ratelimit/internal/testcluster"
@@ -20,7 +27,9 @@ import (
 // (away, and back), with checks of it arriving at every node meanwhile.
 // Asserted: every key admitted exactly its limit, no check failed.
 func TestClusterRollingRestartExact(t *testing.T) {
-	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly})
+	var logs nodeLog
+	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly, Logger: logs.logger(), Configure: logs.configure})
+	defer logs.dump(t)
 	const keys, limit, callers = 300, 50, 8
 	var (
 		allowed  [keys]atomic.Int64
@@ -60,12 +69,24 @@ func TestClusterRollingRestartExact(t *testing.T) {
 		})
 	}
 	time.Sleep(200 * time.Millisecond)
+	owners := map[int][]int{} // key: its owner before each step
+	ownersNow := func() {
+		for k := range keys {
+			owners[k] = append(owners[k], c.Owner("small", "k"+strconv.Itoa(k)))
+		}
+	}
+	ownersNow()
 	for i := range 3 {
+		t.Logf("%s: node %d leaves", time.Now().Format("15:04:05.000"), i)
+		logs.snapshot("before node " + strconv.Itoa(i) + " leaves")
 		c.Leave(i)
 		c.WaitConverged()
 		time.Sleep(100 * time.Millisecond)
+		ownersNow()
+		t.Logf("%s: node %d restarts", time.Now().Format("15:04:05.000"), i)
 		c.Restart(i)
 		c.WaitConverged()
+		ownersNow()
 		time.Sleep(200 * time.Millisecond)
 	}
 	close(stop)
@@ -75,7 +96,8 @@ func TestClusterRollingRestartExact(t *testing.T) {
 	for k := range keys {
 		a := allowed[k].Load()
 		if a != limit {
-			t.Errorf("key k%d: allowed %d, want exactly %d", k, a, limit)
+			t.Errorf("key k%d: allowed %d, want exactly %d; owners by step %v", k, a, limit, owners[k])
+			logs.also = append(logs.also, "key=k"+strconv.Itoa(k)+" ")
 		}
 		over += max(0, a-limit)
 		under += max(0, limit-a)
@@ -225,5 +247,110 @@ func leavingDecidesNothing(t *testing.T, leaveAndFlap func(c *testcluster.Cluste
 	}
 	if len(allowed) > 0 {
 		t.Errorf("used-up keys allowed after their owner left: %d of %d checks: %v", len(allowed), 4*len(keys), allowed)
+	}
+}
+
+// nodeLog collects the log lines of a test cluster's nodes; dump prints,
+// when the test failed, those that tell how membership and ownership
+// moved: rebuilt rings, members taken for dead or alive (memberlist's
+// suspicions and refutations among them), hand-overs, late hand-overs and
+// failovers.
+type nodeLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	// also holds more substrings of the lines to dump (a failing key's).
+	also []string
+	// regs are the nodes' metrics, one registry per node started; seen
+	// holds the counters read before a node closed (closing unregisters).
+	regs []*prometheus.Registry
+	seen []string
+}
+
+// configure gives each node a registry of its own (testcluster's
+// Options.Configure).
+func (l *nodeLog) configure(i int, cfg *cluster.Config) {
+	r := prometheus.NewRegistry()
+	cfg.Metrics = r
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.regs = append(l.regs, r)
+}
+
+// snapshot records the non-zero counters that tell of a hand-over past
+// its wait, counters dropped instead of merged, failovers and promoted
+// copies, of every node started so far.
+func (l *nodeLog) snapshot(when string) {
+	l.mu.Lock()
+	regs := slices.Clone(l.regs)
+	l.mu.Unlock()
+	var out []string
+	for i, r := range regs {
+		fams, _ := r.Gather()
+		for _, f := range fams {
+			name := f.GetName()
+			if !strings.Contains(name, "handover_late") && !strings.Contains(name, "states") && !strings.Contains(name, "fallback") && !strings.Contains(name, "promoted") {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				if v := m.GetCounter().GetValue(); v > 0 {
+					var labels []string
+					for _, lp := range m.GetLabel() {
+						labels = append(labels, lp.GetName()+"="+lp.GetValue())
+					}
+					out = append(out, fmt.Sprintf("%s: start %d: %s{%s} %v", when, i, name, strings.Join(labels, ","), v))
+				}
+			}
+		}
+	}
+	l.mu.Lock()
+	l.seen = append(l.seen, out...)
+	l.mu.Unlock()
+}
+
+func (l *nodeLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// logger returns a logger into l.
+func (l *nodeLog) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// flaps returns the lines that say a live member was taken for failed:
+// memberlist's suspicions and dead declarations, and refutations.
+func (l *nodeLog) flaps() []string {
+	return l.lines("Suspect", "Marking", "Refuting", "state=dead")
+}
+
+// lines returns the lines holding any of subs.
+func (l *nodeLog) lines(subs ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for line := range strings.Lines(l.buf.String()) {
+		for _, s := range subs {
+			if strings.Contains(line, s) {
+				out = append(out, strings.TrimSpace(line))
+				break
+			}
+		}
+	}
+	return out
+}
+
+// dump logs the lines of interest when t failed.
+func (l *nodeLog) dump(t *testing.T) {
+	if !t.Failed() {
+		return
+	}
+	l.snapshot("end")
+	for _, line := range l.seen {
+		t.Log(line)
+	}
+	subs := []string{"ring rebuilt", "membership change", "Suspect", "Marking", "Refuting", "hand", "leav", "left", "failure mode", "successor", "joined", "node started", "node closed", "ForwardTimeout", "took over"}
+	for _, line := range l.lines(append(subs, l.also...)...) {
+		t.Log(line)
 	}
 }
