@@ -327,11 +327,7 @@ func (g *gossip) join(ctx context.Context) error {
 		return fmt.Errorf("cluster: join %v: %w", seeds, ErrRingConfig)
 	}
 	if n > 0 {
-		g.markJoined()
-		select { // the ring built from here on is the cluster's
-		case g.change <- struct{}{}:
-		default:
-		}
+		g.markJoined() // the ring built from here on is the cluster's
 		g.n.log.Info("joined cluster", "contacted", n, "members", g.ml.NumMembers())
 		return nil
 	}
@@ -368,11 +364,18 @@ func (g *gossip) joinedAt() time.Time {
 	return time.Time{}
 }
 
-// markJoined makes the node Ready as far as membership goes.
+// markJoined makes the node Ready as far as membership goes, and asks for
+// a rebuild: a table built before (joined false) would otherwise stay the
+// published one, and checks would wait on it for a change that a lone
+// node never gets.
 func (g *gossip) markJoined() {
 	g.joinOnce.Do(func() {
 		g.joinedNano.Store(time.Now().UnixNano())
 		close(g.joined)
+		select {
+		case g.change <- struct{}{}:
+		default:
+		}
 	})
 }
 

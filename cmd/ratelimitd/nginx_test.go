@@ -58,6 +58,13 @@ func TestNginxAuthRequest(t *testing.T) {
 		"RATE_LIMIT_API_MAX": "1", "RATE_LIMIT_API_WINDOW_MS": "60000", "RATE_LIMIT_API_BURST": "2",
 	})
 
+	// As a deployment's health check would: nginx gets the node once it
+	// is ready, not as soon as it listens.
+	for deadline := time.Now().Add(10 * time.Second); !ready(rl.URL); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("ratelimitd not ready after 10 s")
+		}
+	}
 	dir := t.TempDir()
 	upstream, err := os.ReadFile(filepath.Join(deployDir, "ratelimitd-upstream.conf"))
 	if err != nil {
@@ -115,6 +122,10 @@ http {
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill() // by pid: the nginx this test started
 		<-exited
+		if t.Failed() {
+			errLog, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Logf("nginx's error log:\n%s\nratelimitd's log:\n%s", errLog, rl.log)
+		}
 	})
 	frontURL := "http://127.0.0.1:" + strconv.Itoa(front)
 	deadline := time.Now().Add(10 * time.Second)
