@@ -9,6 +9,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/internal/msgpackenc"
 )
 
 // The counters of a hand-off or a replica message are encoded by hand:
@@ -201,10 +202,10 @@ func (m *handoffMsg) appendTo(b []byte) []byte {
 	b = append(b, 0x80|fields)
 	if m.From != "" {
 		b = append(b, 0xa1, 'f')
-		b = appendStr(b, m.From)
+		b = msgpackenc.AppendString(b, m.From)
 	}
 	b = append(b, 0xa1, 'v', 0xcc, m.Version, 0xa1, 'i')
-	b = appendArrayLen(b, len(m.Items))
+	b = msgpackenc.AppendArrayLen(b, len(m.Items))
 	for i := range m.Items {
 		it := &m.Items[i]
 		if it.Span != 0 {
@@ -213,13 +214,13 @@ func (m *handoffMsg) appendTo(b []byte) []byte {
 			b = append(b, 0x85)
 		}
 		b = append(b, 0xa1, 'p')
-		b = appendStr(b, it.Policy)
+		b = msgpackenc.AppendString(b, it.Policy)
 		b = append(b, 0xa1, 'k')
-		b = appendStr(b, it.Key)
+		b = msgpackenc.AppendString(b, it.Key)
 		b = append(b, 0xa1, 't')
-		b = appendInt(b, it.T)
+		b = msgpackenc.AppendInt(b, it.T)
 		b = append(b, 0xa1, 'c')
-		b = appendArrayLen(b, len(it.Count))
+		b = msgpackenc.AppendArrayLen(b, len(it.Count))
 		for _, c := range it.Count {
 			b = appendU32(b, c)
 		}
@@ -235,59 +236,6 @@ func (m *handoffMsg) appendTo(b []byte) []byte {
 
 func appendU32(b []byte, v uint32) []byte {
 	return append(b, 0xce, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
-}
-
-func appendU64(b []byte, code byte, v uint64) []byte {
-	return append(b, code, byte(v>>56), byte(v>>48), byte(v>>40), byte(v>>32), byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
-}
-
-// appendInt writes v in the fewest bytes, as msgpack's EncodeInt does.
-func appendInt(b []byte, v int64) []byte {
-	switch {
-	case v >= 0 && v <= math.MaxInt8:
-		return append(b, byte(v))
-	case v >= 0 && v <= math.MaxUint8:
-		return append(b, 0xcc, byte(v))
-	case v >= 0 && v <= math.MaxUint16:
-		return append(b, 0xcd, byte(v>>8), byte(v))
-	case v >= 0 && v <= math.MaxUint32:
-		return append(b, 0xce, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
-	case v >= 0:
-		return appendU64(b, 0xcf, uint64(v))
-	case v >= -32:
-		return append(b, byte(v))
-	case v >= math.MinInt8:
-		return append(b, 0xd0, byte(v))
-	case v >= math.MinInt16:
-		return append(b, 0xd1, byte(v>>8), byte(v))
-	case v >= math.MinInt32:
-		return append(b, 0xd2, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
-	}
-	return appendU64(b, 0xd3, uint64(v))
-}
-
-func appendStr(b []byte, s string) []byte {
-	switch l := len(s); {
-	case l < 32:
-		b = append(b, 0xa0|byte(l))
-	case l < 256:
-		b = append(b, 0xd9, byte(l))
-	case l <= math.MaxUint16:
-		b = append(b, 0xda, byte(l>>8), byte(l))
-	default:
-		b = append(b, 0xdb, byte(l>>24), byte(l>>16), byte(l>>8), byte(l))
-	}
-	return append(b, s...)
-}
-
-func appendArrayLen(b []byte, l int) []byte {
-	switch {
-	case l < 16:
-		return append(b, 0x90|byte(l))
-	case l <= math.MaxUint16:
-		return append(b, 0xdc, byte(l>>8), byte(l))
-	}
-	return append(b, 0xdd, byte(l>>24), byte(l>>16), byte(l>>8), byte(l))
 }
 
 // errHandoffForm is a body decode cannot read.

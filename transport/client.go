@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/vibewell/ratelimit/internal/msgpackenc"
 )
 
 // States of a slot or request: the waiter and the completer race to move
@@ -778,7 +780,7 @@ func (c *clientConn) send(r *request) {
 	switch r.kind {
 	case kindGathered:
 		buf = appendHeader(buf, frameCheck, id)
-		buf = appendArrayLen(buf, len(r.slots))
+		buf = msgpackenc.AppendArrayLen(buf, len(r.slots))
 		for _, s := range r.slots {
 			buf = appendItem(buf, &s.item)
 		}
@@ -790,8 +792,8 @@ func (c *clientConn) send(r *request) {
 	default:
 		buf = appendHeader(buf, frameCall, id)
 		buf = append(buf, 0x92)
-		buf = appendString(buf, r.method)
-		buf = appendBytes(buf, r.body)
+		buf = msgpackenc.AppendString(buf, r.method)
+		buf = msgpackenc.AppendBytes(buf, r.body)
 	}
 	var failErr error
 	if !finishFrame(buf, start, t.cfg.MaxFrame) {

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"math"
 	"time"
+
+	"github.com/vibewell/ratelimit/internal/msgpackenc"
 )
 
 // Frame layout (all integers big-endian):
@@ -88,95 +90,12 @@ func parseHeader(b []byte, maxFrame int) (header, error) {
 	}, nil
 }
 
-// --- msgpack encoding (append style, no reflection) ---
-
-func appendArrayLen(b []byte, n int) []byte {
-	switch {
-	case n < 16:
-		return append(b, 0x90|byte(n))
-	case n <= math.MaxUint16:
-		return append(b, 0xdc, byte(n>>8), byte(n))
-	default:
-		return append(b, 0xdd, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
-}
-
-func appendString(b []byte, s string) []byte {
-	n := len(s)
-	switch {
-	case n < 32:
-		b = append(b, 0xa0|byte(n))
-	case n <= math.MaxUint8:
-		b = append(b, 0xd9, byte(n))
-	case n <= math.MaxUint16:
-		b = append(b, 0xda, byte(n>>8), byte(n))
-	default:
-		b = append(b, 0xdb, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
-	return append(b, s...)
-}
-
-func appendBytes(b []byte, p []byte) []byte {
-	if p == nil {
-		return append(b, 0xc0)
-	}
-	n := len(p)
-	switch {
-	case n <= math.MaxUint8:
-		b = append(b, 0xc4, byte(n))
-	case n <= math.MaxUint16:
-		b = append(b, 0xc5, byte(n>>8), byte(n))
-	default:
-		b = append(b, 0xc6, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
-	return append(b, p...)
-}
-
-func appendBool(b []byte, v bool) []byte {
-	if v {
-		return append(b, 0xc3)
-	}
-	return append(b, 0xc2)
-}
-
-func appendUint(b []byte, v uint64) []byte {
-	switch {
-	case v <= 0x7f:
-		return append(b, byte(v))
-	case v <= math.MaxUint8:
-		return append(b, 0xcc, byte(v))
-	case v <= math.MaxUint16:
-		return append(b, 0xcd, byte(v>>8), byte(v))
-	case v <= math.MaxUint32:
-		return append(b, 0xce, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
-	default:
-		return binary.BigEndian.AppendUint64(append(b, 0xcf), v)
-	}
-}
-
-func appendInt(b []byte, v int64) []byte {
-	switch {
-	case v >= 0:
-		return appendUint(b, uint64(v))
-	case v >= -32:
-		return append(b, byte(v))
-	case v >= math.MinInt8:
-		return append(b, 0xd0, byte(v))
-	case v >= math.MinInt16:
-		return append(b, 0xd1, byte(v>>8), byte(v))
-	case v >= math.MinInt32:
-		return append(b, 0xd2, byte(v>>24), byte(v>>16), byte(v>>8), byte(v))
-	default:
-		return binary.BigEndian.AppendUint64(append(b, 0xd3), uint64(v))
-	}
-}
-
 // appendItem appends one CheckItem as [policy, key, hits].
 func appendItem(b []byte, it *CheckItem) []byte {
 	b = append(b, 0x93)
-	b = appendString(b, it.Policy)
-	b = appendString(b, it.Key)
-	return appendInt(b, it.Hits)
+	b = msgpackenc.AppendString(b, it.Policy)
+	b = msgpackenc.AppendString(b, it.Key)
+	return msgpackenc.AppendInt(b, it.Hits)
 }
 
 // itemSize is an upper bound of the encoded size of it.
@@ -188,18 +107,18 @@ func itemSize(it *CheckItem) int {
 // remaining, reset_after_ns, retry_after_ns].
 func appendResult(b []byte, r *CheckResult) []byte {
 	b = append(b, 0x96)
-	b = appendUint(b, uint64(r.Status))
-	b = appendBool(b, r.Allowed)
-	b = appendInt(b, r.Limit)
-	b = appendInt(b, r.Remaining)
-	b = appendInt(b, int64(r.ResetAfter))
-	return appendInt(b, int64(r.RetryAfter))
+	b = msgpackenc.AppendUint(b, uint64(r.Status))
+	b = msgpackenc.AppendBool(b, r.Allowed)
+	b = msgpackenc.AppendInt(b, r.Limit)
+	b = msgpackenc.AppendInt(b, r.Remaining)
+	b = msgpackenc.AppendInt(b, int64(r.ResetAfter))
+	return msgpackenc.AppendInt(b, int64(r.RetryAfter))
 }
 
 // appendCheckBatch appends the msgpack encoding of items (an array of
 // [policy, key, hits] arrays) to b: the body of a check frame.
 func appendCheckBatch(b []byte, items []CheckItem) []byte {
-	b = appendArrayLen(b, len(items))
+	b = msgpackenc.AppendArrayLen(b, len(items))
 	for i := range items {
 		b = appendItem(b, &items[i])
 	}
@@ -210,7 +129,7 @@ func appendCheckBatch(b []byte, items []CheckItem) []byte {
 // [status, allowed, limit, remaining, reset_ns, retry_ns] arrays) to b: the
 // body of a check answer.
 func appendResultBatch(b []byte, results []CheckResult) []byte {
-	b = appendArrayLen(b, len(results))
+	b = msgpackenc.AppendArrayLen(b, len(results))
 	for i := range results {
 		b = appendResult(b, &results[i])
 	}
@@ -565,8 +484,8 @@ func decodePair(b []byte) (first, second []byte, err error) {
 // appendErrorBody appends the body of an error frame: [code, message].
 func appendErrorBody(b []byte, code int, msg string) []byte {
 	b = append(b, 0x92)
-	b = appendUint(b, uint64(code))
-	return appendString(b, msg)
+	b = msgpackenc.AppendUint(b, uint64(code))
+	return msgpackenc.AppendString(b, msg)
 }
 
 // decodeErrorBody decodes the body of an error frame.

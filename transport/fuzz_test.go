@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/vibewell/ratelimit/internal/msgpackenc"
 )
 
 // Seeds live in testdata/fuzz/<FuzzName>; TRANSPORT_WRITE_SEEDS=1 go test
@@ -105,8 +107,8 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	}
 	checks := appendCheckBatch(nil, items)
 	answers := appendResultBatch(nil, results)
-	call := appendBytes(appendString([]byte{0x92}, "handoff"), []byte{0x91, 0x01})
-	callResp := appendBytes(appendString([]byte{0x92}, "no such method"), nil)
+	call := msgpackenc.AppendBytes(msgpackenc.AppendString([]byte{0x92}, "handoff"), []byte{0x91, 0x01})
+	callResp := msgpackenc.AppendBytes(msgpackenc.AppendString([]byte{0x92}, "no such method"), nil)
 	errBody := appendErrorBody(nil, codeVersion, "unsupported protocol version")
 	stream := append(frame(frameCheck, 1, checks), frame(frameCheckResp, 1, answers)...)
 	stream = append(stream, frame(frameCall, 2, call)...)

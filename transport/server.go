@@ -10,6 +10,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/vibewell/ratelimit/internal/msgpackenc"
 )
 
 // srvConn is one incoming connection. Its reader goroutine decodes frames;
@@ -222,11 +224,11 @@ func (c *srvConn) call(id uint32, method string, body []byte) {
 	buf = appendHeader(buf, frameCallResp, id)
 	buf = append(buf, 0x92)
 	if err != nil {
-		buf = appendString(buf, err.Error())
-		buf = appendBytes(buf, nil)
+		buf = msgpackenc.AppendString(buf, err.Error())
+		buf = msgpackenc.AppendBytes(buf, nil)
 	} else {
 		buf = append(buf, 0xc0)
-		buf = appendBytes(buf, resp)
+		buf = msgpackenc.AppendBytes(buf, resp)
 	}
 	if !finishFrame(buf, start, c.t.cfg.MaxFrame) {
 		buf = buf[:start]

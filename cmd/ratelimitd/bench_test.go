@@ -170,16 +170,7 @@ func TestBenchSpawnCluster(t *testing.T) {
 	if r.Errors != 0 {
 		t.Errorf("a rolling restart that drains each node first had errors: %v", r.ErrorKinds)
 	}
-	for _, u := range r.Params.URLs {
-		pu, err := url.Parse(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c, err := net.DialTimeout("tcp", pu.Host, time.Second); err == nil {
-			c.Close()
-			t.Errorf("a spawned node still listens on %s after the bench", pu.Host)
-		}
-	}
+	nodesStopped(t, r.Params.URLs)
 }
 
 // TestBenchURLsAdminToken: against a node with an admin token, bench reads
@@ -300,7 +291,14 @@ func TestBenchBaseline(t *testing.T) {
 	if html, err := os.ReadFile(page); err != nil || !bytes.Contains(html, []byte(`id="baseline"`)) {
 		t.Errorf("html report has no baseline table: %v", err)
 	}
-	for _, u := range r.Params.URLs {
+	nodesStopped(t, r.Params.URLs)
+}
+
+// nodesStopped fails t for each of the spawned nodes' urls that still
+// accepts connections after the bench.
+func nodesStopped(t *testing.T, urls []string) {
+	t.Helper()
+	for _, u := range urls {
 		pu, err := url.Parse(u)
 		if err != nil {
 			t.Fatal(err)

@@ -15,9 +15,10 @@ const module = "github.com/vibewell/ratelimit"
 var rules = map[string][]string{
 	"bucket":              {},
 	"cluster/ring":        {"github.com/buraksezer/consistent", "github.com/cespare/xxhash"},
-	"transport":           {module + "/internal/logcap"},
+	"transport":           {module + "/internal/logcap", module + "/internal/msgpackenc"},
 	"internal/logcap":     {},
 	"internal/msgpackfit": {},
+	"internal/msgpackenc": {},
 	"httpapi": {
 		module + "/bucket", module + "/internal/logcap", module + "/internal/msgpackfit",
 		"github.com/prometheus/", "github.com/beorn7/perks", "github.com/cespare/xxhash",
