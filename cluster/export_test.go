@@ -110,6 +110,34 @@ func (n *Node) Flap(member string, wait bool) bool {
 	return false
 }
 
+// SeeDead makes n alone take member for dead, as memberlist's failure
+// detection on a starved machine can before the member refutes it, and
+// waits (up to 10 s) until n's ring has been rebuilt without member and
+// its hand-over has run. It reports whether it was; false also when n did
+// not know member.
+func (n *Node) SeeDead(member string) bool {
+	g := n.gossip
+	var dead *memberlist.Node
+	for _, x := range g.ml.Members() {
+		if x.Name == member {
+			m := *x
+			m.State = memberlist.StateDead
+			dead = &m
+		}
+	}
+	if dead == nil {
+		return false
+	}
+	g.update(dead, false)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		rt := n.route.Load()
+		if !rt.ring.Has(member) && (rt.hand == nil || rt.hand.finished.Load()) {
+			return true
+		}
+	}
+	return false
+}
+
 // PauseRebuild makes n's next ring rebuild stop once it has read the
 // members: paused is closed then, release lets it go on, and rebuilt is
 // closed once it has ended. Later rebuilds wait at their start until

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -109,5 +110,25 @@ func TestHandoffCodecRefuses(t *testing.T) {
 		if err := m.decode(b); err == nil {
 			t.Errorf("%s: decode without an error: %+v", name, m)
 		}
+	}
+}
+
+// TestRefusedAnswer: the positions a hand-off's receiver refuses read
+// back as the counters its sender keeps; an empty answer keeps none, and
+// an answer naming a position past the chunk, or unreadable, is an error
+// (the sender then keeps the whole chunk).
+func TestRefusedAnswer(t *testing.T) {
+	keep, err := refusedOf(refusedAnswer([]uint32{0, 3, 4}), 5)
+	if err != nil || !slices.Equal(keep, []bool{true, false, false, true, true}) {
+		t.Errorf("kept %v, %v; want positions 0, 3 and 4", keep, err)
+	}
+	if keep, err := refusedOf(nil, 3); err != nil || slices.Contains(keep, true) || len(keep) != 3 {
+		t.Errorf("an empty answer: kept %v, %v; want none of 3", keep, err)
+	}
+	if _, err := refusedOf(refusedAnswer([]uint32{5}), 5); err == nil {
+		t.Error("a position past the chunk read without error")
+	}
+	if _, err := refusedOf([]byte{0xc1}, 5); err == nil {
+		t.Error("an unreadable answer read without error")
 	}
 }

@@ -535,8 +535,8 @@ func (n *Node) handOver(ctx context.Context, rt *routeTable) int {
 		wg.Go(func() {
 			deadline := time.Now().Add(handoverWait)
 			for {
-				sent, err := n.sendCounters(ctx, rt.addrs[m], methodHandoff, items, handoffTimeout, func(chunk []handoffItem) {
-					n.dropHandedOff(hs, rt, m, chunk)
+				sent, err := n.sendCounters(ctx, rt.addrs[m], methodHandoff, items, handoffTimeout, func(chunk []handoffItem, answer []byte) {
+					n.dropHandedOff(hs, rt, m, chunk, answer)
 				})
 				total.Add(int64(sent))
 				items = items[sent:]

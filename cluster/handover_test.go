@@ -15,7 +15,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster"
+	"github.com/vibewell/ratelimit/cluster/ring"
 	"github.com/vibewell/ratelimit/internal/testcluster"
 )
 
@@ -174,6 +176,64 @@ func TestLeavingNodeDecidesNothing(t *testing.T) {
 			// paused rebuild's and the leave's.
 		})
 	})
+}
+
+// TestHandoffToBehindRingKeepsCounter: a key can move between two
+// members that both stay (the ring bounds each member's load, so a
+// change rebalances a few partitions among the others). Here node A
+// alone takes C for dead and hands a used-up key that its new ring gives
+// to B; B's ring, still with C, names A as the owner and C as the key's
+// successor without A. B must keep the counter (A has given it away, and
+// A's hand-over message makes B decide the key): every later check of the
+// key, through any node, is denied.
+func TestHandoffToBehindRingKeepsCounter(t *testing.T) {
+	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly})
+	const limit = 50
+	key, a, b, cc := "", -1, -1, -1
+	names := []string{c.Node(0).Name(), c.Node(1).Name(), c.Node(2).Name()}
+	all := ring.New(names, ring.Config{})
+	var pair [3][3]*ring.Ring // the ring of two of the members
+	for x := range 3 {
+		for y := x + 1; y < 3; y++ {
+			pair[x][y] = ring.New([]string{names[x], names[y]}, ring.Config{})
+			pair[y][x] = pair[x][y]
+		}
+	}
+	for i := 0; key == "" && i < 100_000; i++ {
+		k := "moved-" + strconv.Itoa(i)
+		enc, _ := bucket.Key{Policy: "small", ID: k}.AppendBinary(nil)
+		x := slices.Index(names, all.Owner(enc))
+		for y := range 3 {
+			if z := 3 - x - y; y != x && pair[x][y].Owner(enc) == names[y] && pair[y][z].Owner(enc) == names[z] {
+				key, a, b, cc = k, x, y, z
+			}
+		}
+	}
+	if key == "" {
+		t.Fatal("no key moves between the two members that stay, with the third as its successor")
+	}
+	for j := range limit {
+		if d, err := c.Node(a).Allow(context.Background(), "small", key, 1); err != nil || !d.Allowed {
+			t.Fatalf("check %d of %s, of its limit %d: %+v, %v", j+1, key, limit, d, err)
+		}
+	}
+	if !c.Node(a).SeeDead(names[cc]) {
+		t.Fatalf("%s did not rebuild its ring without %s", names[a], names[cc])
+	}
+	if got := c.Node(a).Owner("small", key); got != names[b] {
+		t.Fatalf("%s's ring gives %s to %s, want %s", names[a], key, got, names[b])
+	}
+	for _, i := range []int{a, b, cc} {
+		for range 3 {
+			d, err := c.Node(i).Allow(context.Background(), "small", key, 1)
+			if err != nil {
+				t.Fatalf("%s via %s: %v", key, names[i], err)
+			}
+			if d.Allowed {
+				t.Errorf("%s, used up on %s, allowed via %s once %s handed it to %s", key, names[a], names[i], names[a], names[b])
+			}
+		}
+	}
 }
 
 // leave makes n leave the cluster (it still answers checks).

@@ -117,32 +117,37 @@ const MaxClockSkew = time.Second
 // receiveStates decodes the counters of a hand-off or a copy (method)
 // and merges each that passes the checks with merge; it returns how
 // many it merged. A counter is merged only if the sender is a current
-// ring member other than this node, the key is one this node owns or
-// succeeds (for a copy: whose owner is the sender, or would be this node
-// without it), its policy is known, and bucket.Sanitize finds its state
-// possible. The rest are dropped, counted and logged.
-func (n *Node) receiveStates(ctx context.Context, method string, body []byte, merge func(bucket.Key, bucket.Policy, bucket.State, time.Time)) (int, error) {
+// ring member other than this node, its policy is known, bucket.Sanitize
+// finds its state possible, and its key is one this node takes from the
+// sender: for a hand-off, a key this node owns, or one the sender owns in
+// this node's ring (behind the sender's: the sender has given it away);
+// for a copy, a key the sender owns and this node would own without it.
+// The rest are dropped, counted and logged. The hand-off's counters
+// dropped for their key alone are refused: their positions in the
+// message are returned, so that the sender keeps them (this node's ring
+// names a third member as the owner; one of the two rings is behind, and
+// the sender's next ring sends them on).
+func (n *Node) receiveStates(ctx context.Context, method string, body []byte, merge func(bucket.Key, bucket.Policy, bucket.State, time.Time)) (merged int, refused []uint32, err error) {
 	var msg handoffMsg
-	err := errLengthBeyondEnd
+	err = errLengthBeyondEnd
 	if msgpackfit.Fits(body) {
 		err = msg.decode(body)
 	}
 	if err != nil {
 		n.dropStates(method, "malformed", "", 1, err)
-		return 0, fmt.Errorf("cluster: %s: %w", method, err)
+		return 0, nil, fmt.Errorf("cluster: %s: %w", method, err)
 	}
 	rt := n.route.Load()
 	from := n.senderName(ctx, rt, &msg)
 	if rt == nil || from == "" || from == rt.self || !rt.ring.Has(from) {
 		n.dropStates(method, "sender", from, len(msg.Items), errors.New("not a member of this node's ring"))
-		return 0, fmt.Errorf("cluster: %s from %q: %w", method, capText(from), errNotMember)
+		return 0, nil, fmt.Errorf("cluster: %s from %q: %w", method, capText(from), errNotMember)
 	}
 	table := *n.policies.Load()
 	now := n.clock.Now()
 	var without *ring.Ring // the ring without the sender, built on demand
 	var dropped [3]int     // key, policy, state
 	var lastErr error
-	merged := 0
 	for i := range msg.Items {
 		it := &msg.Items[i]
 		k := bucket.Key{Policy: it.Policy, ID: it.Key}
@@ -158,18 +163,21 @@ func (n *Node) receiveStates(ctx context.Context, method string, body []byte, me
 		var buf [128]byte
 		enc, _ := k.AppendBinary(buf[:0])
 		owner := rt.ring.Owner(enc)
-		mine := owner == rt.self
-		if method == methodReplica || (!mine && owner == from) {
+		mine := owner == rt.self || owner == from
+		if method == methodReplica {
 			// This node must be the key's successor with respect to the
-			// sender, and (for a copy) not its owner: a copy of a key owned
-			// here would be folded into its counter.
+			// sender, and not its owner: a copy of a key owned here would
+			// be folded into its counter.
 			if without == nil {
 				without = n.ringWithout(rt, from)
 			}
-			mine = owner != rt.self && without.Owner(enc) == rt.self
+			mine = owner == from && without.Owner(enc) == rt.self
 		}
 		if !mine {
 			dropped[0]++
+			if method == methodHandoff && len(refused) < maxRefused {
+				refused = append(refused, uint32(i))
+			}
 			continue
 		}
 		q := p.Policy
@@ -184,7 +192,7 @@ func (n *Node) receiveStates(ctx context.Context, method string, body []byte, me
 		merged++
 	}
 	if dropped[0] > 0 {
-		n.dropStates(method, "key", from, dropped[0], errors.New("keys this node neither owns nor succeeds, or of a bad length"))
+		n.dropStates(method, "key", from, dropped[0], errors.New("keys this node does not take from the sender (a hand-off's stay with it), or of a bad length"))
 	}
 	if dropped[1] > 0 {
 		n.dropStates(method, "policy", from, dropped[1], ErrUnknownPolicy)
@@ -192,8 +200,12 @@ func (n *Node) receiveStates(ctx context.Context, method string, body []byte, me
 	if dropped[2] > 0 {
 		n.dropStates(method, "state", from, dropped[2], lastErr)
 	}
-	return merged, nil
+	return merged, refused, nil
 }
+
+// maxRefused bounds the positions a hand-off's answer names: at most a
+// chunk's.
+const maxRefused = handoffChunk
 
 // errLengthBeyondEnd: a msgpack length runs past the end of its message.
 var errLengthBeyondEnd = errors.New("malformed msgpack: a length beyond the end of the message")

@@ -347,7 +347,7 @@ func (n *Node) receiveReplica(ctx context.Context, body []byte) error {
 	if n.replicas == nil {
 		return nil
 	}
-	merged, err := n.receiveStates(ctx, methodReplica, body, n.replicas.Merge)
+	merged, _, err := n.receiveStates(ctx, methodReplica, body, n.replicas.Merge)
 	n.metrics.replicaReceived.Add(float64(merged))
 	return err
 }
@@ -659,10 +659,10 @@ func (it *handoffItem) state() bucket.State {
 }
 
 // sendCounters sends items to addr with method (hand-off or replica), in
-// chunks of handoffChunk, each within timeout. sent(chunk), when not nil,
-// runs after each chunk that arrived. It stops at the first failure and
+// chunks of handoffChunk, each within timeout. sent(chunk, answer), when
+// not nil, runs after each chunk that arrived, with the receiver's answer. It stops at the first failure and
 // returns how many counters arrived.
-func (n *Node) sendCounters(ctx context.Context, addr, method string, items []handoffItem, timeout time.Duration, sent func(chunk []handoffItem)) (int, error) {
+func (n *Node) sendCounters(ctx context.Context, addr, method string, items []handoffItem, timeout time.Duration, sent func(chunk []handoffItem, answer []byte)) (int, error) {
 	total := 0
 	var body []byte
 	for len(items) > 0 {
@@ -671,14 +671,14 @@ func (n *Node) sendCounters(ctx context.Context, addr, method string, items []ha
 		msg := handoffMsg{From: n.cfg.NodeName, Version: 1, Items: chunk}
 		body = msg.appendTo(body[:0]) // a call keeps no body once it returns
 		cctx, cancel := context.WithTimeout(ctx, timeout)
-		_, err := n.tr.Call(cctx, addr, method, body)
+		answer, err := n.tr.Call(cctx, addr, method, body)
 		cancel()
 		if err != nil {
 			return total, err
 		}
 		total += len(chunk)
 		if sent != nil {
-			sent(chunk)
+			sent(chunk, answer)
 		}
 	}
 	return total, nil

@@ -10,6 +10,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/vibewell/ratelimit/bucket"
+	"github.com/vibewell/ratelimit/internal/msgpackenc"
 	"github.com/vibewell/ratelimit/transport"
 )
 
@@ -388,7 +389,7 @@ func (h peerHandler) HandleCall(ctx context.Context, method string, body []byte)
 	case methodHandover:
 		return nil, h.n.receiveHandover(ctx, body)
 	case methodHandoff:
-		return nil, h.n.receiveHandoff(ctx, body)
+		return h.n.receiveHandoff(ctx, body)
 	case methodTopDenied:
 		return h.n.serveTopDenied(body)
 	case methodCounts:
@@ -462,9 +463,9 @@ func (n *Node) handOff(ctx context.Context, rt *routeTable, drop bool) int {
 	})
 	total := 0
 	for owner, items := range groups {
-		sent, err := n.sendCounters(ctx, rt.addrs[owner], methodHandoff, items, handoffTimeout, func(chunk []handoffItem) {
+		sent, err := n.sendCounters(ctx, rt.addrs[owner], methodHandoff, items, handoffTimeout, func(chunk []handoffItem, answer []byte) {
 			if drop {
-				n.dropHandedOff(hs, rt, owner, chunk)
+				n.dropHandedOff(hs, rt, owner, chunk, answer)
 			}
 		})
 		total += sent
@@ -479,13 +480,26 @@ func (n *Node) handOff(ctx context.Context, rt *routeTable, drop bool) int {
 	return total
 }
 
-// dropHandedOff deletes the counters that reached their new owner; those
-// whose successor this node is stay as copies, so that a check this node
-// decides for the owner while it cannot answer starts from them (the
-// owner's own copies replace them once it sends some).
-func (n *Node) dropHandedOff(hs handoffStore, rt *routeTable, owner string, chunk []handoffItem) {
+// dropHandedOff deletes the counters of chunk that reached their new
+// owner; those whose successor this node is stay as copies, so that a
+// check this node decides for the owner while it cannot answer starts
+// from them (the owner's own copies replace them once it sends some).
+// Those the owner refused (answer: see refusedOf) stay here: its ring
+// names another member, and this node's next ring change sends them on.
+func (n *Node) dropHandedOff(hs handoffStore, rt *routeTable, owner string, chunk []handoffItem, answer []byte) {
 	table := *n.policies.Load()
+	keep, err := refusedOf(answer, len(chunk))
+	if err != nil {
+		n.log.Warn("a hand-off's answer is unreadable; its counters stay here", "to", owner, "counters", len(chunk), "err", err)
+		return
+	}
+	if len(keep) > 0 {
+		n.log.Warn("the new owner's ring names another owner for some counters; they stay here until this node's ring changes", "to", owner, "counters", len(keep))
+	}
 	for i := range chunk {
+		if keep[i] {
+			continue
+		}
 		k := chunk[i].key()
 		if n.replicas != nil {
 			if succ, _ := n.successor(rt, k, owner); succ == rt.self {
@@ -499,16 +513,50 @@ func (n *Node) dropHandedOff(hs handoffStore, rt *routeTable, owner string, chun
 }
 
 // receiveHandoff merges the counters a peer handed to this node, their
-// new owner, into its own (the more consumed state wins).
-func (n *Node) receiveHandoff(ctx context.Context, body []byte) error {
+// new owner, into its own (the more consumed state wins). Its answer names
+// the counters refused (see receiveStates), as a msgpack array of their
+// positions; none, when empty.
+func (n *Node) receiveHandoff(ctx context.Context, body []byte) ([]byte, error) {
 	hs, ok := n.store.(handoffStore)
 	if !ok {
-		return nil
+		return nil, nil
 	}
-	merged, err := n.receiveStates(ctx, methodHandoff, body, hs.Merge)
+	merged, refused, err := n.receiveStates(ctx, methodHandoff, body, hs.Merge)
 	n.metrics.receivedHandoff.Add(float64(merged))
 	if n.repl != nil && merged > 0 {
 		n.repl.changed()
 	}
-	return err
+	if err != nil || len(refused) == 0 {
+		return nil, err
+	}
+	return refusedAnswer(refused), nil
+}
+
+// refusedAnswer encodes the positions of a hand-off's refused counters.
+func refusedAnswer(refused []uint32) []byte {
+	answer := msgpackenc.AppendArrayLen(nil, len(refused))
+	for _, i := range refused {
+		answer = msgpackenc.AppendUint(answer, uint64(i))
+	}
+	return answer
+}
+
+// refusedOf reads a hand-off's answer: which of its n counters the
+// receiver refused. An empty answer refuses none.
+func refusedOf(answer []byte, n int) ([]bool, error) {
+	keep := make([]bool, n)
+	if len(answer) == 0 {
+		return keep, nil
+	}
+	var idx []uint32
+	if err := msgpack.Unmarshal(answer, &idx); err != nil {
+		return nil, err
+	}
+	for _, i := range idx {
+		if int(i) >= n {
+			return nil, fmt.Errorf("refused position %d of %d counters", i, n)
+		}
+		keep[i] = true
+	}
+	return keep, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -370,5 +371,59 @@ func TestSecurityForgedCountersDropped(t *testing.T) {
 	}
 	if n, _ := metricSum(t, regs[victimOwner], "ratelimit_peer_states_dropped_total", "message", "handoff", "reason", "state"); n < 1 {
 		t.Errorf("maximal counts not dropped as a state by the victim key's owner")
+	}
+}
+
+// TestHandoffAnswerNamesRefused: a hand-off from a member merges the
+// counters of keys the receiver owns, or that the sender owns in the
+// receiver's ring (the receiver's ring is behind the sender's), and names
+// in its answer the positions of those whose owner in the receiver's ring
+// is a third member, so that the sender keeps them rather than losing
+// them: none of them is merged.
+func TestHandoffAnswerNamesRefused(t *testing.T) {
+	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly})
+	const to, from, third = 0, 1, 2
+	pick := func(owner int) string {
+		for i := range 100_000 {
+			if k := "h-" + strconv.Itoa(i); c.Owner("small", k) == owner {
+				return k
+			}
+		}
+		t.Fatalf("no key owned by node %d", owner)
+		return ""
+	}
+	keys := []string{pick(to), pick(from), pick(third), pick(third)}
+	// Each counter is used up: 50 hits in its newest slot.
+	width := time.Hour.Microseconds() / bucket.Slots
+	now := time.Now().UnixMicro() / width
+	var msg map[string]any
+	if err := msgpack.Unmarshal(forgedStates(c.Node(from).Name(), "small", keys, now*width, 0, 3_600_000), &msg); err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range msg["i"].([]any) {
+		it.(map[string]any)["c"].([]any)[now%(bucket.Slots+1)] = uint32(50)
+		it.(map[string]any)["e"] = uint32(time.Now().Add(2 * time.Hour).Unix())
+	}
+	body, err := msgpack.Marshal(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	answer, err := peerAs(t, c, c.Node(from).Name()).Call(ctx, c.Node(to).Addrs().Peer, "handoff", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused []int
+	if err := msgpack.Unmarshal(answer, &refused); err != nil {
+		t.Fatalf("answer %x: %v", answer, err)
+	}
+	if !slices.Equal(refused, []int{2, 3}) {
+		t.Errorf("refused positions %v, want [2 3] (the keys of the third member)", refused)
+	}
+	// The two merged counters are used up on the receiver, which decides
+	// the first key; the second it decides once the sender hands it over.
+	if d, err := c.Node(to).Allow(ctx, "small", keys[0], 0); err != nil || d.Remaining != 0 {
+		t.Errorf("the receiver's own key after the hand-off: %+v, %v; want nothing remaining", d, err)
 	}
 }
