@@ -55,9 +55,13 @@ const (
 )
 
 // handoverMsg is a hand-over message: From's ring after its change.
+// Joining marks the ring of a node not established yet (a partial view,
+// maybe): it tells its peers which ring it has, for their establishment,
+// and gives no key away.
 type handoverMsg struct {
 	From    string   `msgpack:"f"`
 	Members []string `msgpack:"m"`
+	Joining bool     `msgpack:"j,omitempty"`
 }
 
 // handing is the hand-over a node runs after its ring changed; done is
@@ -80,9 +84,17 @@ type handovers struct {
 	// finals holds, per member, the ring of the last hand-over message it
 	// sent this node: copy on write, read on the check path.
 	finals atomic.Pointer[map[string]*finalRing]
+	// joining holds, per member not established yet, the ring of its last
+	// message (see handoverMsg.Joining), under mu: read by establish only.
+	joining map[string]*ring.Ring
 	// established is set once this node's ring is the cluster's: it has
 	// joined through its seeds (or has none) and its ring has peers.
 	established atomic.Bool
+	// handPending is set when a ring change's hand-over was put off
+	// because this node was not established: its ring may be a partial
+	// view of its peers', which gives others keys that are this node's.
+	// The hand-over runs for the ring of the moment once it is.
+	handPending atomic.Bool
 	// gone is set once this node, leaving, has begun to hand its keys to
 	// a ring without it: from then on its store holds no counter it may
 	// decide from (see where).
@@ -175,10 +187,36 @@ func (h *handovers) setFinal(member string, r *ring.Ring) {
 	h.mu.Unlock()
 }
 
+// setJoining records the ring of a joining member's message.
+func (h *handovers) setJoining(member string, r *ring.Ring) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.joining == nil {
+		h.joining = map[string]*ring.Ring{}
+	}
+	h.joining[member] = r
+}
+
+// named returns the ring member's last message named, joining or not;
+// nil if none.
+func (h *handovers) named(member string) *ring.Ring {
+	if f := h.final(member); f != nil {
+		return f.Ring
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.joining[member]
+}
+
 // keepFinals forgets the messages of members keep rejects.
 func (h *handovers) keepFinals(keep func(member string) bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for k := range h.joining {
+		if !keep(k) {
+			delete(h.joining, k)
+		}
+	}
 	m := h.finals.Load()
 	if m == nil {
 		return
@@ -248,7 +286,7 @@ func (n *Node) establish(rt *routeTable) {
 	if !ok && rt.ring.Len() > 1 {
 		ok = true
 		for _, m := range rt.ring.Members() {
-			if f := n.ho.final(m); m != rt.self && (f == nil || !sameMembers(f.Ring, rt.ring)) {
+			if r := n.ho.named(m); m != rt.self && (r == nil || !sameMembers(r, rt.ring)) {
 				ok = false
 				break
 			}
@@ -257,6 +295,12 @@ func (n *Node) establish(rt *routeTable) {
 	if ok {
 		n.ho.established.Store(true)
 		n.ho.notify()
+		if n.ho.handPending.Load() {
+			select {
+			case n.gossip.change <- struct{}{}: // rebuild runs it
+			default:
+			}
+		}
 	}
 }
 
@@ -503,8 +547,9 @@ func (n *Node) stored(ctx context.Context, p *policyEntry, k bucket.Key, hits in
 // to others to their new owners, deleting them here once delivered (or
 // keeping them as copies of keys this node succeeds), and a hand-over
 // message to every other member, retrying each for up to handoverWait.
-// It returns how many counters it sent.
-func (n *Node) handOver(ctx context.Context, rt *routeTable) int {
+// It returns how many counters it sent. With joining (a node not
+// established yet), it sends no counter, and messages marked joining.
+func (n *Node) handOver(ctx context.Context, rt *routeTable, joining bool) int {
 	defer n.ho.notify()
 	defer rt.hand.finish()
 	hs, ok := n.store.(handoffStore)
@@ -518,10 +563,10 @@ func (n *Node) handOver(ctx context.Context, rt *routeTable) int {
 	}
 	groups := map[string][]handoffItem{}
 	hs.Range(n.clock.Now(), func(k bucket.Key, st bucket.State) bool {
-		if owner, _ := rt.owner(k); owner != rt.self && owner != "" {
+		if owner, _ := rt.owner(k); owner != rt.self && owner != "" && !joining {
 			groups[owner] = append(groups[owner], itemOf(k, st))
 		}
-		return true
+		return !joining
 	})
 	var (
 		total atomic.Int64
@@ -541,7 +586,7 @@ func (n *Node) handOver(ctx context.Context, rt *routeTable) int {
 				total.Add(int64(sent))
 				items = items[sent:]
 				if err == nil {
-					err = n.sendHandover(ctx, rt, m)
+					err = n.sendHandover(ctx, rt, m, joining)
 				}
 				if err == nil {
 					return
@@ -568,9 +613,9 @@ func (n *Node) handOver(ctx context.Context, rt *routeTable) int {
 }
 
 // sendHandover tells member that this node has handed over the keys rt
-// gives to others.
-func (n *Node) sendHandover(ctx context.Context, rt *routeTable, member string) error {
-	body, err := msgpack.Marshal(handoverMsg{From: n.cfg.NodeName, Members: rt.ring.Members()})
+// gives to others; with joining, only that rt is its ring.
+func (n *Node) sendHandover(ctx context.Context, rt *routeTable, member string, joining bool) error {
+	body, err := msgpack.Marshal(handoverMsg{From: n.cfg.NodeName, Members: rt.ring.Members(), Joining: joining})
 	if err != nil {
 		return err
 	}
@@ -610,7 +655,11 @@ func (n *Node) receiveHandover(ctx context.Context, body []byte) error {
 		n.dropStates(methodHandover, "sender", from, 1, errors.New("not a member of this node's ring"))
 		return fmt.Errorf("cluster: %s from %q: %w", methodHandover, capText(from), errNotMember)
 	}
-	n.ho.setFinal(from, ring.New(m.Members, n.cfg.Ring))
+	if m.Joining {
+		n.ho.setJoining(from, ring.New(m.Members, n.cfg.Ring))
+	} else {
+		n.ho.setFinal(from, ring.New(m.Members, n.cfg.Ring))
+	}
 	n.establish(n.route.Load())
 	return nil
 }

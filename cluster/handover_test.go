@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/vibewell/ratelimit/bucket"
 	"github.com/vibewell/ratelimit/cluster"
@@ -231,6 +232,64 @@ func TestHandoffToBehindRingKeepsCounter(t *testing.T) {
 			}
 			if d.Allowed {
 				t.Errorf("%s, used up on %s, allowed via %s once %s handed it to %s", key, names[a], names[i], names[a], names[b])
+			}
+		}
+	}
+}
+
+// TestJoiningMessageGivesNothingAway: a joining node's ring may be a
+// partial view of its peers' (memberlist's join brings the members one at
+// a time), in which a key its peer has just handed it is the peer's. Its
+// hand-over message then names that ring, marked joining: the peer must
+// not take it as the key handed back and decide it from nothing. Here A
+// restarts; B, which held the key meanwhile, hands it to A; the key is
+// used up through A; then B gets A's message naming the ring of A and B
+// alone, in which the key is B's. Every later check of the key, through
+// B and C, is denied.
+func TestJoiningMessageGivesNothingAway(t *testing.T) {
+	c := testcluster.Start(t, 3, testcluster.Options{Policies: hourly})
+	const limit = 50
+	names := []string{c.Node(0).Name(), c.Node(1).Name(), c.Node(2).Name()}
+	all := ring.New(names, ring.Config{})
+	bc := ring.New(names[1:], ring.Config{})
+	ab := ring.New(names[:2], ring.Config{})
+	key := ""
+	for i := 0; key == "" && i < 100_000; i++ {
+		k := "rejoin-" + strconv.Itoa(i)
+		enc, _ := bucket.Key{Policy: "small", ID: k}.AppendBinary(nil)
+		if all.Owner(enc) == names[0] && bc.Owner(enc) == names[1] && ab.Owner(enc) == names[1] {
+			key = k
+		}
+	}
+	if key == "" {
+		t.Fatal("no key of the first node that the second holds while it is away")
+	}
+	c.Leave(0)
+	c.WaitConverged()
+	c.Restart(0)
+	c.WaitConverged()
+	for j := range limit {
+		if d, err := c.Node(0).Allow(context.Background(), "small", key, 1); err != nil || !d.Allowed {
+			t.Fatalf("check %d of %s, of its limit %d: %+v, %v", j+1, key, limit, d, err)
+		}
+	}
+	body, err := msgpack.Marshal(map[string]any{"f": names[0], "m": names[:2], "j": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := peerAs(t, c, names[0]).Call(ctx, c.Node(1).Addrs().Peer, "handover", body); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{1, 2} {
+		for range 3 {
+			d, err := c.Node(i).Allow(ctx, "small", key, 1)
+			if err != nil {
+				t.Fatalf("%s via %s: %v", key, names[i], err)
+			}
+			if d.Allowed {
+				t.Errorf("%s, used up, allowed via %s after %s's joining message", key, names[i], names[0])
 			}
 		}
 	}

@@ -630,7 +630,11 @@ func (g *gossip) rebuild() bool {
 		g.n.establish(rt)
 		g.n.route.Store(rt)
 		g.n.ho.notify()
-		return false
+		if !g.n.ho.established.Load() || !g.n.ho.handPending.CompareAndSwap(true, false) {
+			return false
+		}
+		g.n.handOverFor(rt, false)
+		return true
 	}
 	g.n.prepareRoute(old, rt)
 	// The copies of the keys this node takes over from a failed one
@@ -640,10 +644,22 @@ func (g *gossip) rebuild() bool {
 	g.n.ho.notify()
 	g.n.log.Info("ring rebuilt", "members", rt.ring.Len())
 	g.n.metrics.members.Set(float64(rt.ring.Len()))
-	ctx, cancel := context.WithTimeout(g.n.life, 10*time.Second)
-	g.n.handOver(ctx, rt)
-	cancel()
+	// A joining node's ring may be a partial view of its peers': counters
+	// it would hand on from it (those the peers handed it) may be its
+	// own, and a hand-over message naming it would have the peers decide
+	// keys whose counters are here. It decides nothing until established,
+	// tells its peers its ring meanwhile, and hands over then.
+	joining := !g.n.ho.established.Load()
+	g.n.ho.handPending.Store(joining)
+	g.n.handOverFor(rt, joining)
 	return true
+}
+
+// handOverFor runs rt's hand-over, bounded in time.
+func (n *Node) handOverFor(rt *routeTable, joining bool) {
+	ctx, cancel := context.WithTimeout(n.life, 10*time.Second)
+	defer cancel()
+	n.handOver(ctx, rt, joining)
 }
 
 // reconnectLoop tries, every interval, to join again the members that

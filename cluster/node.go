@@ -487,7 +487,7 @@ func (n *Node) Leave(ctx context.Context) error {
 	n.prepareRoute(n.route.Load(), next)
 	n.promoteReplicas(next)
 	n.ho.notify()
-	sent := n.handOver(ctx, next)
+	sent := n.handOver(ctx, next, false)
 	n.gossip.switching.Unlock()
 	timeout := 2 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
