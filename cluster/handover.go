@@ -38,6 +38,11 @@ import (
 // their new owner directly. So in whatever order the members see a change,
 // no two decide a key at once, and none decides it from a fresh counter
 // while the old one is alive.
+//
+// A joining node, whose ring may be a partial view, hands nothing over
+// until it is established: its messages only tell its peers its ring
+// (handoverMsg.Joining), so that none takes a key as handed back to it
+// while the counter is here.
 
 // methodHandover carries a hand-over message.
 const methodHandover = "handover"
@@ -272,7 +277,8 @@ func (n *Node) prepareRoute(old, rt *routeTable) {
 
 // establish marks the node established once rt is the cluster's ring:
 // the node started the cluster, or it has joined through its seeds and
-// every peer in rt has sent a hand-over message naming rt's members (its
+// every peer in rt has sent a hand-over message (joining or not) naming
+// rt's members (its
 // ring may otherwise be a partial view: memberlist's join need not bring
 // every member at once). Until then its tables take the ring without it
 // as the one before, so that it awaits each key from the peer that held
