@@ -660,8 +660,9 @@ func (it *handoffItem) state() bucket.State {
 
 // sendCounters sends items to addr with method (hand-off or replica), in
 // chunks of handoffChunk, each within timeout. sent(chunk, answer), when
-// not nil, runs after each chunk that arrived, with the receiver's answer. It stops at the first failure and
-// returns how many counters arrived.
+// not nil, runs after each chunk that arrived, with the receiver's
+// answer. It stops at the first failure and returns how many counters
+// arrived.
 func (n *Node) sendCounters(ctx context.Context, addr, method string, items []handoffItem, timeout time.Duration, sent func(chunk []handoffItem, answer []byte)) (int, error) {
 	total := 0
 	var body []byte

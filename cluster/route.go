@@ -493,8 +493,8 @@ func (n *Node) dropHandedOff(hs handoffStore, rt *routeTable, owner string, chun
 		n.log.Warn("a hand-off's answer is unreadable; its counters stay here", "to", owner, "counters", len(chunk), "err", err)
 		return
 	}
-	if len(keep) > 0 {
-		n.log.Warn("the new owner's ring names another owner for some counters; they stay here until this node's ring changes", "to", owner, "counters", len(keep))
+	if refused := countTrue(keep); refused > 0 {
+		n.log.Warn("the new owner's ring names another owner for some counters; they stay here until this node's ring changes", "to", owner, "counters", refused)
 	}
 	for i := range chunk {
 		if keep[i] {
@@ -530,6 +530,17 @@ func (n *Node) receiveHandoff(ctx context.Context, body []byte) ([]byte, error) 
 		return nil, err
 	}
 	return refusedAnswer(refused), nil
+}
+
+// countTrue returns how many of v are true.
+func countTrue(v []bool) int {
+	n := 0
+	for _, b := range v {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 // refusedAnswer encodes the positions of a hand-off's refused counters.
