@@ -188,24 +188,19 @@ func TestClusterJoinAndLeaveUnderLoad(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	owners := map[int][]int{} // key: its owner before each step
-	ownersNow := func() {
-		for k := range keys {
-			owners[k] = append(owners[k], c.Owner("small", "k"+strconv.Itoa(k)))
-		}
-	}
-	ownersNow()
+	owners := ownerSteps{}
+	owners.record(c, keys)
 	waitAllowed(keys * limit / 3)
 	t.Logf("%s: a node joins", time.Now().Format("15:04:05.000"))
 	c.Add()
 	c.WaitConverged()
-	ownersNow()
+	owners.record(c, keys)
 	waitAllowed(keys * limit * 2 / 3)
 	t.Logf("%s: node 0 leaves", time.Now().Format("15:04:05.000"))
 	logs.snapshot("before node 0 leaves")
 	c.Leave(0)
 	c.WaitConverged()
-	ownersNow()
+	owners.record(c, keys)
 	waitAllowed(keys * limit)
 	close(stop)
 	wg.Wait()

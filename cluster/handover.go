@@ -568,12 +568,14 @@ func (n *Node) handOver(ctx context.Context, rt *routeTable, joining bool) int {
 		n.ho.gone.Store(true)
 	}
 	groups := map[string][]handoffItem{}
-	hs.Range(n.clock.Now(), func(k bucket.Key, st bucket.State) bool {
-		if owner, _ := rt.owner(k); owner != rt.self && owner != "" && !joining {
-			groups[owner] = append(groups[owner], itemOf(k, st))
-		}
-		return !joining
-	})
+	if !joining {
+		hs.Range(n.clock.Now(), func(k bucket.Key, st bucket.State) bool {
+			if owner, _ := rt.owner(k); owner != rt.self && owner != "" {
+				groups[owner] = append(groups[owner], itemOf(k, st))
+			}
+			return true
+		})
+	}
 	var (
 		total atomic.Int64
 		wg    sync.WaitGroup

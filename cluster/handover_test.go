@@ -72,24 +72,19 @@ func TestClusterRollingRestartExact(t *testing.T) {
 		})
 	}
 	time.Sleep(200 * time.Millisecond)
-	owners := map[int][]int{} // key: its owner before each step
-	ownersNow := func() {
-		for k := range keys {
-			owners[k] = append(owners[k], c.Owner("small", "k"+strconv.Itoa(k)))
-		}
-	}
-	ownersNow()
+	owners := ownerSteps{}
+	owners.record(c, keys)
 	for i := range 3 {
 		t.Logf("%s: node %d leaves", time.Now().Format("15:04:05.000"), i)
 		logs.snapshot("before node " + strconv.Itoa(i) + " leaves")
 		c.Leave(i)
 		c.WaitConverged()
 		time.Sleep(100 * time.Millisecond)
-		ownersNow()
+		owners.record(c, keys)
 		t.Logf("%s: node %d restarts", time.Now().Format("15:04:05.000"), i)
 		c.Restart(i)
 		c.WaitConverged()
-		ownersNow()
+		owners.record(c, keys)
 		time.Sleep(200 * time.Millisecond)
 	}
 	close(stop)
@@ -292,6 +287,18 @@ func TestJoiningMessageGivesNothingAway(t *testing.T) {
 				t.Errorf("%s, used up, allowed via %s after %s's joining message", key, names[i], names[0])
 			}
 		}
+	}
+}
+
+// ownerSteps holds, for each key k0, k1, ... of policy "small", its owner
+// (as testcluster.Cluster.Owner numbers nodes) at each step of a test,
+// printed with a key admitted other than its limit.
+type ownerSteps map[int][]int
+
+// record appends the owner of each of keys keys now.
+func (o ownerSteps) record(c *testcluster.Cluster, keys int) {
+	for k := range keys {
+		o[k] = append(o[k], c.Owner("small", "k"+strconv.Itoa(k)))
 	}
 }
 

@@ -24,16 +24,10 @@ func AppendArrayLen(b []byte, n int) []byte {
 
 // AppendString appends s as a msgpack string.
 func AppendString(b []byte, s string) []byte {
-	n := len(s)
-	switch {
-	case n < 32:
+	if n := len(s); n < 32 {
 		b = append(b, 0xa0|byte(n))
-	case n <= math.MaxUint8:
-		b = append(b, 0xd9, byte(n))
-	case n <= math.MaxUint16:
-		b = append(b, 0xda, byte(n>>8), byte(n))
-	default:
-		b = append(b, 0xdb, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	} else {
+		b = appendSized(b, n, 0xd9, 0xda, 0xdb)
 	}
 	return append(b, s...)
 }
@@ -43,16 +37,19 @@ func AppendBytes(b []byte, p []byte) []byte {
 	if p == nil {
 		return append(b, 0xc0)
 	}
-	n := len(p)
+	return append(appendSized(b, len(p), 0xc4, 0xc5, 0xc6), p...)
+}
+
+// appendSized appends the header of a string or binary of n bytes: code8,
+// code16 or code32 and n in 1, 2 or 4 bytes, the fewest that hold it.
+func appendSized(b []byte, n int, code8, code16, code32 byte) []byte {
 	switch {
 	case n <= math.MaxUint8:
-		b = append(b, 0xc4, byte(n))
+		return append(b, code8, byte(n))
 	case n <= math.MaxUint16:
-		b = append(b, 0xc5, byte(n>>8), byte(n))
-	default:
-		b = append(b, 0xc6, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+		return append(b, code16, byte(n>>8), byte(n))
 	}
-	return append(b, p...)
+	return append(b, code32, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
 }
 
 // AppendBool appends v.
